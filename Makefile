@@ -1,0 +1,45 @@
+# FedCoord — the commands a newcomer and CI need. `make test` and `make demo` install what they need.
+SHELL := /bin/bash
+SWIFT ?= swift
+PROTOS := $(wildcard proto/*.proto)
+DEV_CERTS := certs/dev
+
+.PHONY: all deps build release test bench certs proto demo clean
+
+all: build
+
+## deps: install the system libraries the build links against (only when missing).
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+## test: the whole suite (unit, real loopback TLS, real processes).
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --parallel --num-workers 2
+
+## bench: release build, then the wire benchmarks (figures, not pass/fail).
+bench: release
+	.build/release/fedbench wire
+
+## certs: a development federation (CA, coordinator, hospital-a … hospital-e, empty CRL) in certs/dev.
+certs: release
+	.build/release/fedcoord certs dev --out $(DEV_CERTS)
+
+## proto: regenerate Sources/FedProtoC from proto/*.proto (installs protobuf-c-compiler when missing).
+proto: $(PROTOS)
+	@command -v protoc-c >/dev/null || bash scripts/install-deps.sh protobuf-c-compiler
+	@mkdir -p Sources/FedProtoC/include
+	protoc-c --c_out=Sources/FedProtoC -Iproto $(PROTOS)
+	mv Sources/FedProtoC/*.pb-c.h Sources/FedProtoC/include/
+
+demo:
+	@echo "make demo arrives with the federated-rounds issue (#3); for now: make certs, make test, make bench."
+
+clean:
+	rm -rf .build

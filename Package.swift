@@ -1,0 +1,60 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Strict Swift 6 settings shared by every Swift target.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "FedCoord",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "fedcoord", targets: ["fedcoord"]),
+        .executable(name: "fedbench", targets: ["fedbench"]),
+        .library(name: "FedWire", targets: ["FedWire"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System C libraries. The shim header wraps the macros Swift cannot import.
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        // protoc-c output for proto/fedcoord.proto, committed; `make proto` regenerates it.
+        .target(name: "FedProtoC", dependencies: ["CProtobufC"]),
+        .target(
+            name: "FedWire",
+            dependencies: [
+                "COpenSSL", "CProtobufC", "FedProtoC",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "fedcoord",
+            dependencies: [
+                "FedWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "fedbench",
+            dependencies: [
+                "FedWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "FedWireTests",
+            dependencies: ["FedWire", "FedProtoC", "COpenSSL", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,96 @@
+// Shim for the OpenSSL 3 macros and variadic functions Swift cannot import, plus the few libc
+// calls the Glibc module does not export. Every function here is a thin, allocation-free wrapper.
+#ifndef FEDCOORD_COPENSSL_SHIM_H
+#define FEDCOORD_COPENSSL_SHIM_H
+
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ec.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/bn.h>
+#include <openssl/rand.h>
+#include <openssl/crypto.h>
+#include <malloc.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+// MARK: SSL_CTX / SSL controls (macros in 3.0)
+
+static inline int shim_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
+    return (int)SSL_CTX_set_min_proto_version(ctx, version);
+}
+static inline int shim_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) {
+    return (int)SSL_CTX_set_max_proto_version(ctx, version);
+}
+static inline long shim_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
+static inline void shim_SSL_CTX_set_read_ahead(SSL_CTX *ctx, int on) { SSL_CTX_set_read_ahead(ctx, on); }
+static inline long shim_SSL_CTX_set_session_cache_off(SSL_CTX *ctx) {
+    return SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+}
+static inline unsigned long shim_SSL_OP_NO_RENEGOTIATION(void) { return (unsigned long)SSL_OP_NO_RENEGOTIATION; }
+static inline unsigned long shim_SSL_OP_NO_TICKET(void) { return (unsigned long)SSL_OP_NO_TICKET; }
+static inline int shim_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
+    return (int)SSL_set_tlsext_host_name(ssl, name);
+}
+
+// MARK: memory
+
+static inline long shim_BIO_get_mem_data(BIO *bio, char **data) { return BIO_get_mem_data(bio, data); }
+
+static inline void shim_OPENSSL_free(void *p) { OPENSSL_free(p); }
+
+// MARK: certificates
+
+static inline int shim_sk_GENERAL_NAME_num(const GENERAL_NAMES *names) { return sk_GENERAL_NAME_num(names); }
+static inline const GENERAL_NAME *shim_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, int i) {
+    return sk_GENERAL_NAME_value(names, i);
+}
+static inline int shim_sk_X509_REVOKED_num(const STACK_OF(X509_REVOKED) *s) { return sk_X509_REVOKED_num(s); }
+static inline const X509_REVOKED *shim_sk_X509_REVOKED_value(const STACK_OF(X509_REVOKED) *s, int i) {
+    return sk_X509_REVOKED_value(s, i);
+}
+/// Generates an EC P-256 key (EVP_EC_gen is a macro over a variadic function).
+static inline EVP_PKEY *shim_EVP_EC_gen_P256(void) { return EVP_EC_gen("P-256"); }
+/// A v3 extension from its OpenSSL config text ("critical,CA:TRUE"), with issuer and subject set.
+static inline X509_EXTENSION *shim_X509V3_ext(X509 *issuer, X509 *subject, X509_CRL *crl, int nid,
+                                              const char *value) {
+    X509V3_CTX ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer, subject, NULL, crl, 0);
+    return X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+}
+static inline int shim_GENERAL_NAME_type(const GENERAL_NAME *name) { return name->type; }
+static inline const ASN1_STRING *shim_GENERAL_NAME_string(const GENERAL_NAME *name) {
+    switch (name->type) {
+    case GEN_DNS: return name->d.dNSName;
+    case GEN_IPADD: return name->d.iPAddress;
+    case GEN_EMAIL: return name->d.rfc822Name;
+    case GEN_URI: return name->d.uniformResourceIdentifier;
+    default: return NULL;
+    }
+}
+
+// MARK: libc
+
+/// Puts a descriptor into non-blocking mode (fcntl is variadic). Returns -1 with errno on failure.
+static inline int shim_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL, 0);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+/// Keeps buffers above 64 MiB out of mmap so that repeated multi-MiB allocations reuse warm heap
+/// pages instead of page-faulting fresh ones (see swift-c-interop.md §6). Returns 1 when accepted.
+static inline int shim_tune_malloc_for_large_buffers(void) {
+    int a = mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    int b = mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    return a && b;
+}
+static inline void shim_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
+#endif

@@ -1,0 +1,53 @@
+/// Reads whole frames from a ``TLSConnection``.
+///
+/// The length is checked before the envelope's buffer is allocated. Once the first byte of a
+/// frame has arrived, the rest must arrive within `frameTimeout` seconds, so a peer that stops
+/// mid-frame is cut instead of holding the connection forever. Not thread-safe: one reader thread.
+public struct FrameReader {
+    public let connection: TLSConnection
+    /// The largest envelope accepted.
+    public var maxFrameBytes: Int
+    /// Seconds a started frame may take to arrive completely.
+    public var frameTimeout: Double
+
+    public init(connection: TLSConnection, maxFrameBytes: Int, frameTimeout: Double) {
+        self.connection = connection
+        self.maxFrameBytes = maxFrameBytes
+        self.frameTimeout = frameTimeout
+    }
+
+    /// Waits for the next frame until `idleDeadline`, then reads it whole.
+    ///
+    /// - Returns: the envelope bytes, or nil when the peer closed cleanly between frames.
+    /// - Throws: ``WireError`` with code `frameTooLarge`, `malformedFrame`, `truncatedFrame`
+    ///   (closed mid-frame), `timedOut` (idle deadline, or a frame not finished in time), or
+    ///   `connectionBroken`.
+    public func readFrame(idleDeadline: Deadline = .distantFuture) throws -> [UInt8]? {
+        var header = (UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0))
+        let parsed: FrameHeader? = try withUnsafeMutableBytes(of: &header) { raw in
+            let first = try connection.read(into: raw, deadline: idleDeadline)
+            if first == 0 { return nil }
+            if first < FrameHeader.size {
+                try readRest(into: UnsafeMutableRawBufferPointer(rebasing: raw[first...]), deadline: .after(seconds: frameTimeout))
+            }
+            return try FrameHeader.parse(UnsafeRawBufferPointer(raw), maxLength: maxFrameBytes)
+        }
+        guard let parsed else { return nil }
+        let length = Int(parsed.length)
+        let frameDeadline = Deadline.after(seconds: frameTimeout)
+        return try [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
+            try readRest(into: UnsafeMutableRawBufferPointer(buffer), deadline: frameDeadline)
+            initialized = length
+        }
+    }
+
+    private func readRest(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) throws {
+        do {
+            try connection.readExactly(into: buffer, deadline: deadline)
+        } catch let error as WireError where error.code == .connectionClosed {
+            throw WireError(.truncatedFrame, "the peer closed the connection in the middle of a frame")
+        } catch let error as WireError where error.code == .timedOut {
+            throw WireError(.timedOut, "the peer stopped sending in the middle of a frame for \(frameTimeout) s")
+        }
+    }
+}

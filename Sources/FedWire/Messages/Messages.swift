@@ -1,0 +1,222 @@
+/// Swift values of the messages in `proto/fedcoord.proto`. See the proto file for who sends
+/// each message and when. All are plain `Sendable` values except ``TensorChunk``, whose bytes
+/// are a ``ByteView`` so that 4 MiB chunks are never copied on their way through.
+
+/// The wire protocol this build speaks.
+public let fedcoordProtocolVersion: UInt32 = 1
+/// This build's software version.
+public let fedcoordSoftwareVersion = "0.1.0"
+
+public struct DataSchemaSummary: Sendable, Equatable {
+    public var featureColumns: [String] = []
+    public var labelColumn = ""
+    public var rowCount: UInt64 = 0
+    public var schemaSHA256: [UInt8] = []
+    public init(featureColumns: [String] = [], labelColumn: String = "", rowCount: UInt64 = 0, schemaSHA256: [UInt8] = []) {
+        self.featureColumns = featureColumns
+        self.labelColumn = labelColumn
+        self.rowCount = rowCount
+        self.schemaSHA256 = schemaSHA256
+    }
+}
+
+public struct Hello: Sendable, Equatable {
+    public var protocolVersion: UInt32 = fedcoordProtocolVersion
+    public var softwareVersion = "fedagent \(fedcoordSoftwareVersion)"
+    public var agentName = ""
+    public var schema: DataSchemaSummary?
+    public init(protocolVersion: UInt32 = fedcoordProtocolVersion, softwareVersion: String = "fedagent \(fedcoordSoftwareVersion)",
+                agentName: String = "", schema: DataSchemaSummary? = nil) {
+        self.protocolVersion = protocolVersion
+        self.softwareVersion = softwareVersion
+        self.agentName = agentName
+        self.schema = schema
+    }
+}
+
+public struct Welcome: Sendable, Equatable {
+    public var protocolVersion: UInt32 = fedcoordProtocolVersion
+    public var softwareVersion = "fedcoord \(fedcoordSoftwareVersion)"
+    public var agentID = ""
+    public var federation = ""
+    public var heartbeatIntervalMs: UInt32 = 0
+    public init(protocolVersion: UInt32 = fedcoordProtocolVersion, softwareVersion: String = "fedcoord \(fedcoordSoftwareVersion)",
+                agentID: String = "", federation: String = "", heartbeatIntervalMs: UInt32 = 0) {
+        self.protocolVersion = protocolVersion
+        self.softwareVersion = softwareVersion
+        self.agentID = agentID
+        self.federation = federation
+        self.heartbeatIntervalMs = heartbeatIntervalMs
+    }
+}
+
+public struct Heartbeat: Sendable, Equatable {
+    public var sequence: UInt64 = 0
+    public var sentUnixMs: UInt64 = 0
+    public var activity = ""
+    public init(sequence: UInt64 = 0, sentUnixMs: UInt64 = 0, activity: String = "") {
+        self.sequence = sequence
+        self.sentUnixMs = sentUnixMs
+        self.activity = activity
+    }
+}
+
+public struct TrainTask: Sendable, Equatable {
+    public var roundID: UInt64 = 0
+    public var modelVersion: UInt64 = 0
+    public var modelSHA256: [UInt8] = []
+    public var localEpochs: UInt32 = 1
+    public var batchSize: UInt32 = 32
+    public var learningRate: Double = 0.1
+    public var proximalMu: Double = 0
+    public var deadlineUnixMs: UInt64 = 0
+    public var seed: UInt64 = 0
+    public var tensorCount: UInt32 = 0
+    public init() {}
+}
+
+/// Element type of a tensor stream.
+public struct DType: Hashable, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let unspecified = DType(rawValue: 0)
+    public static let float32 = DType(rawValue: 1)
+    /// Bytes per element, or nil for an unknown type.
+    public var elementSize: Int? { self == .float32 ? 4 : nil }
+}
+
+public struct TensorHeader: Sendable, Equatable {
+    public var name: String
+    public var shape: [UInt64]
+    public var dtype: DType = .float32
+    public var totalBytes: UInt64
+    public var chunkBytes: UInt32
+    public init(name: String, shape: [UInt64], dtype: DType = .float32, totalBytes: UInt64, chunkBytes: UInt32) {
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self.totalBytes = totalBytes
+        self.chunkBytes = chunkBytes
+    }
+}
+
+public struct TensorChunk: Sendable {
+    public var offset: UInt64
+    public var data: ByteView
+    public init(offset: UInt64, data: ByteView) {
+        self.offset = offset
+        self.data = data
+    }
+}
+
+public struct TensorTrailer: Sendable, Equatable {
+    public var sha256: [UInt8]
+    public init(sha256: [UInt8]) { self.sha256 = sha256 }
+}
+
+public struct UpdateReady: Sendable, Equatable {
+    public var roundID: UInt64 = 0
+    public var modelVersion: UInt64 = 0
+    public var exampleCount: UInt64 = 0
+    public var updateBytes: UInt64 = 0
+    public var trainLoss: Double = 0
+    public var trainSeconds: Double = 0
+    public var tensorCount: UInt32 = 0
+    public init() {}
+}
+
+public struct FetchUpdate: Sendable, Equatable {
+    public var roundID: UInt64
+    public var modelVersion: UInt64
+    public init(roundID: UInt64, modelVersion: UInt64) {
+        self.roundID = roundID
+        self.modelVersion = modelVersion
+    }
+}
+
+public struct CancelTask: Sendable, Equatable {
+    public var roundID: UInt64
+    public var reason: String
+    public init(roundID: UInt64, reason: String) {
+        self.roundID = roundID
+        self.reason = reason
+    }
+}
+
+public struct EvaluationRequest: Sendable, Equatable {
+    public var roundID: UInt64 = 0
+    public var modelVersion: UInt64 = 0
+    public var modelSHA256: [UInt8] = []
+    public init() {}
+}
+
+public struct EvaluationResult: Sendable, Equatable {
+    public var roundID: UInt64 = 0
+    public var exampleCount: UInt64 = 0
+    public var loss: Double = 0
+    public var accuracy: Double = 0
+    public var rocAUC: Double = 0
+    public init() {}
+}
+
+/// The body of an envelope: one message of the protocol.
+public enum Message: Sendable {
+    case hello(Hello)
+    case welcome(Welcome)
+    case heartbeat(Heartbeat)
+    case trainTask(TrainTask)
+    case tensorHeader(TensorHeader)
+    case tensorChunk(TensorChunk)
+    case tensorTrailer(TensorTrailer)
+    case updateReady(UpdateReady)
+    case fetchUpdate(FetchUpdate)
+    case cancelTask(CancelTask)
+    case evaluationRequest(EvaluationRequest)
+    case evaluationResult(EvaluationResult)
+    case empty
+
+    /// The message's name, for errors ("expected Welcome, got TensorChunk").
+    public var name: String {
+        switch self {
+        case .hello: "Hello"
+        case .welcome: "Welcome"
+        case .heartbeat: "Heartbeat"
+        case .trainTask: "TrainTask"
+        case .tensorHeader: "TensorHeader"
+        case .tensorChunk: "TensorChunk"
+        case .tensorTrailer: "TensorTrailer"
+        case .updateReady: "UpdateReady"
+        case .fetchUpdate: "FetchUpdate"
+        case .cancelTask: "CancelTask"
+        case .evaluationRequest: "EvaluationRequest"
+        case .evaluationResult: "EvaluationResult"
+        case .empty: "Empty"
+        }
+    }
+}
+
+/// One frame's content: routing (call id, method, deadline, metadata, flags), an optional status
+/// and an optional message.
+public struct Envelope: Sendable {
+    public var callID: UInt64
+    public var method: String?
+    /// Relative deadline in milliseconds; 0 means none.
+    public var timeoutMs: UInt64 = 0
+    public var metadata: [String: String] = [:]
+    public var endOfStream = false
+    public var cancel = false
+    public var status: RPCStatus?
+    public var body: Message?
+
+    public init(callID: UInt64, method: String? = nil, timeoutMs: UInt64 = 0, metadata: [String: String] = [:],
+                endOfStream: Bool = false, cancel: Bool = false, status: RPCStatus? = nil, body: Message? = nil) {
+        self.callID = callID
+        self.method = method
+        self.timeoutMs = timeoutMs
+        self.metadata = metadata
+        self.endOfStream = endOfStream
+        self.cancel = cancel
+        self.status = status
+        self.body = body
+    }
+}

@@ -1,0 +1,106 @@
+/// A call this side opened: send request messages, then read the response messages and the
+/// status. Use from one thread at a time.
+///
+/// The call's deadline is sent to the peer and enforced here: a ``receive()`` that would wait
+/// past it cancels the call on the peer and throws DEADLINE_EXCEEDED.
+public final class ClientCall {
+    public let id: UInt64
+    public let method: String
+    public let deadline: Deadline
+    private let timeout: Double?
+    private let metadata: [String: String]
+    private let connection: RPCConnection
+    private let inbox: CallInbox
+    private var hasSentFirst = false
+    private var hasEndedSending = false
+    private var finalStatus: RPCStatus?
+
+    init(id: UInt64, method: String, timeout: Double?, metadata: [String: String], connection: RPCConnection, inbox: CallInbox) {
+        self.id = id
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.connection = connection
+        self.inbox = inbox
+        deadline = timeout.map { Deadline.after(seconds: $0) } ?? .distantFuture
+    }
+
+    deinit { connection.removeCall(id) }
+
+    private func envelope(body: Message?, endOfStream: Bool) -> Envelope {
+        var envelope = Envelope(callID: id, endOfStream: endOfStream, body: body)
+        if !hasSentFirst {
+            envelope.method = method
+            envelope.metadata = metadata
+            if let timeout { envelope.timeoutMs = UInt64(max(1, (timeout * 1000).rounded(.up))) }
+            hasSentFirst = true
+        }
+        return envelope
+    }
+
+    /// Sends one request message; `endOfStream` marks it as the last.
+    public func send(_ message: Message, endOfStream: Bool = false) throws {
+        precondition(!hasEndedSending, "\(method): send after end of stream")
+        if deadline.hasPassed { throw deadlineExceeded() }
+        hasEndedSending = endOfStream
+        try connection.send(envelope(body: message, endOfStream: endOfStream))
+    }
+
+    /// Says that no more request messages follow.
+    public func finishSending() throws {
+        if hasEndedSending { return }
+        hasEndedSending = true
+        try connection.send(envelope(body: nil, endOfStream: true))
+    }
+
+    /// The next response message, or nil once the call has ended with OK.
+    ///
+    /// - Throws: ``RPCError`` with the peer's status when it is not OK; DEADLINE_EXCEEDED at the
+    ///   deadline; UNAVAILABLE when the connection fails.
+    public func receive() throws -> Message? {
+        if let finalStatus {
+            if finalStatus.isOK { return nil }
+            throw RPCError(status: finalStatus)
+        }
+        guard let item = inbox.pop(until: deadline) else {
+            cancel()
+            throw deadlineExceeded()
+        }
+        switch item {
+        case .message(let message):
+            return message
+        case .status(let status):
+            finalStatus = status
+            if status.isOK { return nil }
+            throw RPCError(status: status)
+        case .failure(let error):
+            finalStatus = RPCStatus(.unavailable, error.message)
+            throw RPCError(.unavailable, "the connection to \(connection.peer.commonName) failed during \(method): \(error.message)")
+        case .endOfStream, .cancelled:
+            return try receive()
+        }
+    }
+
+    /// Reads the status after the last expected message; throws if more messages arrive or the
+    /// status is not OK.
+    public func expectEnd() throws {
+        if let message = try receive() {
+            throw RPCError(.internalError, "\(method) sent an unexpected \(message.name) after its response")
+        }
+    }
+
+    /// Tells the peer to stop working on this call. Further receives fail with CANCELLED.
+    public func cancel() {
+        if finalStatus == nil {
+            finalStatus = RPCStatus(.cancelled, "\(method) was cancelled by this side")
+            if hasSentFirst { try? connection.send(Envelope(callID: id, cancel: true)) }
+        }
+    }
+
+    /// Releases the call's slot on the connection (also done when the call is freed).
+    public func finish() { connection.removeCall(id) }
+
+    private func deadlineExceeded() -> RPCError {
+        RPCError(.deadlineExceeded, "\(method) to \(connection.peer.commonName) did not finish within its deadline of \(timeout ?? 0) s")
+    }
+}

@@ -1,0 +1,25 @@
+/// Limits and timers of one multiplexed connection.
+public struct ConnectionOptions: Sendable {
+    /// The largest envelope accepted or sent (the frame's length field). Default 8 MiB.
+    public var maxFrameBytes = 8 << 20
+    /// Seconds a frame, once started, may take to arrive completely. Default 30.
+    public var frameTimeout: Double = 30
+    /// Seconds a single write may block on a full socket before the connection is declared dead.
+    public var writeTimeout: Double = 120
+    /// Seconds between heartbeats this side sends once the connection is established; nil for none.
+    public var heartbeatInterval: Double?
+    /// Seconds of silence after which the peer is declared dead; nil to never declare it.
+    /// The protocol's rule is three heartbeat intervals.
+    public var livenessTimeout: Double?
+    /// Messages queued per call before the reader waits for that call's consumer.
+    public var inboxCapacity = 8
+
+    public init() {}
+
+    /// The defaults with `configure` applied.
+    public static func defaults(configure: (inout ConnectionOptions) -> Void = { _ in }) -> ConnectionOptions {
+        var options = ConnectionOptions()
+        configure(&options)
+        return options
+    }
+}

@@ -1,0 +1,303 @@
+import Foundation
+import Logging
+
+/// One authenticated connection carrying many calls in both directions, gRPC-style.
+///
+/// A reader thread decodes frames and routes them to calls; each incoming call runs its handler
+/// on its own thread; any thread may open calls and send. The side that dialled opens odd call
+/// ids, the side that accepted opens even ones, and call 0 is the connection itself (heartbeats,
+/// and the status sent before closing for a protocol error).
+///
+/// Memory: one encode buffer (grows to the largest frame sent) and, per call, at most
+/// ``ConnectionOptions/inboxCapacity`` decoded messages.
+public final class RPCConnection: @unchecked Sendable {
+    // @unchecked: mutable state is guarded by `stateLock` (calls, ids, closing) and `sendLock`
+    // (the encode buffer); the TLS connection is itself thread-safe.
+
+    /// Handles a call the peer opened. Return normally to end it with OK; throw ``RPCError`` to end
+    /// it with that status (any other error ends it with INTERNAL).
+    public typealias CallHandler = @Sendable (ServerCall) throws -> Void
+
+    public let tls: TLSConnection
+    /// The verified peer (from its certificate).
+    public let peer: PeerIdentity
+    public let options: ConnectionOptions
+    /// True on the side that dialled (the agent).
+    public let isDialler: Bool
+    let logger: Logger
+
+    private let stateLock = SpinlessLock()
+    private var nextCallID: UInt64
+    private var calls: [UInt64: CallInbox] = [:]
+    private var closed = false
+    private var closeError: WireError?
+    private var lastHeard = Deadline.now
+    private var heartbeatSequence: UInt64 = 0
+    private var receivedHeartbeats: UInt64 = 0
+    private var onClose: [@Sendable (WireError?) -> Void] = []
+    private var handler: CallHandler?
+
+    private let sendLock = SpinlessLock()
+    private var sendBuffer: [UInt8] = []
+
+    /// Wraps a connection whose handshake has completed.
+    public init(tls: TLSConnection, isDialler: Bool, options: ConnectionOptions, logger: Logger) {
+        guard let peer = tls.peer else { preconditionFailure("RPCConnection needs a completed TLS handshake") }
+        self.tls = tls
+        self.peer = peer
+        self.isDialler = isDialler
+        self.options = options
+        self.logger = logger
+        nextCallID = isDialler ? 1 : 2
+    }
+
+    // MARK: Lifecycle
+
+    /// Starts the reader thread. Incoming calls go to `handler`.
+    public func start(handler: @escaping CallHandler) {
+        stateLock.withLock {
+            self.handler = handler
+            lastHeard = .now
+        }
+        WorkerThread.start(name: "fedwire-reader") { [self] in readLoop() }
+    }
+
+    /// Starts sending heartbeats every ``ConnectionOptions/heartbeatInterval`` seconds.
+    public func startHeartbeats(activity: @escaping @Sendable () -> String = { "" }) {
+        guard let interval = options.heartbeatInterval, interval > 0 else { return }
+        WorkerThread.start(name: "fedwire-heartbeat", stackSize: 256 << 10) { [self] in
+            while !isClosed {
+                let next = Deadline.after(seconds: interval)
+                while !isClosed && !next.hasPassed { usleep(20_000) }
+                if isClosed { return }
+                let sequence = stateLock.withLock { () -> UInt64 in
+                    heartbeatSequence += 1
+                    return heartbeatSequence
+                }
+                let beat = Heartbeat(sequence: sequence, sentUnixMs: UInt64(Date().timeIntervalSince1970 * 1000), activity: activity())
+                try? send(Envelope(callID: 0, body: .heartbeat(beat)))
+            }
+        }
+    }
+
+    /// Runs `body` once when the connection closes (immediately if it already has).
+    public func whenClosed(_ body: @escaping @Sendable (WireError?) -> Void) {
+        let (already, error): (Bool, WireError?) = stateLock.withLock {
+            if closed { return (true, closeError) }
+            onClose.append(body)
+            return (false, nil)
+        }
+        if already { body(error) }
+    }
+
+    public var isClosed: Bool { stateLock.withLock { closed } }
+    /// Why the connection closed (nil while open, or after a clean close).
+    public var closeReason: WireError? { stateLock.withLock { closeError } }
+    /// Heartbeats received from the peer so far.
+    public var heartbeatsReceived: UInt64 { stateLock.withLock { receivedHeartbeats } }
+    /// Seconds since the peer last sent anything.
+    public var secondsSinceHeard: Double { -stateLock.withLock { lastHeard }.remainingSeconds }
+
+    /// Closes the connection; every call still running fails with `error` (or "closed").
+    public func close(error: WireError? = nil) {
+        let taken: ([CallInbox], [@Sendable (WireError?) -> Void])? = stateLock.withLock {
+            if closed { return nil }
+            closed = true
+            closeError = error
+            let inboxes = Array(calls.values)
+            calls.removeAll()
+            let callbacks = onClose
+            onClose.removeAll()
+            return (inboxes, callbacks)
+        }
+        guard let (inboxes, callbacks) = taken else { return }
+        let failure = error ?? WireError(.connectionClosed, "the connection was closed")
+        for inbox in inboxes { inbox.fail(.failure(failure)) }
+        tls.close()
+        for callback in callbacks { callback(error) }
+    }
+
+    /// Sends a status on call 0 (best effort), then closes politely so that the peer can read it.
+    func closeWithStatus(_ status: RPCStatus, error: WireError) {
+        try? send(Envelope(callID: 0, status: status))
+        let inboxes: [CallInbox] = stateLock.withLock {
+            let list = Array(calls.values)
+            return list
+        }
+        for inbox in inboxes { inbox.fail(.failure(error)) }
+        tls.closeAfterDraining()
+        close(error: error)
+    }
+
+    // MARK: Sending
+
+    /// Encodes and writes one envelope; safe from any thread, frames never interleave.
+    public func send(_ envelope: Envelope) throws {
+        if isClosed { throw closeReason ?? WireError(.connectionClosed, "the connection is closed") }
+        do {
+            try sendLock.withLock {
+                let length = try envelope.encodeFrame(into: &sendBuffer, maxFrameBytes: options.maxFrameBytes)
+                try sendBuffer.withUnsafeBytes { raw in
+                    try tls.write(UnsafeRawBufferPointer(rebasing: raw[..<length]), deadline: .after(seconds: options.writeTimeout))
+                }
+                if sendBuffer.count > 2 * options.maxFrameBytes { sendBuffer = [] }
+            }
+        } catch let error as WireError where error.code == .frameTooLarge {
+            throw error
+        } catch let error as WireError {
+            close(error: error)
+            throw error
+        }
+    }
+
+    // MARK: Calls
+
+    /// Opens a call to `method` on the peer. Nothing is sent until the first ``ClientCall/send(_:endOfStream:)``.
+    ///
+    /// - Parameters:
+    ///   - timeout: seconds until the call's deadline (sent to the peer); nil for none.
+    public func makeCall(method: String, timeout: Double? = nil, metadata: [String: String] = [:]) throws -> ClientCall {
+        let inbox = CallInbox(capacity: options.inboxCapacity)
+        let id: UInt64 = try stateLock.withLock {
+            if closed { throw closeError ?? WireError(.connectionClosed, "the connection is closed") }
+            let id = nextCallID
+            nextCallID += 2
+            calls[id] = inbox
+            return id
+        }
+        return ClientCall(id: id, method: method, timeout: timeout, metadata: metadata, connection: self, inbox: inbox)
+    }
+
+    /// A unary call: one request, one response.
+    ///
+    /// - Throws: ``RPCError`` with the peer's status, or DEADLINE_EXCEEDED / UNAVAILABLE.
+    public func unary(_ method: String, _ request: Message, timeout: Double? = nil, metadata: [String: String] = [:]) throws -> Message {
+        let call = try makeCall(method: method, timeout: timeout, metadata: metadata)
+        defer { call.finish() }
+        try call.send(request, endOfStream: true)
+        guard let response = try call.receive() else {
+            throw RPCError(.internalError, "\(method) ended without a response")
+        }
+        try call.expectEnd()
+        return response
+    }
+
+    func removeCall(_ id: UInt64) {
+        let inbox = stateLock.withLock { calls.removeValue(forKey: id) }
+        inbox?.close()
+    }
+
+    private func isPeerCallID(_ id: UInt64) -> Bool { isDialler ? id % 2 == 0 : id % 2 == 1 }
+
+    // MARK: Reading
+
+    private func readLoop() {
+        let reader = FrameReader(connection: tls, maxFrameBytes: options.maxFrameBytes, frameTimeout: options.frameTimeout)
+        while !isClosed {
+            let idleDeadline: Deadline = options.livenessTimeout.map { timeout in
+                Deadline(uptimeNanoseconds: stateLock.withLock { lastHeard }.uptimeNanoseconds + UInt64(timeout * 1e9))
+            } ?? .distantFuture
+            let frame: [UInt8]?
+            do {
+                frame = try reader.readFrame(idleDeadline: idleDeadline)
+            } catch let error as WireError {
+                handleReadError(error, idle: idleDeadline)
+                return
+            } catch {
+                close(error: WireError(.connectionBroken, "\(error)"))
+                return
+            }
+            guard let frame else {
+                close(error: WireError(.connectionClosed, "the peer closed the connection"))
+                return
+            }
+            stateLock.withLock { lastHeard = .now }
+            let envelope: Envelope
+            do {
+                envelope = try frame.withUnsafeBytes { try Envelope(decoding: $0) }
+            } catch let error as WireError {
+                logger.warning("Undecodable frame; closing the connection", metadata: ["peer": "\(peer.commonName)", "error": "\(error.message)"])
+                closeWithStatus(RPCStatus(.invalidArgument, error.message), error: error)
+                return
+            } catch {
+                return
+            }
+            route(envelope)
+        }
+    }
+
+    private func handleReadError(_ error: WireError, idle: Deadline) {
+        if isClosed { return }
+        switch error.code {
+        case .frameTooLarge:
+            logger.warning("Oversized frame; closing the connection", metadata: ["peer": "\(peer.commonName)", "error": "\(error.message)"])
+            closeWithStatus(RPCStatus(.resourceExhausted, error.message), error: error)
+        case .malformedFrame:
+            closeWithStatus(RPCStatus(.invalidArgument, error.message), error: error)
+        case .truncatedFrame:
+            close(error: error)
+        case .timedOut where !idle.isDistantFuture && idle.hasPassed && !error.message.contains("middle of a frame"):
+            let dead = WireError(.timedOut, "the peer sent nothing for \(options.livenessTimeout ?? 0) s (heartbeats stopped); declared dead")
+            logger.warning("Peer silent; closing the connection", metadata: ["peer": "\(peer.commonName)"])
+            closeWithStatus(RPCStatus(.unavailable, dead.message), error: dead)
+        case .timedOut:
+            logger.warning("Peer stalled mid-frame; closing the connection", metadata: ["peer": "\(peer.commonName)", "error": "\(error.message)"])
+            closeWithStatus(RPCStatus(.deadlineExceeded, error.message), error: error)
+        default:
+            close(error: error)
+        }
+    }
+
+    private func route(_ envelope: Envelope) {
+        let id = envelope.callID
+        if id == 0 {
+            if case .heartbeat = envelope.body { stateLock.withLock { receivedHeartbeats += 1 } }
+            if let status = envelope.status, !status.isOK {
+                logger.warning("Peer reported a connection error", metadata: ["peer": "\(peer.commonName)", "status": "\(status)"])
+                stateLock.withLock { if closeError == nil { closeError = WireError(.connectionBroken, "the peer reported \(status)") } }
+            }
+            return
+        }
+        let existing = stateLock.withLock { calls[id] }
+        if let inbox = existing {
+            deliver(envelope, to: inbox)
+            if envelope.status != nil && !isPeerCallID(id) { stateLock.withLock { _ = calls.removeValue(forKey: id) } }
+            return
+        }
+        guard isPeerCallID(id), let method = envelope.method else {
+            // A frame for a call that has already ended (for example after a cancel): drop it.
+            return
+        }
+        let inbox = CallInbox(capacity: options.inboxCapacity)
+        let (accepted, handler): (Bool, CallHandler?) = stateLock.withLock {
+            if closed { return (false, nil) }
+            calls[id] = inbox
+            return (true, self.handler)
+        }
+        guard accepted, let handler else { return }
+        let deadline: Deadline = envelope.timeoutMs > 0 ? .after(seconds: Double(envelope.timeoutMs) / 1000) : .distantFuture
+        let call = ServerCall(id: id, method: method, metadata: envelope.metadata, deadline: deadline, connection: self, inbox: inbox)
+        deliver(envelope, to: inbox)
+        WorkerThread.start(name: "fedwire-call") { [self] in
+            let status: RPCStatus
+            do {
+                try handler(call)
+                status = .ok
+            } catch let error as RPCError {
+                status = error.status
+            } catch let error as WireError {
+                status = RPCStatus(error.code == .tensorStream ? .invalidArgument : .unavailable, error.message)
+            } catch {
+                status = RPCStatus(.internalError, "\(error)")
+            }
+            call.finish(status: status)
+        }
+    }
+
+    private func deliver(_ envelope: Envelope, to inbox: CallInbox) {
+        if let body = envelope.body { inbox.push(.message(body)) }
+        if envelope.endOfStream { inbox.push(.endOfStream) }
+        if envelope.cancel { inbox.fail(.cancelled) }
+        if let status = envelope.status { inbox.push(.status(status)) }
+    }
+}

@@ -1,0 +1,52 @@
+import Logging
+
+/// The agent's side of connection set-up: dial, mTLS handshake (verifying the coordinator's
+/// name or IP), Join. The agent never listens: the coordinator calls it back over this connection.
+public enum WireClient {
+    /// Connects and joins.
+    ///
+    /// - Parameters:
+    ///   - host: the coordinator's host name or IP address; its certificate must name it.
+    ///   - handler: handles the calls the coordinator opens (Train, PullUpdate, …).
+    /// - Returns: the joined connection (heartbeats started) and the coordinator's Welcome.
+    /// - Throws: ``WireError`` (`connectFailed`, `handshakeFailed` with the coordinator's reason
+    ///   when it refused this agent's certificate) or ``RPCError`` (FAILED_PRECONDITION for a
+    ///   protocol version mismatch).
+    public static func connect(
+        host: String, port: UInt16, context: TLSContext, hello: Hello, options: ConnectionOptions,
+        timeout: Double = 15, logger: Logger, handler: @escaping RPCConnection.CallHandler
+    ) throws -> (RPCConnection, Welcome) {
+        precondition(context.configuration.role == .client, "WireClient needs a client TLS context")
+        let deadline = Deadline.after(seconds: timeout)
+        let socket = try Socket.connect(host: host, port: port, deadline: deadline)
+        let tls = try TLSConnection(socket: socket, context: context, remoteAddress: nil, expectedServerName: host)
+        do {
+            try tls.handshake(deadline: deadline)
+        } catch let error as WireError {
+            tls.close()
+            throw WireError(.handshakeFailed, "TLS handshake with the coordinator at \(host):\(port) failed: \(error.message); "
+                + "check that the agent's CA file is the federation's CA and that the coordinator's certificate names '\(host)'")
+        }
+        let connection = RPCConnection(tls: tls, isDialler: true, options: options, logger: logger)
+        connection.start(handler: handler)
+        let response: Message
+        do {
+            response = try connection.unary(Methods.join, .hello(hello), timeout: max(1, deadline.remainingSeconds))
+        } catch let error as RPCError where error.code == .unavailable {
+            connection.close()
+            // In TLS 1.3 a refused client certificate shows up here, on the first read.
+            throw WireError(.handshakeFailed, "the coordinator at \(host):\(port) refused this agent's certificate or closed the "
+                + "connection (\(connection.closeReason?.message ?? error.message)); check that the certificate is issued by the "
+                + "federation CA, is within its validity dates and has not been revoked")
+        } catch {
+            connection.close()
+            throw error
+        }
+        guard case .welcome(let welcome) = response else {
+            connection.close()
+            throw RPCError(.internalError, "the coordinator answered Join with \(response.name) instead of Welcome")
+        }
+        connection.startHeartbeats()
+        return (connection, welcome)
+    }
+}

@@ -1,0 +1,245 @@
+import Foundation
+import Logging
+
+/// Why the coordinator refused a connection, for its log and the round log.
+public struct ConnectionRefusal: Sendable, CustomStringConvertible {
+    /// Where in the set-up the connection was refused.
+    public enum Stage: String, Sendable {
+        /// The TLS handshake: certificate missing, from another CA, expired, not yet valid,
+        /// revoked, or of the wrong purpose.
+        case handshake
+        /// The Join call: incompatible protocol version, or the application refused the agent.
+        case join
+    }
+
+    public var address: SocketAddress?
+    public var stage: Stage
+    /// The certificate's CN when the handshake got that far.
+    public var commonName: String?
+    public var reason: String
+
+    public var description: String {
+        "\(address?.description ?? "?") refused at \(stage.rawValue)\(commonName.map { " (CN=\($0))" } ?? ""): \(reason)"
+    }
+}
+
+/// What the coordinator's application does with connections. Called on connection threads.
+public protocol WireServerDelegate: AnyObject, Sendable {
+    /// Decides whether a verified agent may join, and what to tell it. The protocol version has
+    /// already been checked. Throw ``RPCError`` to refuse.
+    func welcome(_ hello: Hello, from peer: PeerIdentity, on connection: RPCConnection) throws -> Welcome
+    /// Handles a call the agent opened after joining (other than Join).
+    func handle(_ call: ServerCall) throws
+    /// A joined connection closed (`error` nil for a clean close).
+    func connectionClosed(_ connection: RPCConnection, error: WireError?)
+    /// A connection was refused; the server has already logged it.
+    func connectionRefused(_ refusal: ConnectionRefusal)
+}
+
+/// The coordinator's listener: accepts TCP connections, runs the mTLS handshake on a thread per
+/// connection (one slow peer never stalls the others), checks the Join call, then hands the
+/// connection to its delegate.
+///
+/// The first frame the coordinator sends on a connection is the answer to Join, sent only after
+/// the certificate (CA, validity, CRL) and the protocol version have been checked.
+public final class WireServer: @unchecked Sendable {
+    // @unchecked: mutable state (context, connections, stopping) is guarded by `lock`.
+    public struct Configuration: Sendable {
+        /// Address to listen on ("127.0.0.1", "::1", "0.0.0.0").
+        public var host = "127.0.0.1"
+        /// Port; 0 picks a free one (read it back from ``WireServer/port``).
+        public var port: UInt16 = 0
+        public var tls: TLSConfiguration
+        public var connection = ConnectionOptions.defaults { $0.heartbeatInterval = 5; $0.livenessTimeout = 15 }
+        /// The federation's name, sent in Welcome.
+        public var federation = "fedcoord"
+
+        public init(tls: TLSConfiguration) { self.tls = tls }
+    }
+
+    public let configuration: Configuration
+    private let listener: Socket
+    private let logger: Logger
+    private weak var delegateStorage: (any WireServerDelegate)?
+    private let lock = SpinlessLock()
+    private var context: TLSContext
+    private var connections: [ObjectIdentifier: RPCConnection] = [:]
+    private var stopping = false
+    private var handshakesInFlight = 0
+
+    /// Loads the TLS files and binds the listening socket (nothing is accepted before ``start()``).
+    ///
+    /// The delegate is held weakly: keep it alive for as long as the server runs.
+    public init(configuration: Configuration, delegate: any WireServerDelegate, logger: Logger) throws {
+        precondition(configuration.tls.role == .server, "WireServer needs a server TLS configuration")
+        self.configuration = configuration
+        self.logger = logger
+        self.delegateStorage = delegate
+        context = try TLSContext(configuration: configuration.tls)
+        listener = try Socket.listen(host: configuration.host, port: configuration.port)
+    }
+
+    private var delegate: (any WireServerDelegate)? { delegateStorage }
+
+    /// The port the listener is bound to.
+    public var port: UInt16 { listener.localAddress?.port ?? 0 }
+    public var localAddress: SocketAddress? { listener.localAddress }
+
+    /// Connections that have joined and not yet closed.
+    public var activeConnections: [RPCConnection] { lock.withLock { Array(connections.values) } }
+
+    /// Starts accepting on a dedicated thread.
+    public func start() {
+        logger.info("Listening", metadata: ["address": "\(listener.localAddress?.description ?? "?")"])
+        WorkerThread.start(name: "fedwire-accept") { [self] in acceptLoop() }
+    }
+
+    /// Stops accepting and closes every connection.
+    public func stop() {
+        let open: [RPCConnection] = lock.withLock {
+            stopping = true
+            return Array(connections.values)
+        }
+        listener.close()
+        for connection in open { connection.close() }
+    }
+
+    /// Re-reads the certificate revocation list (and the certificate, key and CA) from the files
+    /// the configuration names. New handshakes use it at once; connections already joined stay
+    /// (close a revoked agent's connection with ``disconnect(commonName:reason:)``).
+    ///
+    /// - Throws: ``WireError`` if the files cannot be loaded; the previous context stays in use.
+    public func reloadRevocationList() throws {
+        let fresh = try TLSContext(configuration: configuration.tls)
+        lock.withLock { context = fresh }
+        logger.info("Revocation list reloaded", metadata: ["crl.revoked": "\(fresh.revokedSerialCount)"])
+    }
+
+    /// Closes the connections of an agent (for example one just revoked).
+    public func disconnect(commonName: String, reason: String) {
+        let matching = activeConnections.filter { $0.peer.commonName == commonName }
+        for connection in matching {
+            connection.closeWithStatus(RPCStatus(.permissionDenied, reason), error: WireError(.connectionClosed, reason))
+        }
+    }
+
+    private func acceptLoop() {
+        while !lock.withLock({ stopping }) {
+            do {
+                try listener.wait(for: .readable, until: .after(seconds: 0.5))
+            } catch let error as WireError where error.code == .timedOut {
+                continue
+            } catch {
+                return
+            }
+            while let (socket, address) = (try? listener.accept()) ?? nil {
+                let context = lock.withLock { self.context }
+                WorkerThread.start(name: "fedwire-handshake") { [self] in
+                    setUp(socket: socket, address: address, context: context)
+                }
+            }
+        }
+    }
+
+    private func refuse(_ refusal: ConnectionRefusal) {
+        logger.warning("Connection refused", metadata: [
+            "peer.address": "\(refusal.address?.description ?? "?")", "refusal.stage": "\(refusal.stage.rawValue)",
+            "peer.cn": "\(refusal.commonName ?? "")", "refusal.reason": "\(refusal.reason)",
+        ])
+        delegate?.connectionRefused(refusal)
+    }
+
+    private func setUp(socket: Socket, address: SocketAddress, context: TLSContext) {
+        let tls: TLSConnection
+        do {
+            tls = try TLSConnection(socket: socket, context: context, remoteAddress: address)
+        } catch {
+            socket.close()
+            return
+        }
+        do {
+            try tls.handshake(deadline: .after(seconds: configuration.tls.handshakeTimeout))
+        } catch let error as WireError {
+            refuse(ConnectionRefusal(address: address, stage: .handshake, commonName: nil, reason: error.message))
+            // Let the peer read our alert rather than a TCP reset.
+            tls.closeAfterDraining(drainSeconds: 0.3, maxBytes: 1 << 20)
+            return
+        } catch {
+            tls.close()
+            return
+        }
+        let connection = RPCConnection(tls: tls, isDialler: false, options: configuration.connection, logger: logger)
+        let joined = JoinGate()
+        connection.start { [self] call in
+            if call.method == Methods.join {
+                try join(call, connection: connection, address: address, gate: joined)
+            } else if !joined.isOpen {
+                throw RPCError(.failedPrecondition, "call \(Methods.join) first; \(call.method) is refused before joining")
+            } else if let delegate {
+                try delegate.handle(call)
+            } else {
+                throw RPCError(.unavailable, "the coordinator is shutting down")
+            }
+        }
+        connection.whenClosed { [self] error in
+            let wasJoined = lock.withLock { connections.removeValue(forKey: ObjectIdentifier(connection)) != nil }
+            if wasJoined { delegate?.connectionClosed(connection, error: error) }
+        }
+    }
+
+    private func join(_ call: ServerCall, connection: RPCConnection, address: SocketAddress, gate: JoinGate) throws {
+        guard case .hello(let hello) = try call.receiveOnly() else {
+            throw RPCError(.invalidArgument, "\(Methods.join) takes a Hello message")
+        }
+        if gate.isOpen { throw RPCError(.alreadyExists, "this connection has already joined") }
+        guard hello.protocolVersion == fedcoordProtocolVersion else {
+            let reason = "protocol version mismatch: the agent speaks FedCoord protocol \(hello.protocolVersion), "
+                + "the coordinator speaks protocol \(fedcoordProtocolVersion); upgrade the agent or the coordinator so that both match"
+            refuse(ConnectionRefusal(address: address, stage: .join, commonName: connection.peer.commonName, reason: reason))
+            closeSoon(connection)
+            throw RPCError(.failedPrecondition, reason)
+        }
+        guard let delegate else { throw RPCError(.unavailable, "the coordinator is shutting down") }
+        var welcome: Welcome
+        do {
+            welcome = try delegate.welcome(hello, from: connection.peer, on: connection)
+        } catch let error as RPCError {
+            refuse(ConnectionRefusal(address: address, stage: .join, commonName: connection.peer.commonName, reason: error.message))
+            closeSoon(connection)
+            throw error
+        }
+        welcome.protocolVersion = fedcoordProtocolVersion
+        if welcome.agentID.isEmpty { welcome.agentID = connection.peer.commonName }
+        if welcome.federation.isEmpty { welcome.federation = configuration.federation }
+        if let interval = configuration.connection.heartbeatInterval { welcome.heartbeatIntervalMs = UInt32(interval * 1000) }
+        let admitted: Bool = lock.withLock {
+            if stopping { return false }
+            connections[ObjectIdentifier(connection)] = connection
+            return true
+        }
+        guard admitted else { throw RPCError(.unavailable, "the coordinator is shutting down") }
+        gate.open()
+        try call.send(.welcome(welcome))
+        connection.startHeartbeats()
+        logger.info("Agent joined", metadata: [
+            "agent": "\(connection.peer.commonName)", "peer.address": "\(address)", "agent.software": "\(hello.softwareVersion)",
+        ])
+    }
+
+    /// Closes a refused connection shortly after its status has been sent.
+    private func closeSoon(_ connection: RPCConnection) {
+        WorkerThread.start(name: "fedwire-close", stackSize: 256 << 10) {
+            usleep(200_000)
+            connection.close(error: WireError(.connectionClosed, "refused at join"))
+        }
+    }
+}
+
+/// Set once a connection's Join has succeeded.
+private final class JoinGate: @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    private let lock = SpinlessLock()
+    private var opened = false
+    var isOpen: Bool { lock.withLock { opened } }
+    func open() { lock.withLock { opened = true } }
+}

@@ -1,0 +1,84 @@
+import Foundation
+
+/// What arrives for one call, in order.
+enum InboxItem {
+    case message(Message)
+    /// The caller sent its last message (server side).
+    case endOfStream
+    /// The callee ended the call (client side).
+    case status(RPCStatus)
+    /// The caller cancelled (server side).
+    case cancelled
+    /// The connection failed.
+    case failure(WireError)
+}
+
+/// A bounded blocking queue between a connection's reader thread and one call's consumer.
+///
+/// The reader blocks when the queue is full, which stops reading from the socket: backpressure
+/// all the way to the sender's TCP window. Once the consumer is done (``close()``), further
+/// items are dropped, so a finished call never blocks the reader.
+final class CallInbox: @unchecked Sendable {
+    // @unchecked: every field is guarded by `condition`.
+    private let condition = NSCondition()
+    private var items: [InboxItem] = []
+    private var head = 0
+    private var isClosed = false
+    private var terminal: InboxItem?
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Appends an item, waiting while the queue is full (unless it is closed).
+    func push(_ item: InboxItem) {
+        condition.lock()
+        defer { condition.unlock() }
+        while !isClosed && items.count - head >= capacity { condition.wait() }
+        if isClosed { return }
+        items.append(item)
+        condition.broadcast()
+    }
+
+    /// Delivers a final item (failure) even when the queue is full; later pops see it after the
+    /// queued items.
+    func fail(_ item: InboxItem) {
+        condition.lock()
+        defer { condition.unlock() }
+        if terminal == nil { terminal = item }
+        condition.broadcast()
+    }
+
+    /// Takes the next item, waiting until `deadline`; nil at the deadline.
+    func pop(until deadline: Deadline) -> InboxItem? {
+        condition.lock()
+        defer { condition.unlock() }
+        while head == items.count {
+            if let terminal { return terminal }
+            if deadline.isDistantFuture {
+                condition.wait()
+            } else {
+                let remaining = deadline.remainingSeconds
+                if remaining <= 0 { return nil }
+                _ = condition.wait(until: Date(timeIntervalSinceNow: remaining))
+            }
+        }
+        let item = items[head]
+        head += 1
+        if head > 64 && head * 2 > items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        condition.broadcast()
+        return item
+    }
+
+    /// The consumer is done: drop what is queued and everything that arrives later.
+    func close() {
+        condition.lock()
+        isClosed = true
+        items.removeAll()
+        head = 0
+        condition.broadcast()
+        condition.unlock()
+    }
+}

@@ -1,0 +1,26 @@
+import COpenSSL
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Process-wide set-up every FedCoord executable and test process runs first.
+public enum WireProcess {
+    /// Ignores `SIGPIPE`, so that writing to a reset peer fails with `EPIPE` instead of killing the
+    /// process (OpenSSL writes with `write(2)`, which cannot take `MSG_NOSIGNAL`). Idempotent.
+    public static func ignoreBrokenPipeSignal() {
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Keeps multi-MiB buffers on the warm heap instead of fresh `mmap` pages, which makes packing
+    /// and unpacking 4 MiB tensor chunks several times faster (swift-c-interop.md §6). Executables
+    /// call this at start; it changes glibc's allocator for the whole process.
+    @discardableResult
+    public static func tuneAllocatorForLargeBuffers() -> Bool {
+        shim_tune_malloc_for_large_buffers() == 1
+    }
+
+    /// Line-buffers standard output, so that progress lines appear while a command runs.
+    public static func lineBufferStandardOutput() {
+        shim_line_buffer_stdout()
+    }
+}

@@ -1,0 +1,183 @@
+/// Anything a tensor stream can be sent through: a ``ClientCall`` (requests) or a
+/// ``ServerCall`` (responses).
+public protocol MessageSink {
+    func send(_ message: Message) throws
+}
+
+/// Anything a tensor stream can be read from.
+public protocol MessageSource {
+    /// The next message, or nil at the end of the stream.
+    func receive() throws -> Message?
+}
+
+extension ServerCall: MessageSink, MessageSource {}
+extension ClientCall: MessageSink, MessageSource {
+    public func send(_ message: Message) throws { try send(message, endOfStream: false) }
+}
+
+/// Moves one Float32 tensor of any size as a TensorHeader (size announced up front), chunks of
+/// at most 4 MiB, and a TensorTrailer with the SHA-256 of all its bytes.
+///
+/// Neither side holds the tensor twice: the sender reads slices of its own storage (or fills one
+/// reusable chunk buffer from a generator), the receiver hands each chunk to its consumer as it
+/// arrives. Sizes above protobuf's 2 GiB message limit are fine: each chunk is its own message.
+public enum TensorStream {
+    /// The largest chunk allowed on the wire.
+    public static let maxChunkBytes = 4 << 20
+
+    /// What a completed receive saw.
+    public struct Summary: Sendable, Equatable {
+        public var header: TensorHeader
+        public var chunks: Int
+        public var sha256: [UInt8]
+    }
+
+    /// Sends a tensor whose bytes are in memory, without copying them.
+    public static func send(
+        name: String, shape: [Int], floats: UnsafeBufferPointer<Float>, chunkBytes: Int = maxChunkBytes, to sink: any MessageSink
+    ) throws -> [UInt8] {
+        precondition(shape.reduce(1, *) == floats.count, "shape \(shape) does not hold \(floats.count) floats")
+        let raw = UnsafeRawBufferPointer(floats)
+        return try send(name: name, shape: shape.map { UInt64($0) }, totalBytes: UInt64(raw.count), chunkBytes: chunkBytes, to: sink) {
+            offset, length in ByteView(borrowing: UnsafeRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset) + length]))
+        }
+    }
+
+    /// Sends a tensor produced chunk by chunk: `fill` writes the bytes at `offset` into the
+    /// reusable chunk buffer it is given (whose size is the chunk's length).
+    public static func send(
+        name: String, shape: [UInt64], chunkBytes: Int = maxChunkBytes, to sink: any MessageSink,
+        fill: (_ offset: UInt64, _ chunk: UnsafeMutableRawBufferPointer) throws -> Void
+    ) throws -> [UInt8] {
+        let total = shape.reduce(UInt64(4)) { $0 * $1 }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: min(chunkBytes, max(Int(min(total, UInt64(Int.max))), 1)), alignment: 64)
+        defer { buffer.deallocate() }
+        return try send(name: name, shape: shape, totalBytes: total, chunkBytes: chunkBytes, to: sink) { offset, length in
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[..<length])
+            try fill(offset, slice)
+            return ByteView(borrowing: UnsafeRawBufferPointer(slice))
+        }
+    }
+
+    private static func send(
+        name: String, shape: [UInt64], totalBytes: UInt64, chunkBytes: Int, to sink: any MessageSink,
+        chunk: (_ offset: UInt64, _ length: Int) throws -> ByteView
+    ) throws -> [UInt8] {
+        precondition(chunkBytes > 0 && chunkBytes <= maxChunkBytes, "chunks are 1 byte to 4 MiB")
+        try sink.send(.tensorHeader(TensorHeader(
+            name: name, shape: shape, dtype: .float32, totalBytes: totalBytes, chunkBytes: UInt32(chunkBytes))))
+        let hasher = SHA256Hasher()
+        var offset: UInt64 = 0
+        while offset < totalBytes {
+            let length = Int(min(UInt64(chunkBytes), totalBytes - offset))
+            let view = try chunk(offset, length)
+            view.withUnsafeBytes { hasher.update($0) }
+            try sink.send(.tensorChunk(TensorChunk(offset: offset, data: view)))
+            offset += UInt64(length)
+        }
+        let digest = hasher.finalize()
+        try sink.send(.tensorTrailer(TensorTrailer(sha256: digest)))
+        return digest
+    }
+
+    /// Receives one tensor, checking everything the sender announced.
+    ///
+    /// - Parameters:
+    ///   - header: the TensorHeader if the caller has already read it; otherwise it is read first.
+    ///   - maxTotalBytes: the largest tensor accepted (checked against the header before any chunk).
+    ///   - consume: gets each chunk's bytes at its offset, in order; they must not escape it.
+    /// - Throws: ``RPCError`` INVALID_ARGUMENT when the stream breaks its announcement (type,
+    ///   shape, size, order, chunk size), RESOURCE_EXHAUSTED above `maxTotalBytes`, DATA_LOSS on a
+    ///   hash mismatch.
+    public static func receive(
+        from source: any MessageSource, header: TensorHeader? = nil, maxTotalBytes: UInt64 = .max,
+        consume: (_ offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Void
+    ) throws -> Summary {
+        let header = try header ?? readHeader(from: source)
+        try validate(header, maxTotalBytes: maxTotalBytes)
+        let hasher = SHA256Hasher()
+        var offset: UInt64 = 0
+        var chunks = 0
+        while true {
+            guard let message = try source.receive() else {
+                throw RPCError(.invalidArgument, "tensor '\(header.name)' ended after \(offset) of \(header.totalBytes) announced bytes")
+            }
+            switch message {
+            case .tensorChunk(let chunk):
+                let count = UInt64(chunk.data.count)
+                guard chunk.offset == offset else {
+                    throw RPCError(.invalidArgument, "tensor '\(header.name)': chunk at offset \(chunk.offset), expected \(offset)")
+                }
+                guard count > 0, count <= UInt64(header.chunkBytes) else {
+                    throw RPCError(.invalidArgument, "tensor '\(header.name)': a chunk of \(count) bytes breaks the announced chunk size \(header.chunkBytes)")
+                }
+                guard count <= header.totalBytes - offset else {
+                    throw RPCError(.invalidArgument, "tensor '\(header.name)': more bytes than the \(header.totalBytes) announced")
+                }
+                try chunk.data.withUnsafeBytes { bytes in
+                    hasher.update(bytes)
+                    try consume(offset, bytes)
+                }
+                offset += count
+                chunks += 1
+            case .tensorTrailer(let trailer):
+                guard offset == header.totalBytes else {
+                    throw RPCError(.invalidArgument, "tensor '\(header.name)' ended after \(offset) of \(header.totalBytes) announced bytes")
+                }
+                let digest = hasher.finalize()
+                guard trailer.sha256 == digest else {
+                    throw RPCError(.dataLoss, "tensor '\(header.name)' is corrupted: SHA-256 \(digest.hexString) of the bytes received "
+                        + "differs from the sender's \(trailer.sha256.hexString)")
+                }
+                return Summary(header: header, chunks: chunks, sha256: digest)
+            default:
+                throw RPCError(.invalidArgument, "tensor '\(header.name)': unexpected \(message.name) inside the stream")
+            }
+        }
+    }
+
+    /// Receives one tensor into `floats`, which must have exactly the announced element count.
+    public static func receive(
+        from source: any MessageSource, header: TensorHeader? = nil, into floats: UnsafeMutableBufferPointer<Float>
+    ) throws -> Summary {
+        let destination = UnsafeMutableRawBufferPointer(floats)
+        let header = try header ?? readHeader(from: source)
+        guard header.totalBytes == UInt64(destination.count) else {
+            throw RPCError(.invalidArgument, "tensor '\(header.name)' announces \(header.totalBytes) bytes; \(destination.count) expected")
+        }
+        return try receive(from: source, header: header, maxTotalBytes: UInt64(destination.count)) { offset, bytes in
+            UnsafeMutableRawBufferPointer(rebasing: destination[Int(offset)...]).copyMemory(from: bytes)
+        }
+    }
+
+    static func readHeader(from source: any MessageSource) throws -> TensorHeader {
+        guard let message = try source.receive() else { throw RPCError(.invalidArgument, "a tensor stream was expected; the stream ended") }
+        guard case .tensorHeader(let header) = message else {
+            throw RPCError(.invalidArgument, "a tensor stream must start with TensorHeader, not \(message.name)")
+        }
+        return header
+    }
+
+    static func validate(_ header: TensorHeader, maxTotalBytes: UInt64) throws {
+        guard header.dtype == .float32 else {
+            throw RPCError(.invalidArgument, "tensor '\(header.name)': element type \(header.dtype.rawValue) is not supported (Float32 only)")
+        }
+        guard header.chunkBytes > 0, header.chunkBytes <= UInt32(maxChunkBytes) else {
+            throw RPCError(.invalidArgument, "tensor '\(header.name)': chunk size \(header.chunkBytes) is outside 1 byte to 4 MiB")
+        }
+        var elements: UInt64 = 1
+        for dimension in header.shape {
+            let (product, overflow) = elements.multipliedReportingOverflow(by: dimension)
+            guard !overflow else { throw RPCError(.invalidArgument, "tensor '\(header.name)': shape \(header.shape) overflows") }
+            elements = product
+        }
+        let (bytes, overflow) = elements.multipliedReportingOverflow(by: 4)
+        guard !overflow, bytes == header.totalBytes else {
+            throw RPCError(.invalidArgument, "tensor '\(header.name)': shape \(header.shape) holds \(elements) floats, "
+                + "but \(header.totalBytes) bytes are announced")
+        }
+        guard header.totalBytes <= maxTotalBytes else {
+            throw RPCError(.resourceExhausted, "tensor '\(header.name)' announces \(header.totalBytes) bytes, above the limit of \(maxTotalBytes)")
+        }
+    }
+}
