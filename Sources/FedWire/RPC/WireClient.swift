@@ -34,10 +34,11 @@ public enum WireClient {
             response = try connection.unary(Methods.join, .hello(hello), timeout: max(1, deadline.remainingSeconds))
         } catch let error as RPCError where error.code == .unavailable {
             connection.close()
-            // In TLS 1.3 a refused client certificate shows up here, on the first read.
-            throw WireError(.handshakeFailed, "the coordinator at \(host):\(port) refused this agent's certificate or closed the "
-                + "connection (\(connection.closeReason?.message ?? error.message)); check that the certificate is issued by the "
-                + "federation CA, is within its validity dates and has not been revoked")
+            // In TLS 1.3 a refused client certificate shows up here, on the first read or write.
+            throw refused(host, port, connection.closeReason?.message ?? error.message)
+        } catch let error as WireError {
+            connection.close()
+            throw refused(host, port, error.message)
         } catch {
             connection.close()
             throw error
@@ -48,5 +49,11 @@ public enum WireClient {
         }
         connection.startHeartbeats()
         return (connection, welcome)
+    }
+
+    private static func refused(_ host: String, _ port: UInt16, _ reason: String) -> WireError {
+        WireError(.handshakeFailed, "the coordinator at \(host):\(port) refused this agent's certificate or closed the connection "
+            + "(\(reason)); check that the certificate is issued by the federation CA, is within its validity dates and has not "
+            + "been revoked")
     }
 }

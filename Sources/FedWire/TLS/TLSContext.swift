@@ -17,7 +17,13 @@ public final class TLSContext: @unchecked Sendable {
     /// Loads the configuration's files and builds the context.
     ///
     /// - Throws: ``WireError/Code/configuration`` naming the file and OpenSSL's reason.
-    public init(configuration: TLSConfiguration) throws {
+    public convenience init(configuration: TLSConfiguration) throws {
+        try self.init(configuration: configuration, presentsCertificate: true)
+    }
+
+    /// `presentsCertificate: false` builds a client that offers no certificate: only tests use it,
+    /// to check that the coordinator refuses such a client.
+    init(configuration: TLSConfiguration, presentsCertificate: Bool) throws {
         try configuration.validateFiles()
         ERR_clear_error()
         let method = configuration.role == .server ? TLS_server_method() : TLS_client_method()
@@ -43,16 +49,18 @@ public final class TLSContext: @unchecked Sendable {
             SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024)
             _ = SSL_CTX_set_num_tickets(ctx, 0)
             _ = shim_SSL_CTX_set_session_cache_off(ctx)
-            try check(
-                SSL_CTX_use_certificate_chain_file(ctx, configuration.certificateChainPath) == 1,
-                "cannot load the certificate '\(configuration.certificateChainPath)'")
-            try check(
-                SSL_CTX_use_PrivateKey_file(ctx, configuration.privateKeyPath, SSL_FILETYPE_PEM) == 1,
-                "cannot load the private key '\(configuration.privateKeyPath)'")
-            try check(
-                SSL_CTX_check_private_key(ctx) == 1,
-                "the private key '\(configuration.privateKeyPath)' does not match the certificate "
-                    + "'\(configuration.certificateChainPath)'")
+            if presentsCertificate {
+                try check(
+                    SSL_CTX_use_certificate_chain_file(ctx, configuration.certificateChainPath) == 1,
+                    "cannot load the certificate '\(configuration.certificateChainPath)'")
+                try check(
+                    SSL_CTX_use_PrivateKey_file(ctx, configuration.privateKeyPath, SSL_FILETYPE_PEM) == 1,
+                    "cannot load the private key '\(configuration.privateKeyPath)'")
+                try check(
+                    SSL_CTX_check_private_key(ctx) == 1,
+                    "the private key '\(configuration.privateKeyPath)' does not match the certificate "
+                        + "'\(configuration.certificateChainPath)'")
+            }
             // The federation CA only; never SSL_CTX_set_default_verify_paths.
             try check(
                 SSL_CTX_load_verify_locations(ctx, configuration.trustRootPath, nil) == 1,
