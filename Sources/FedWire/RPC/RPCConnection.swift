@@ -145,8 +145,20 @@ public final class RPCConnection: @unchecked Sendable {
         } catch let error as WireError where error.code == .frameTooLarge {
             throw error
         } catch let error as WireError {
-            close(error: error)
+            writeFailed(error)
             throw error
+        }
+    }
+
+    /// After a failed write, stop writing but let the reader thread read what the peer said last
+    /// (in TLS 1.3 a refused certificate's alert arrives after our first write has failed); the
+    /// reader closes the connection with that reason, or a timer closes it a second later.
+    private func writeFailed(_ error: WireError) {
+        tls.socket.shutdownWrite()
+        WorkerThread.start(name: "fedwire-close", stackSize: 256 << 10) { [self] in
+            let deadline = Deadline.after(seconds: 1)
+            while !isClosed && !deadline.hasPassed { usleep(10_000) }
+            close(error: error)
         }
     }
 

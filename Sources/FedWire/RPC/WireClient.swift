@@ -1,4 +1,7 @@
 import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The agent's side of connection set-up: dial, mTLS handshake (verifying the coordinator's
 /// name or IP), Join. The agent never listens: the coordinator calls it back over this connection.
@@ -37,8 +40,12 @@ public enum WireClient {
             // In TLS 1.3 a refused client certificate shows up here, on the first read or write.
             throw refused(host, port, connection.closeReason?.message ?? error.message)
         } catch let error as WireError {
+            // Our Hello could not be written: the reader thread may still read the coordinator's alert.
+            let deadline = Deadline.after(seconds: 2)
+            while !connection.isClosed && !deadline.hasPassed { usleep(10_000) }
+            let reason = connection.closeReason?.message ?? error.message
             connection.close()
-            throw refused(host, port, error.message)
+            throw refused(host, port, reason)
         } catch {
             connection.close()
             throw error

@@ -5,41 +5,47 @@ import Glibc
 
 /// A TCP socket file descriptor, IPv4 or IPv6, always non-blocking.
 ///
-/// Owns its descriptor: ``close()`` (or `deinit`, as a safety net) closes it exactly once.
+/// Owns its descriptor. ``close()`` shuts the socket down at once (waking every thread blocked
+/// on it) but the descriptor number itself is released only in `deinit`, when no thread can
+/// still be using it: closing it earlier would let the kernel hand the same number to a file
+/// another thread opens, and a late read on the old socket would read that file.
 /// Blocking waits happen in ``wait(for:until:)`` through `poll(2)` with a ``Deadline``, never on
 /// Swift's cooperative thread pool: call these methods from dedicated threads.
 public final class Socket: @unchecked Sendable {
-    // @unchecked: the descriptor is an Int32 whose close is guarded by `lock`; the kernel makes
-    // concurrent reads and writes on one socket safe.
-    private var descriptorStorage: Int32
+    // @unchecked: `fd` never changes; `closed` is guarded by `lock`; the kernel makes concurrent
+    // reads and writes on one socket safe.
+    private let fd: Int32
+    private var closed = false
     private let lock = SpinlessLock()
 
     /// Takes ownership of an open descriptor.
     init(takingOwnershipOf descriptor: Int32) {
-        self.descriptorStorage = descriptor
+        self.fd = descriptor
     }
 
     deinit {
-        if descriptorStorage >= 0 { _ = Glibc.close(descriptorStorage) }
+        if fd >= 0 { _ = Glibc.close(fd) }
     }
 
-    /// The descriptor, or -1 once closed.
-    public var descriptor: Int32 { lock.withLock { descriptorStorage } }
+    /// The descriptor (valid for this object's lifetime, even after ``close()``).
+    public var descriptor: Int32 { fd }
 
-    /// Closes the descriptor. Safe to call more than once.
+    /// True once ``close()`` has been called.
+    public var isClosed: Bool { lock.withLock { closed } }
+
+    /// Shuts the connection down in both directions (the peer sees end-of-file; threads blocked
+    /// on this socket wake up). Safe to call more than once and from any thread.
     public func close() {
-        let fd: Int32 = lock.withLock {
-            let fd = descriptorStorage
-            descriptorStorage = -1
-            return fd
+        let first: Bool = lock.withLock {
+            defer { closed = true }
+            return !closed
         }
-        if fd >= 0 { _ = Glibc.close(fd) }
+        if first { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     /// Half-closes the sending direction (the peer reads end-of-file after what was sent).
     public func shutdownWrite() {
-        let fd = descriptor
-        if fd >= 0 { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
 
     // MARK: Creating sockets
@@ -170,8 +176,7 @@ public final class Socket: @unchecked Sendable {
     ///   once the socket has been closed.
     public func wait(for readiness: Readiness, until deadline: Deadline) throws {
         while true {
-            let fd = descriptor
-            if fd < 0 { throw WireError(.connectionClosed, "the connection was closed") }
+            if isClosed { throw WireError(.connectionClosed, "the connection was closed") }
             var pfd = pollfd(fd: fd, events: Int16(readiness == .readable ? POLLIN : POLLOUT), revents: 0)
             // Wake at least every 250 ms so that a close() from another thread is noticed.
             let timeout = deadline.pollTimeoutMilliseconds

@@ -218,8 +218,8 @@ public final class TLSConnection: @unchecked Sendable {
         var scratch = [UInt8](repeating: 0, count: 64 * 1024)
         while discarded < maxBytes {
             do { try socket.wait(for: .readable, until: deadline) } catch { return }
+            if socket.isClosed { return }
             let fd = socket.descriptor
-            if fd < 0 { return }
             let n = scratch.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n <= 0 {
                 if n < 0 && (errno == EAGAIN || errno == EINTR) { continue }

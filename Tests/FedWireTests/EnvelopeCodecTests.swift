@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+@testable import FedWire
+
+@Suite("Envelope codec")
+struct EnvelopeCodecTests {
+    static func roundTrip(_ envelope: Envelope) throws -> Envelope {
+        let bytes = envelope.serializedBytes()
+        return try bytes.withUnsafeBytes { try Envelope(decoding: $0) }
+    }
+
+    @Test("Routing fields and every message survive a round trip")
+    func everyMessage() throws {
+        var task = TrainTask()
+        task.roundID = 7
+        task.modelVersion = 6
+        task.modelSHA256 = Array(repeating: 0xAB, count: 32)
+        task.learningRate = 0.05
+        task.proximalMu = 0.01
+        task.deadlineUnixMs = 1_800_000_000_000
+        task.seed = 42
+        task.tensorCount = 3
+        var ready = UpdateReady()
+        ready.roundID = 7
+        ready.exampleCount = 455
+        ready.trainLoss = 0.25
+        var request = EvaluationRequest()
+        request.roundID = 9
+        var result = EvaluationResult()
+        result.accuracy = 0.946
+        result.rocAUC = 0.992
+        let schema = DataSchemaSummary(featureColumns: ["age", "bmi"], labelColumn: "outcome", rowCount: 120, schemaSHA256: [1, 2, 3])
+        let messages: [Message] = [
+            .hello(Hello(protocolVersion: 1, softwareVersion: "fedagent 0.1.0", agentName: "hospital-a", schema: schema)),
+            .welcome(Welcome(agentID: "hospital-a", federation: "f", heartbeatIntervalMs: 5000)),
+            .heartbeat(Heartbeat(sequence: 3, sentUnixMs: 123, activity: "training round 2")),
+            .trainTask(task),
+            .tensorHeader(TensorHeader(name: "layer0.weight", shape: [30, 64], totalBytes: 7680, chunkBytes: 4096)),
+            .tensorTrailer(TensorTrailer(sha256: Array(repeating: 9, count: 32))),
+            .updateReady(ready),
+            .fetchUpdate(FetchUpdate(roundID: 7, modelVersion: 6)),
+            .cancelTask(CancelTask(roundID: 7, reason: "round closed")),
+            .evaluationRequest(request),
+            .evaluationResult(result),
+            .empty,
+        ]
+        for message in messages {
+            let envelope = Envelope(callID: 5, method: Methods.train, timeoutMs: 1500, metadata: ["x-round": "7", "k": "v"],
+                                    endOfStream: true, cancel: false, status: RPCStatus(.deadlineExceeded, "late"), body: message)
+            let decoded = try Self.roundTrip(envelope)
+            #expect(decoded.callID == 5 && decoded.method == Methods.train && decoded.timeoutMs == 1500)
+            #expect(decoded.metadata == ["x-round": "7", "k": "v"] && decoded.endOfStream && !decoded.cancel)
+            #expect(decoded.status == RPCStatus(.deadlineExceeded, "late"))
+            #expect(String(describing: try #require(decoded.body)) == String(describing: message), "\(message.name)")
+        }
+    }
+
+    @Test("Tensor chunk bytes survive, and decoding does not copy them out of the frame's tree")
+    func chunk() throws {
+        let payload = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let decoded = try Self.roundTrip(Envelope(callID: 2, body: .tensorChunk(TensorChunk(offset: 4096, data: ByteView(payload)))))
+        guard case .tensorChunk(let chunk) = decoded.body else {
+            Issue.record("expected a chunk")
+            return
+        }
+        #expect(chunk.offset == 4096)
+        #expect(chunk.data.array == payload)
+    }
+
+    @Test("Unknown status codes survive; names are gRPC's")
+    func statusCodes() throws {
+        #expect(RPCStatus.Code.deadlineExceeded.description == "DEADLINE_EXCEEDED")
+        #expect(RPCStatus.Code(rawValue: 99).description == "CODE_99")
+        let decoded = try Self.roundTrip(Envelope(callID: 0, status: RPCStatus(RPCStatus.Code(rawValue: 99), "future")))
+        #expect(decoded.status?.code.rawValue == 99)
+    }
+
+    @Test("Garbage is refused with malformedFrame, never a crash", arguments: 0..<200)
+    func garbage(seed: Int) throws {
+        var generator = SplitMix(seed: UInt64(seed))
+        let count = Int(generator.next() % 512)
+        let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        do {
+            _ = try bytes.withUnsafeBytes { try Envelope(decoding: $0) }
+        } catch let error as WireError {
+            #expect(error.code == .malformedFrame)
+        }
+    }
+
+    @Test("An envelope above the frame limit is refused on the sending side")
+    func sendLimit() throws {
+        var buffer: [UInt8] = []
+        let envelope = Envelope(callID: 2, body: .tensorChunk(TensorChunk(offset: 0, data: ByteView([UInt8](repeating: 0, count: 2000)))))
+        let error = #expect(throws: WireError.self) { try envelope.encodeFrame(into: &buffer, maxFrameBytes: 1000) }
+        #expect(error?.code == .frameTooLarge)
+    }
+}
+
+/// A small deterministic generator for reproducible garbage.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import FedWire
+
+/// Peak resident memory of this process (VmHWM), in bytes.
+func peakResidentBytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+    else { return 0 }
+    return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+}
+
+/// Chunked Float32 tensors over loopback mTLS: announced size, in-order chunks, end-to-end SHA-256.
+@Suite("Tensor streams")
+struct TensorStreamTests {
+    /// Runs `agentHandler` as the agent's Train handler and returns the coordinator-side
+    /// connection to it.
+    static func agent(
+        _ server: TestServer, _ agentHandler: @escaping @Sendable (ServerCall) throws -> Void
+    ) throws -> (agentSide: RPCConnection, coordinatorSide: RPCConnection) {
+        let (connection, _) = try server.connect("hospital-a", handler: agentHandler)
+        guard server.eventually(5, { server.delegate.joined.count == 1 }), let joined = server.delegate.joined.first else {
+            throw WireError(.connectionClosed, "agent did not join")
+        }
+        return (connection, joined)
+    }
+
+    @Test("A tensor moves into a destination buffer with its hash checked, both directions")
+    func roundTrip() throws {
+        let server = try TestServer()
+        let received = Mutex<[Float]>([])
+        let (agentSide, coordinator) = try Self.agent(server) { call in
+            switch call.method {
+            case Methods.train:
+                guard case .trainTask(let task) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "task first") }
+                var floats = [Float](repeating: 0, count: 3 * 100_001)
+                _ = try floats.withUnsafeMutableBufferPointer { try TensorStream.receive(from: call, into: $0) }
+                #expect(try call.receive() == nil)
+                #expect(task.tensorCount == 1)
+                received.withLock { $0 = floats }
+            case Methods.pullUpdate:
+                _ = try call.receiveOnly()
+                let update = (0..<1000).map { Float($0) * 0.5 }
+                _ = try update.withUnsafeBufferPointer { try TensorStream.send(name: "layer0.weight", shape: [10, 100], floats: $0, to: call) }
+            default: throw RPCError(.unimplemented, call.method)
+            }
+        }
+        defer { agentSide.close() }
+        // Coordinator → agent: a 1.2 MB tensor in 64 KiB chunks (client-streaming Train).
+        let weights = (0..<(3 * 100_001)).map { Float($0 % 977) - 400.25 }
+        let call = try coordinator.makeCall(method: Methods.train, timeout: 30)
+        var task = TrainTask()
+        task.tensorCount = 1
+        try call.send(.trainTask(task))
+        let digest = try weights.withUnsafeBufferPointer {
+            try TensorStream.send(name: "w", shape: [3, 100_001], floats: $0, chunkBytes: 64 << 10, to: call)
+        }
+        try call.finishSending()
+        try call.expectEnd()
+        #expect(received.withLock { $0 } == weights)
+        #expect(digest == weights.withUnsafeBytes { SHA256Hasher.hash($0) })
+        // Agent → coordinator: PullUpdate streams the update back.
+        let pull = try coordinator.makeCall(method: Methods.pullUpdate, timeout: 30)
+        try pull.send(.fetchUpdate(FetchUpdate(roundID: 1, modelVersion: 0)), endOfStream: true)
+        var update = [Float](repeating: 0, count: 1000)
+        let summary = try update.withUnsafeMutableBufferPointer { try TensorStream.receive(from: pull, into: $0) }
+        try pull.expectEnd()
+        #expect(summary.header.name == "layer0.weight" && summary.header.shape == [10, 100])
+        #expect(update == (0..<1000).map { Float($0) * 0.5 })
+    }
+
+    @Test("A tensor above 2 GiB streams from a generator, hash checked, without holding it in memory")
+    func beyondTwoGiB() throws {
+        let elements: UInt64 = 550_000_000  // 2.2 GB: past protobuf's 2 GiB message limit
+        let server = try TestServer()
+        let outcome = Mutex<(bytes: UInt64, chunks: Int, mismatches: Int)>((0, 0, 0))
+        let (agentSide, coordinator) = try Self.agent(server) { call in
+            let summary = try TensorStream.receive(from: call, maxTotalBytes: elements * 4) { offset, bytes in
+                // The generator stamps each chunk with its offset; check it arrived where it belongs.
+                let stamp = bytes.loadUnaligned(as: UInt64.self)
+                outcome.withLock {
+                    $0.bytes += UInt64(bytes.count)
+                    if stamp != offset { $0.mismatches += 1 }
+                }
+            }
+            outcome.withLock { $0.chunks = summary.chunks }
+        }
+        defer { agentSide.close() }
+        let before = peakResidentBytes()
+        let call = try coordinator.makeCall(method: Methods.train, timeout: 300)
+        var prepared = false
+        _ = try TensorStream.send(name: "huge", shape: [elements], to: call) { offset, chunk in
+            if !prepared {
+                chunk.initializeMemory(as: UInt8.self, repeating: 0x3F)
+                prepared = true
+            }
+            chunk.storeBytes(of: offset, as: UInt64.self)
+        }
+        try call.finishSending()
+        try call.expectEnd()
+        let result = outcome.withLock { $0 }
+        #expect(result.bytes == elements * 4)
+        #expect(result.bytes > UInt64(Int32.max))
+        #expect(result.chunks == Int((elements * 4 + UInt64(TensorStream.maxChunkBytes) - 1) / UInt64(TensorStream.maxChunkBytes)))
+        #expect(result.mismatches == 0)
+        // Holding the tensor even once would add 2.2 GB; chunks and buffers add a few dozen MB.
+        let growth = peakResidentBytes() - before
+        #expect(growth < 512 << 20, "peak RSS grew by \(growth >> 20) MiB")
+    }
+
+    @Test("A corrupted chunk is detected by the end-to-end hash (DATA_LOSS)")
+    func corruptedChunk() throws {
+        let server = try TestServer()
+        let (agentSide, coordinator) = try Self.agent(server) { call in
+            _ = try TensorStream.receive(from: call) { _, _ in }
+        }
+        defer { agentSide.close() }
+        var original = [UInt8](repeating: 1, count: 4000)
+        let digest = SHA256Hasher.hash(UnsafeRawBufferPointer(start: &original, count: original.count))
+        var corrupted = original
+        corrupted[1234] ^= 0x01
+        let call = try coordinator.makeCall(method: Methods.train, timeout: 10)
+        try call.send(.tensorHeader(TensorHeader(name: "w", shape: [1000], totalBytes: 4000, chunkBytes: 4000)))
+        try call.send(.tensorChunk(TensorChunk(offset: 0, data: ByteView(corrupted))))
+        try call.send(.tensorTrailer(TensorTrailer(sha256: digest)), endOfStream: true)
+        let error = #expect(throws: RPCError.self) { try call.expectEnd() }
+        #expect(error?.code == .dataLoss)
+        #expect(error?.message.contains("corrupted") == true)
+    }
+
+    struct LyingStream: Sendable, CustomStringConvertible {
+        var description: String
+        var header: TensorHeader
+        var chunks: [(UInt64, Int)]
+        var code: RPCStatus.Code
+    }
+
+    @Test("A stream that breaks its announcement is refused", arguments: [
+        LyingStream(description: "more bytes than announced", header: TensorHeader(name: "w", shape: [100], totalBytes: 400, chunkBytes: 400),
+                    chunks: [(0, 400), (400, 80)], code: .invalidArgument),
+        LyingStream(description: "fewer bytes than announced", header: TensorHeader(name: "w", shape: [100], totalBytes: 400, chunkBytes: 400),
+                    chunks: [(0, 200)], code: .invalidArgument),
+        LyingStream(description: "shape and size disagree", header: TensorHeader(name: "w", shape: [10, 10], totalBytes: 404, chunkBytes: 404),
+                    chunks: [], code: .invalidArgument),
+        LyingStream(description: "a gap between chunks", header: TensorHeader(name: "w", shape: [100], totalBytes: 400, chunkBytes: 200),
+                    chunks: [(0, 200), (204, 196)], code: .invalidArgument),
+        LyingStream(description: "a chunk above its announced size", header: TensorHeader(name: "w", shape: [100], totalBytes: 400, chunkBytes: 100),
+                    chunks: [(0, 400)], code: .invalidArgument),
+        LyingStream(description: "above the receiver's limit", header: TensorHeader(name: "w", shape: [1 << 30], totalBytes: 4 << 30, chunkBytes: 4 << 20),
+                    chunks: [], code: .resourceExhausted),
+    ])
+    func lyingStream(_ stream: LyingStream) throws {
+        let server = try TestServer()
+        let (agentSide, coordinator) = try Self.agent(server) { call in
+            _ = try TensorStream.receive(from: call, maxTotalBytes: 1 << 20) { _, _ in }
+        }
+        defer { agentSide.close() }
+        let call = try coordinator.makeCall(method: Methods.train, timeout: 10)
+        try call.send(.tensorHeader(stream.header))
+        for (offset, count) in stream.chunks {
+            try? call.send(.tensorChunk(TensorChunk(offset: offset, data: ByteView([UInt8](repeating: 0, count: count)))))
+        }
+        try? call.send(.tensorTrailer(TensorTrailer(sha256: [])), endOfStream: true)
+        let error = #expect(throws: RPCError.self) { try call.expectEnd() }
+        #expect(error?.code == stream.code, "\(stream): \(String(describing: error))")
+        #expect(!agentSide.isClosed, "a refused stream ends the call, not the connection")
+    }
+}
