@@ -11,6 +11,7 @@ public enum DevelopmentFederation {
     /// What ``create(in:agents:)`` wrote.
     public struct Files: Sendable {
         public var directory: String
+        public init(directory: String) { self.directory = directory }
         public var caCertificate: String { directory + "/ca.crt" }
         public var caKey: String { directory + "/ca.key" }
         public var revocationList: String { directory + "/crl.pem" }
