@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Testing
+import COpenSSL
 @testable import FedWire
 
 /// The mTLS handshake matrix over real loopback TLS: every refusal with the right reason seen on
@@ -65,6 +66,20 @@ struct HandshakeTests {
         #expect(logged?.metadata["refusal.reason"]?.contains(testCase.serverReason) == true)
         #expect(logged?.metadata["peer.address"]?.hasPrefix("127.0.0.1:") == true)
         #expect(server.delegate.joined.isEmpty)
+    }
+
+    @Test("A client offering only TLS 1.2 is refused")
+    func tls12Refused() throws {
+        let server = try TestServer()
+        let context = try TLSContext(configuration: sharedFederation.clientTLS("hospital-a"), maximumProtocolVersionForTesting: TLS1_2_VERSION)
+        let error = #expect(throws: WireError.self) {
+            try WireClient.connect(host: "127.0.0.1", port: server.port, context: context, hello: Hello(), options: ConnectionOptions(),
+                                   logger: Logger(label: "t") { _ in SwiftLogNoOpLogHandler() }, handler: { _ in })
+        }
+        #expect(error?.code == .handshakeFailed)
+        #expect(error?.message.contains("protocol version") == true, "client saw: \(error?.message ?? "nothing")")
+        #expect(server.eventually { server.delegate.refusals.count == 1 })
+        #expect(server.delegate.refusals.first?.reason.contains("unsupported protocol") == true, "\(server.delegate.refusals)")
     }
 
     @Test("An agent without a certificate is refused")

@@ -21,9 +21,17 @@ public final class TLSContext: @unchecked Sendable {
         try self.init(configuration: configuration, presentsCertificate: true)
     }
 
+    /// Tests only: a client limited to an older TLS version, to check that the server refuses it.
+    convenience init(configuration: TLSConfiguration, maximumProtocolVersionForTesting version: Int32) throws {
+        try self.init(configuration: configuration, presentsCertificate: true, minimumVersion: TLS1_VERSION, maximumVersion: version)
+    }
+
     /// `presentsCertificate: false` builds a client that offers no certificate: only tests use it,
     /// to check that the coordinator refuses such a client.
-    init(configuration: TLSConfiguration, presentsCertificate: Bool) throws {
+    init(
+        configuration: TLSConfiguration, presentsCertificate: Bool,
+        minimumVersion: Int32 = TLS1_3_VERSION, maximumVersion: Int32 = TLS1_3_VERSION
+    ) throws {
         try configuration.validateFiles()
         ERR_clear_error()
         let method = configuration.role == .server ? TLS_server_method() : TLS_client_method()
@@ -39,8 +47,8 @@ public final class TLSContext: @unchecked Sendable {
                     throw WireError(.configuration, "\(what): \(OpenSSLErrorStack.describe(fallback: "unknown reason"))")
                 }
             }
-            try check(shim_SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) == 1, "cannot require TLS 1.3")
-            try check(shim_SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1, "cannot require TLS 1.3")
+            try check(shim_SSL_CTX_set_min_proto_version(ctx, minimumVersion) == 1, "cannot require TLS 1.3")
+            try check(shim_SSL_CTX_set_max_proto_version(ctx, maximumVersion) == 1, "cannot require TLS 1.3")
             SSL_CTX_set_options(ctx, UInt64(shim_SSL_OP_NO_RENEGOTIATION() | shim_SSL_OP_NO_TICKET()))
             _ = shim_SSL_CTX_set_mode(
                 ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER))

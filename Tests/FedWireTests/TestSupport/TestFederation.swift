@@ -16,6 +16,7 @@ final class TestFederation: @unchecked Sendable {
     }
 
     init() throws {
+        WireProcess.ignoreBrokenPipeSignal()
         directory = NSTemporaryDirectory() + "fedwire-test-\(getpid())-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         ca = try CertificateAuthority.create(commonName: "Test federation CA")
