@@ -108,12 +108,7 @@ final class TestServer: @unchecked Sendable {
 
     /// Waits until `condition` holds, up to `seconds`.
     func eventually(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
-        let deadline = Deadline.after(seconds: seconds)
-        while !deadline.hasPassed {
-            if condition() { return true }
-            usleep(10_000)
-        }
-        return condition()
+        FedWireTests.eventually(seconds, condition)
     }
 }
 
