@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
         // protoc-c output for proto/fedcoord.proto, committed; `make proto` regenerates it.
         .target(name: "FedProtoC", dependencies: ["CProtobufC"]),
+        // Tensors, aggregation, server optimizers, safetensors: pure Swift, no I/O.
+        .target(name: "FedCore", swiftSettings: strictSettings),
         .target(
             name: "FedWire",
             dependencies: [
@@ -50,6 +52,7 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "FedCoreTests", dependencies: ["FedCore"], swiftSettings: strictSettings),
         .testTarget(
             name: "FedWireTests",
             dependencies: ["FedWire", "FedProtoC", "COpenSSL", .product(name: "Logging", package: "swift-log")],

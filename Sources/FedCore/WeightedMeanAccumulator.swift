@@ -1,0 +1,60 @@
+/// Sums updates weighted by their example counts in Float64, one update at a time, and gives
+/// their weighted mean.
+///
+/// Memory: 8 bytes per parameter, whatever the number of updates. Callers add an update only
+/// once it is complete and validated (see the coordinator's update spooling), so a broken upload
+/// never touches the sum.
+public struct WeightedMeanAccumulator: Sendable {
+    public let layout: ModelLayout
+    private var sums: [Double]
+    /// Total weight (examples) added so far.
+    public private(set) var totalWeight: UInt64 = 0
+    /// Updates added so far.
+    public private(set) var updateCount = 0
+
+    public init(layout: ModelLayout) {
+        self.layout = layout
+        sums = [Double](repeating: 0, count: layout.parameterCount)
+    }
+
+    /// Adds `weight × values` for the slice of the model starting at element `offset`.
+    ///
+    /// Call it for consecutive slices of one update, then ``finishUpdate(weight:)``.
+    public mutating func add(_ values: UnsafeBufferPointer<Float>, at offset: Int, weight: UInt64) {
+        precondition(offset >= 0 && offset + values.count <= sums.count, "slice outside the model")
+        let w = Double(weight)
+        sums.withUnsafeMutableBufferPointer { sums in
+            let base = sums.baseAddress! + offset
+            for index in 0..<values.count {
+                base[index] += w * Double(values[index])
+            }
+        }
+    }
+
+    /// Records that an update of `weight` examples has been added in full.
+    public mutating func finishUpdate(weight: UInt64) {
+        totalWeight += weight
+        updateCount += 1
+    }
+
+    /// Adds a whole update held in memory.
+    public mutating func add(_ update: [Float], weight: UInt64) {
+        precondition(update.count == layout.parameterCount, "update does not match the layout")
+        update.withUnsafeBufferPointer { add($0, at: 0, weight: weight) }
+        finishUpdate(weight: weight)
+    }
+
+    /// The weighted mean, as Float32, or nil when nothing was added.
+    public func mean() -> [Float]? {
+        guard totalWeight > 0 else { return nil }
+        let total = Double(totalWeight)
+        return sums.map { Float($0 / total) }
+    }
+
+    /// Forgets everything added (the buffer is kept).
+    public mutating func reset() {
+        for index in sums.indices { sums[index] = 0 }
+        totalWeight = 0
+        updateCount = 0
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+@testable import FedCore
+
+@Suite("Aggregation")
+struct AggregationTests {
+    static let layout = try! ModelLayout([TensorSpec(name: "w", shape: [2]), TensorSpec(name: "b", shape: [1])])
+
+    @Test("Weighted mean by example count, in Float64, one update at a time")
+    func weightedMean() throws {
+        var accumulator = WeightedMeanAccumulator(layout: Self.layout)
+        #expect(accumulator.mean() == nil)
+        accumulator.add([1, 2, 3], weight: 1)
+        accumulator.add([4, 5, 6], weight: 3)
+        // (1·1 + 3·4)/4 = 3.25, (2 + 15)/4 = 4.25, (3 + 18)/4 = 5.25
+        #expect(accumulator.mean() == [3.25, 4.25, 5.25])
+        #expect(accumulator.totalWeight == 4 && accumulator.updateCount == 2)
+        accumulator.reset()
+        #expect(accumulator.mean() == nil)
+    }
+
+    @Test("Float64 accumulation keeps small updates that Float32 summation would lose")
+    func precision() throws {
+        let layout = try ModelLayout([TensorSpec(name: "x", shape: [1])])
+        var accumulator = WeightedMeanAccumulator(layout: layout)
+        accumulator.add([1e8], weight: 1)
+        for _ in 0..<1000 { accumulator.add([1], weight: 1) }
+        // Exact: (1e8 + 1000) / 1001 = 99901.098901…; naive Float32 summation gives 1e8/1001 = 99900.1.
+        let mean = try #require(accumulator.mean()?.first)
+        #expect(abs(Double(mean) - (1e8 + 1000) / 1001) < 0.01)
+    }
+
+    /// Expected values computed independently (Python, float64) from Algorithm 2 of Reddi et al.
+    @Test("Server optimizers match the paper's update rules", arguments: [
+        (ServerOptimizer.Kind.fedavg, [1.04, -2.0100000000000002, 0.495]),
+        (.fedavgm, [1.049, -2.028, 0.495]),
+        (.fedadagrad, [1.0221944445264175, -2.0135118695401273, 0.49019800019996]),
+        (.fedadam, [1.210052361369673, -2.1294710594477033, 0.41799336702973927]),
+        (.fedyogi, [1.2099892339637486, -2.129337768829463, 0.41801960972814434]),
+    ])
+    func optimizers(kind: ServerOptimizer.Kind, expected: [Double]) throws {
+        var optimizer = ServerOptimizer(settings: .init(kind: kind, learningRate: 0.1, momentum: 0.9, beta1: 0.9, beta2: 0.99, tau: 1e-3))
+        var model: [Float] = [1.0, -2.0, 0.5]
+        optimizer.step(model: &model, meanDelta: [0.1, -0.2, 0.0])
+        optimizer.step(model: &model, meanDelta: [0.3, 0.1, -0.05])
+        for (got, want) in zip(model, expected) {
+            #expect(abs(Double(got) - want) <= 2e-6 * max(1, abs(want)), "\(kind): \(got) vs \(want)")
+        }
+    }
+
+    @Test("Impossible optimizer settings are refused with what to fix")
+    func settingsValidation() {
+        #expect(throws: ModelError.self) { try ServerOptimizer.Settings(learningRate: 0).validate() }
+        #expect(throws: ModelError.self) { try ServerOptimizer.Settings(beta2: 1).validate() }
+        #expect(throws: Never.self) { try ServerOptimizer.Settings().validate() }
+    }
+}
+
+@Suite("safetensors")
+struct SafeTensorsTests {
+    @Test("Round trip, with metadata and an 8-byte aligned header")
+    func roundTrip() throws {
+        let layout = try ModelLayout([TensorSpec(name: "layer0.weight", shape: [2, 3]), TensorSpec(name: "layer0.bias", shape: [3])])
+        let model = try ModelParameters(layout: layout, values: (0..<9).map { Float($0) - 4.5 })
+        let bytes = try SafeTensors.encode(model, metadata: ["round": "3"])
+        let headerLength = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        #expect((8 + headerLength) % 8 == 0)
+        let decoded = try SafeTensors.decode(bytes)
+        #expect(decoded.model == model)
+        #expect(decoded.metadata == ["round": "3"])
+        #expect(decoded.model.tensor(named: "layer0.bias") == [1.5, 2.5, 3.5])
+    }
+
+    @Test("Truncated or inconsistent files are refused")
+    func corrupt() throws {
+        let layout = try ModelLayout([TensorSpec(name: "w", shape: [4])])
+        let bytes = try SafeTensors.encode(ModelParameters(zerosFor: layout))
+        #expect(throws: ModelError.self) { try SafeTensors.decode(Array(bytes.dropLast(1))) }
+        #expect(throws: ModelError.self) { try SafeTensors.decode([1, 2, 3]) }
+        var hugeHeader = bytes
+        hugeHeader[7] = 0x7F
+        #expect(throws: ModelError.self) { try SafeTensors.decode(hugeHeader) }
+    }
+
+    @Test("Layouts refuse duplicate names and empty dimensions")
+    func layoutValidation() {
+        #expect(throws: ModelError.self) { try ModelLayout([TensorSpec(name: "a", shape: [1]), TensorSpec(name: "a", shape: [2])]) }
+        #expect(throws: ModelError.self) { try ModelLayout([TensorSpec(name: "a", shape: [0])]) }
+    }
+}
