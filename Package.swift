@@ -34,6 +34,12 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Round engine (pure state machine), round log, checkpoints, the coordinator's runtime.
+        .target(
+            name: "FedCoordinator",
+            dependencies: ["FedCore", "FedWire", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "fedcoord",
             dependencies: [
@@ -53,6 +59,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "FedCoreTests", dependencies: ["FedCore"], swiftSettings: strictSettings),
+        .testTarget(name: "FedCoordinatorTests", dependencies: ["FedCoordinator", "FedCore"], swiftSettings: strictSettings),
         .testTarget(
             name: "FedWireTests",
             dependencies: ["FedWire", "FedProtoC", "COpenSSL", .product(name: "Logging", package: "swift-log")],

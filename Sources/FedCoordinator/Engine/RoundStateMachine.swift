@@ -1,0 +1,386 @@
+/// The coordinator's round engine as a pure state machine: select → broadcast → collect →
+/// close → aggregate → commit, with failure and retry.
+///
+/// It does no I/O and reads no clock: every input carries `now` (monotonic seconds), and every
+/// decision comes back as ``Action``s for the runtime to carry out. The runtime keeps it behind
+/// a mutex and reports back what happened (task sent, update announced, update received, …).
+///
+/// Lifecycle of one round id: `waiting` (for enough eligible agents) → `collecting` (tasks sent,
+/// updates announced and pulled until the deadline or until `target` are in) → `closing` (the
+/// deadline passed; updates announced in time are still pulled until the grace ends) →
+/// `aggregating` (the runtime computes and commits) → `waiting` for the next round. A closed
+/// attempt with fewer than `min_updates` fails: the model is unchanged and a fresh selection
+/// retries, up to `max_retries`; after that the engine waits and starts the round afresh.
+public struct RoundStateMachine: Sendable {
+    public typealias AgentID = String
+
+    /// One attempt at one round.
+    public struct Attempt: Sendable, Equatable {
+        public let roundID: UInt64
+        /// 0 for the first attempt, 1 for the first retry, …
+        public let attempt: Int
+        public let modelVersion: UInt64
+        /// The seed the selection used (logged, so that it can be replayed).
+        public let seed: UInt64
+        public let invited: [AgentID]
+        public let startedAt: Double
+        /// Announcements after this are late.
+        public let deadline: Double
+        /// Pulls of in-time announcements must finish by this.
+        public let collectUntil: Double
+    }
+
+    /// Where an invited agent stands in the current attempt.
+    public enum Participation: Sendable, Equatable {
+        case training
+        case announced(examples: UInt64)
+        case pulling(examples: UInt64)
+        case accepted(examples: UInt64)
+        case failed(reason: String)
+        case late
+        case cancelled
+    }
+
+    public enum Phase: Sendable, Equatable {
+        /// No attempt running; waiting for eligible agents since the given time.
+        case waiting(since: Double)
+        case collecting
+        case closing
+        case aggregating
+    }
+
+    /// What an attempt ended with (for the round log and the aggregate).
+    public struct Outcome: Sendable, Equatable {
+        public var attempt: Attempt
+        public var accepted: [AgentID: UInt64]
+        public var late: [AgentID]
+        public var failed: [AgentID: String]
+        public var cancelled: [AgentID]
+        public var closedAt: Double
+        public var totalExamples: UInt64 { accepted.values.reduce(0, +) }
+    }
+
+    /// What the runtime must do.
+    public enum Action: Sendable, Equatable {
+        /// A new attempt started: log it; the accumulator must be empty.
+        case attemptStarted(Attempt)
+        /// Send the task and the global weights to the agent; report ``taskSent`` or ``taskFailed``.
+        case sendTask(AgentID, Attempt)
+        /// Pull the agent's announced update; report ``updateReceived`` or ``pullFailed``.
+        case pull(AgentID, roundID: UInt64)
+        /// Tell the agent to stop working on the round (best effort).
+        case cancel(AgentID, roundID: UInt64, reason: String)
+        /// The attempt closed with enough updates: finish the mean, apply the server optimizer,
+        /// commit, then report ``committed(roundID:now:)``.
+        case aggregate(Outcome)
+        /// The attempt failed: discard the accumulator; the model is unchanged.
+        case attemptFailed(Outcome, reason: String, willRetry: Bool)
+    }
+
+    /// The answer to an announced or received update.
+    public enum Verdict: Sendable, Equatable {
+        case accept
+        case refuse(EngineError)
+    }
+
+    public let policy: RoundPolicy
+    public private(set) var phase: Phase
+    /// The round the engine is working on (1 + committed rounds).
+    public private(set) var roundID: UInt64
+    /// Committed rounds = the version of the global model.
+    public private(set) var modelVersion: UInt64
+    public private(set) var current: Attempt?
+    public private(set) var participation: [AgentID: Participation] = [:]
+    private var attemptNumber = 0
+    private var connected: Set<AgentID> = []
+    private var backoffUntil: [AgentID: Double] = [:]
+    private var pullQueue: [AgentID] = []
+    private var pulling: Set<AgentID> = []
+    /// After a round has failed `max_retries + 1` times, no attempt starts before this.
+    private var cooldownUntil = -Double.infinity
+
+    /// Starts (or resumes) after `committedRounds` committed rounds.
+    public init(policy: RoundPolicy, committedRounds: UInt64 = 0, now: Double) {
+        self.policy = policy
+        modelVersion = committedRounds
+        roundID = committedRounds + 1
+        phase = .waiting(since: now)
+    }
+
+    // MARK: Agents
+
+    /// Agents connected and not sitting out a back-off.
+    public func eligibleAgents(now: Double) -> [AgentID] {
+        connected.filter { (backoffUntil[$0] ?? -.infinity) <= now }.sorted()
+    }
+
+    public var connectedAgents: Set<AgentID> { connected }
+
+    public mutating func agentConnected(_ agent: AgentID, now: Double) -> [Action] {
+        connected.insert(agent)
+        return tick(now: now)
+    }
+
+    public mutating func agentDisconnected(_ agent: AgentID, now: Double) -> [Action] {
+        connected.remove(agent)
+        var actions: [Action] = []
+        if let state = participation[agent] {
+            switch state {
+            case .training, .announced, .pulling:
+                actions += fail(agent, reason: "disconnected during the round", now: now)
+            default: break
+            }
+        }
+        return actions + tick(now: now)
+    }
+
+    // MARK: Time
+
+    /// Lets time pass: starts rounds, passes deadlines, ends grace periods.
+    public mutating func tick(now: Double) -> [Action] {
+        switch phase {
+        case .waiting(let since):
+            guard now >= cooldownUntil else { return [] }
+            let eligible = eligibleAgents(now: now)
+            guard eligible.count >= policy.minAvailable else { return [] }
+            guard eligible.count >= policy.inviteCount || now - since >= policy.selectionTimeout else { return [] }
+            return startAttempt(eligible: eligible, now: now)
+        case .collecting:
+            guard let attempt = current, now >= attempt.deadline else { return [] }
+            phase = .closing
+            var actions: [Action] = []
+            for (agent, state) in participation where state == .training {
+                participation[agent] = .late
+                actions.append(.cancel(agent, roundID: attempt.roundID, reason: "round \(attempt.roundID) passed its deadline"))
+            }
+            return actions + closeIfDone(now: now)
+        case .closing:
+            guard let attempt = current else { return [] }
+            if now >= attempt.collectUntil {
+                var actions: [Action] = []
+                for (agent, state) in participation {
+                    switch state {
+                    case .announced, .pulling:
+                        actions += fail(agent, reason: "its update could not be pulled before the collection grace ended", now: now)
+                    default: break
+                    }
+                }
+                return actions + finish(now: now)
+            }
+            return closeIfDone(now: now)
+        case .aggregating:
+            return []
+        }
+    }
+
+    private mutating func startAttempt(eligible: [AgentID], now: Double) -> [Action] {
+        let seed = SeededSampler.attemptSeed(base: policy.seed, round: roundID, attempt: attemptNumber)
+        let invited = SeededSampler.sample(eligible, count: policy.inviteCount, seed: seed)
+        let attempt = Attempt(
+            roundID: roundID, attempt: attemptNumber, modelVersion: modelVersion, seed: seed, invited: invited,
+            startedAt: now, deadline: now + policy.roundDeadline, collectUntil: now + policy.roundDeadline + policy.collectGrace)
+        current = attempt
+        participation = Dictionary(uniqueKeysWithValues: invited.map { ($0, .training) })
+        pullQueue = []
+        pulling = []
+        phase = .collecting
+        return [.attemptStarted(attempt)] + invited.map { .sendTask($0, attempt) }
+    }
+
+    // MARK: Tasks
+
+    public mutating func taskSent(_ agent: AgentID, roundID: UInt64, now: Double) -> [Action] { [] }
+
+    public mutating func taskFailed(_ agent: AgentID, roundID: UInt64, reason: String, now: Double) -> [Action] {
+        guard roundID == current?.roundID, participation[agent] == .training else { return [] }
+        return fail(agent, reason: "the task could not be delivered: \(reason)", now: now)
+    }
+
+    // MARK: Updates
+
+    /// An agent says its update for `roundID` is ready. Checks that it was selected, has not
+    /// sent already, is in time, and that the round and model version match.
+    public mutating func updateAnnounced(
+        _ agent: AgentID, roundID announcedRound: UInt64, modelVersion announcedVersion: UInt64, examples: UInt64, now: Double
+    ) -> (Verdict, [Action]) {
+        if announcedRound < roundID || (announcedRound == roundID && current == nil) {
+            return (.refuse(EngineError(.late, "round \(announcedRound) has closed; this update arrived too late and is not used")), [])
+        }
+        guard let attempt = current, announcedRound == attempt.roundID else {
+            return (.refuse(EngineError(.stale, "round \(announcedRound) is not running (the current round is \(roundID))")), [])
+        }
+        guard let state = participation[agent] else {
+            return (.refuse(EngineError(.notSelected, "\(agent) was not selected for round \(announcedRound)")), [])
+        }
+        switch state {
+        case .training:
+            break
+        case .late:
+            return (.refuse(EngineError(.late, "round \(announcedRound) passed its deadline before this update was announced")), [])
+        case .cancelled:
+            return (.refuse(EngineError(.late, "round \(announcedRound) closed with enough updates before this one")), [])
+        case .failed(let reason):
+            return (.refuse(EngineError(.invalidUpdate, "this agent's part in round \(announcedRound) already failed: \(reason)")), [])
+        case .announced, .pulling, .accepted:
+            return (.refuse(EngineError(.duplicate, "\(agent) already sent its update for round \(announcedRound)")), [])
+        }
+        guard announcedVersion == attempt.modelVersion else {
+            return (.refuse(EngineError(.stale, "the update was computed from model version \(announcedVersion); round \(attempt.roundID) uses version \(attempt.modelVersion)")), [])
+        }
+        guard examples > 0 else {
+            let actions = fail(agent, reason: "announced 0 training examples", now: now)
+            return (.refuse(EngineError(.invalidUpdate, "example_count must be positive; the update reported 0 training examples")), actions)
+        }
+        guard phase == .collecting, now < attempt.deadline else {
+            participation[agent] = .late
+            return (.refuse(EngineError(.late, "round \(announcedRound) passed its deadline before this update was announced")), [])
+        }
+        participation[agent] = .announced(examples: examples)
+        pullQueue.append(agent)
+        return (.accept, schedulePulls())
+    }
+
+    private mutating func schedulePulls() -> [Action] {
+        guard let attempt = current else { return [] }
+        var actions: [Action] = []
+        while pulling.count < policy.maxConcurrentPulls, !pullQueue.isEmpty {
+            let agent = pullQueue.removeFirst()
+            guard case .announced(let examples) = participation[agent] else { continue }
+            participation[agent] = .pulling(examples: examples)
+            pulling.insert(agent)
+            actions.append(.pull(agent, roundID: attempt.roundID))
+        }
+        return actions
+    }
+
+    /// A pulled update is complete and valid. `.accept` means: add it to the accumulator now
+    /// (before anything else touches the engine); `.refuse` means drop it.
+    public mutating func updateReceived(_ agent: AgentID, roundID: UInt64, now: Double) -> (Verdict, [Action]) {
+        guard let attempt = current, roundID == attempt.roundID, case .pulling(let examples) = participation[agent] else {
+            return (.refuse(EngineError(.late, "round \(roundID) has closed; this update is not used")), [])
+        }
+        pulling.remove(agent)
+        guard phase == .collecting || phase == .closing, acceptedCount < policy.target else {
+            participation[agent] = .cancelled
+            return (.refuse(EngineError(.late, "round \(roundID) closed before this update was complete")), schedulePulls())
+        }
+        participation[agent] = .accepted(examples: examples)
+        var actions = schedulePulls()
+        if acceptedCount >= policy.target {
+            actions += closeWithTarget(now: now)
+        } else {
+            actions += closeIfDone(now: now)
+        }
+        return (.accept, actions)
+    }
+
+    /// A pull failed (the upload broke, or the update was invalid: wrong names or shapes,
+    /// non-finite values, a lying size, a bad hash).
+    public mutating func pullFailed(_ agent: AgentID, roundID: UInt64, reason: String, now: Double) -> [Action] {
+        guard roundID == current?.roundID else { return [] }
+        switch participation[agent] {
+        case .pulling?, .announced?: break
+        default: return []
+        }
+        pulling.remove(agent)
+        return fail(agent, reason: reason, now: now) + schedulePulls()
+    }
+
+    private var acceptedCount: Int {
+        participation.values.filter { if case .accepted = $0 { return true } else { return false } }.count
+    }
+
+    private mutating func fail(_ agent: AgentID, reason: String, now: Double) -> [Action] {
+        participation[agent] = .failed(reason: reason)
+        pulling.remove(agent)
+        pullQueue.removeAll { $0 == agent }
+        backoffUntil[agent] = now + policy.failureBackoff
+        return schedulePulls() + closeIfDone(now: now)
+    }
+
+    // MARK: Closing
+
+    /// Target reached: the others are cancelled, the attempt finishes.
+    private mutating func closeWithTarget(now: Double) -> [Action] {
+        guard let attempt = current else { return [] }
+        var actions: [Action] = []
+        for (agent, state) in participation {
+            switch state {
+            case .training, .announced, .pulling:
+                participation[agent] = .cancelled
+                pulling.remove(agent)
+                actions.append(.cancel(agent, roundID: attempt.roundID, reason: "round \(attempt.roundID) closed with \(policy.target) updates"))
+            default: break
+            }
+        }
+        pullQueue = []
+        return actions + finish(now: now)
+    }
+
+    /// Finishes the attempt once nobody can still contribute.
+    private mutating func closeIfDone(now: Double) -> [Action] {
+        guard phase == .collecting || phase == .closing else { return [] }
+        let outstanding = participation.values.contains { state in
+            switch state {
+            case .announced, .pulling: return true
+            case .training: return phase == .collecting
+            default: return false
+            }
+        }
+        return outstanding ? [] : finish(now: now)
+    }
+
+    private mutating func finish(now: Double) -> [Action] {
+        guard let attempt = current else { return [] }
+        var outcome = Outcome(attempt: attempt, accepted: [:], late: [], failed: [:], cancelled: [], closedAt: now)
+        for (agent, state) in participation {
+            switch state {
+            case .accepted(let examples): outcome.accepted[agent] = examples
+            case .late: outcome.late.append(agent)
+            case .failed(let reason): outcome.failed[agent] = reason
+            case .cancelled: outcome.cancelled.append(agent)
+            case .training, .announced, .pulling: outcome.late.append(agent)
+            }
+        }
+        outcome.late.sort()
+        outcome.cancelled.sort()
+        pullQueue = []
+        pulling = []
+        if outcome.accepted.count >= policy.minUpdates {
+            phase = .aggregating
+            return [.aggregate(outcome)]
+        }
+        let reason = "only \(outcome.accepted.count) complete update(s) of the \(policy.minUpdates) required (min_updates)"
+        let willRetry = attemptNumber < policy.maxRetries
+        attemptNumber = willRetry ? attemptNumber + 1 : 0
+        if !willRetry { cooldownUntil = now + max(policy.failureBackoff, policy.selectionTimeout) }
+        current = nil
+        participation = [:]
+        phase = .waiting(since: now)
+        return [.attemptFailed(outcome, reason: reason, willRetry: willRetry)]
+    }
+
+    /// The runtime committed the round: the next one can start.
+    public mutating func committed(roundID committedRound: UInt64, now: Double) -> [Action] {
+        guard phase == .aggregating, committedRound == roundID else { return [] }
+        modelVersion += 1
+        roundID += 1
+        attemptNumber = 0
+        current = nil
+        participation = [:]
+        phase = .waiting(since: now)
+        return tick(now: now)
+    }
+
+    /// The runtime could not aggregate or commit (for example a full disk): the attempt fails.
+    public mutating func aggregationFailed(roundID failedRound: UInt64, reason: String, now: Double) -> [Action] {
+        guard phase == .aggregating, let attempt = current, failedRound == roundID else { return [] }
+        let outcome = Outcome(attempt: attempt, accepted: [:], late: [], failed: [:], cancelled: [], closedAt: now)
+        let willRetry = attemptNumber < policy.maxRetries
+        attemptNumber = willRetry ? attemptNumber + 1 : 0
+        current = nil
+        participation = [:]
+        phase = .waiting(since: now)
+        return [.attemptFailed(outcome, reason: "aggregation failed: \(reason)", willRetry: willRetry)]
+    }
+}
