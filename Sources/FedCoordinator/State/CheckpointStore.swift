@@ -1,0 +1,120 @@
+import FedCore
+import FedWire
+import Foundation
+
+/// The coordinator's state folder: versioned model checkpoints (safetensors), the server
+/// optimizer's state, and the round log.
+///
+/// Commit protocol for round N: write `checkpoints/model-N.safetensors` (and the optimizer's
+/// state) atomically (temporary file, fsync, rename, fsync of the folder), then append the
+/// round record to the log (fsynced): the record is the commit point. A coordinator killed at
+/// any instant restarts from the last round record whose checkpoint exists and matches its
+/// hash; a checkpoint without a record is an uncommitted leftover and is ignored.
+public final class CheckpointStore {
+    public let directory: String
+    public var checkpointDirectory: String { directory + "/checkpoints" }
+    public var logPath: String { directory + "/rounds.jsonl" }
+    /// Checkpoints kept on disk (older ones are deleted after each commit).
+    public let keep: Int
+
+    public init(directory: String, keep: Int = 5) throws {
+        self.directory = directory
+        self.keep = max(1, keep)
+        for folder in [directory, directory + "/checkpoints"] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+    }
+
+    public func modelPath(version: UInt64) -> String { checkpointDirectory + String(format: "/model-%06llu.safetensors", version) }
+    public func optimizerPath(version: UInt64) -> String { checkpointDirectory + String(format: "/optimizer-%06llu.safetensors", version) }
+
+    /// SHA-256 (hex) of a model's Float32 bytes in layout order: the model hash of the wire and the log.
+    public static func modelHash(_ values: [Float]) -> String {
+        values.withUnsafeBytes { SHA256Hasher.hash($0) }.hexString
+    }
+
+    /// Writes a model checkpoint atomically. Returns its hash.
+    @discardableResult
+    public func writeModel(_ model: ModelParameters, version: UInt64, metadata: [String: String] = [:]) throws -> String {
+        try Self.writeAtomically(try SafeTensors.encode(model, metadata: metadata), to: modelPath(version: version))
+        return Self.modelHash(model.values)
+    }
+
+    /// Writes the optimizer's moments (if it has any) for `version`.
+    public func writeOptimizer(_ optimizer: ServerOptimizer, layout: ModelLayout, version: UInt64) throws {
+        var tensors: [TensorSpec] = []
+        var values: [Float] = []
+        if !optimizer.firstMoment.isEmpty {
+            tensors.append(TensorSpec(name: "first_moment", shape: [optimizer.firstMoment.count]))
+            values += optimizer.firstMoment
+        }
+        if !optimizer.secondMoment.isEmpty {
+            tensors.append(TensorSpec(name: "second_moment", shape: [optimizer.secondMoment.count]))
+            values += optimizer.secondMoment
+        }
+        guard !tensors.isEmpty else { return }
+        let model = try ModelParameters(layout: try ModelLayout(tensors), values: values)
+        try Self.writeAtomically(try SafeTensors.encode(model, metadata: ["optimizer": optimizer.settings.kind.rawValue]), to: optimizerPath(version: version))
+    }
+
+    public func readModel(version: UInt64) throws -> ModelParameters {
+        guard let data = FileManager.default.contents(atPath: modelPath(version: version)) else {
+            throw ModelError("checkpoint \(modelPath(version: version)) is missing")
+        }
+        return try SafeTensors.decode([UInt8](data)).model
+    }
+
+    public func readOptimizer(settings: ServerOptimizer.Settings, version: UInt64) -> ServerOptimizer {
+        guard let data = FileManager.default.contents(atPath: optimizerPath(version: version)),
+            let decoded = try? SafeTensors.decode([UInt8](data))
+        else { return ServerOptimizer(settings: settings) }
+        return ServerOptimizer(
+            settings: settings, firstMoment: Array(decoded.model.tensor(named: "first_moment") ?? []),
+            secondMoment: Array(decoded.model.tensor(named: "second_moment") ?? []))
+    }
+
+    /// Deletes checkpoints older than the newest `keep`, and any newer than `committed` (leftovers
+    /// of a round that never committed).
+    public func prune(committed: UInt64) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: checkpointDirectory) else { return }
+        for name in names {
+            let digits = name.filter(\.isNumber)
+            guard let version = UInt64(digits) else { continue }
+            if version + UInt64(keep) <= committed || version > committed || name.contains(".tmp") {
+                if version == 0 && committed < UInt64(keep) { continue }
+                try? FileManager.default.removeItem(atPath: checkpointDirectory + "/" + name)
+            }
+        }
+    }
+
+    /// Temporary file, fsync, rename, fsync of the folder.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ModelError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let message = String(cString: strerror(errno))
+                close(fd)
+                unlink(temporary)
+                throw ModelError("cannot write \(path): \(message)")
+            }
+            offset += n
+        }
+        guard fsync(fd) == 0 else {
+            close(fd)
+            throw ModelError("cannot fsync \(temporary): \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else { throw ModelError("cannot rename \(temporary): \(String(cString: strerror(errno)))") }
+        let folder = (path as NSString).deletingLastPathComponent
+        let dirfd = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY)
+        if dirfd >= 0 {
+            fsync(dirfd)
+            close(dirfd)
+        }
+    }
+}

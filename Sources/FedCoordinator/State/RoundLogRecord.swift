@@ -1,0 +1,56 @@
+/// One line of the round log (JSON Lines). Field names are stable and documented in the README.
+///
+/// `type` is one of: `coordinator_started`, `agent_connected`, `agent_refused`,
+/// `agent_disconnected`, `update_refused`, `attempt_failed`, `round`. Fields that do not apply
+/// to a type are omitted.
+public struct RoundLogRecord: Codable, Sendable, Equatable {
+    /// Position in the log, from 1.
+    public var seq: UInt64 = 0
+    public var type: String
+    /// Wall-clock time of the record, ISO 8601 UTC.
+    public var time: String = ""
+    /// SHA-256 (hex) of the previous line's bytes; 64 zeros for the first record.
+    public var prevSHA256: String = ""
+
+    // Events about one agent.
+    public var agent: String?
+    public var address: String?
+    public var reason: String?
+
+    // Rounds and attempts.
+    public var round: UInt64?
+    public var attempt: Int?
+    public var status: String?
+    public var seed: UInt64?
+    public var modelVersion: UInt64?
+    public var startedAt: String?
+    public var endedAt: String?
+    public var durationSeconds: Double?
+    public var selected: [String]?
+    public var reported: [String]?
+    public var late: [String]?
+    public var cancelled: [String]?
+    public var failed: [String: String]?
+    public var examples: [String: UInt64]?
+    public var bytesSent: [String: UInt64]?
+    public var bytesReceived: [String: UInt64]?
+    public var trainSeconds: [String: Double]?
+    public var transferSeconds: [String: Double]?
+    public var trainLoss: Double?
+    public var evalLoss: Double?
+    public var evalAccuracy: Double?
+    public var evalAUC: Double?
+    public var modelSHA256: String?
+    public var optimizer: String?
+
+    public init(type: String) { self.type = type }
+
+    enum CodingKeys: String, CodingKey {
+        case seq, type, time, agent, address, reason, round, attempt, status, seed, selected, reported, late, cancelled, failed
+        case examples, optimizer
+        case prevSHA256 = "prev_sha256", modelVersion = "model_version", startedAt = "started_at", endedAt = "ended_at"
+        case durationSeconds = "duration_seconds", bytesSent = "bytes_sent", bytesReceived = "bytes_received"
+        case trainSeconds = "train_seconds", transferSeconds = "transfer_seconds", trainLoss = "train_loss"
+        case evalLoss = "eval_loss", evalAccuracy = "eval_accuracy", evalAUC = "eval_auc", modelSHA256 = "model_sha256"
+    }
+}
