@@ -37,9 +37,20 @@ struct WireBenchCommand: ParsableCommand {
     @Option(help: "Runs per throughput figure; the median is reported.")
     var runs: Int = 3
 
+    @Option(help: "Run one measurement only (tls, tcp, stream, handshake, codec), for profiling.")
+    var only: String?
+
     func run() throws {
         let bench = try WireBenchmark(bytes: bytes, runs: runs)
         defer { bench.cleanUp() }
-        try bench.runAll()
+        switch only {
+        case nil: try bench.runAll()
+        case "tls": print(String(format: "TLS %.2f GB/s", try bench.tlsThroughput()))
+        case "tcp": print(String(format: "TCP %.2f GB/s", try bench.tcpThroughput()))
+        case "stream": print(String(format: "tensor stream %.2f GB/s", try bench.tensorStreamThroughput()))
+        case "handshake": print(String(format: "handshakes %.0f /s", try bench.handshakeRate(seconds: 3)))
+        case "codec": print(bench.chunkCodec())
+        case let other?: throw ValidationError("--only takes tls, tcp, stream, handshake or codec, not '\(other)'")
+        }
     }
 }

@@ -3,17 +3,37 @@
 /// The length is checked before the envelope's buffer is allocated. Once the first byte of a
 /// frame has arrived, the rest must arrive within `frameTimeout` seconds, so a peer that stops
 /// mid-frame is cut instead of holding the connection forever. Not thread-safe: one reader thread.
-public struct FrameReader {
+///
+/// ``readFrameView(idleDeadline:)`` reads into one buffer reused from frame to frame (it grows
+/// to the largest frame seen, at most the limit): no allocation, no fresh pages per frame.
+public final class FrameReader {
     public let connection: TLSConnection
     /// The largest envelope accepted.
     public var maxFrameBytes: Int
     /// Seconds a started frame may take to arrive completely.
     public var frameTimeout: Double
 
+    private var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
     public init(connection: TLSConnection, maxFrameBytes: Int, frameTimeout: Double) {
         self.connection = connection
         self.maxFrameBytes = maxFrameBytes
         self.frameTimeout = frameTimeout
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// Like ``readFrame(idleDeadline:)`` but returns a view of the reader's own buffer, valid
+    /// until the next read.
+    public func readFrameView(idleDeadline: Deadline = .distantFuture) throws -> UnsafeRawBufferPointer? {
+        guard let length = try readHeader(idleDeadline: idleDeadline) else { return nil }
+        if buffer.count < length {
+            buffer.deallocate()
+            buffer = .allocate(byteCount: max(length, 64 * 1024), alignment: 64)
+        }
+        let view = UnsafeMutableRawBufferPointer(rebasing: buffer[..<length])
+        try readRest(into: view, deadline: .after(seconds: frameTimeout))
+        return UnsafeRawBufferPointer(view)
     }
 
     /// Waits for the next frame until `idleDeadline`, then reads it whole.
@@ -23,6 +43,16 @@ public struct FrameReader {
     ///   (closed mid-frame), `timedOut` (idle deadline, or a frame not finished in time), or
     ///   `connectionBroken`.
     public func readFrame(idleDeadline: Deadline = .distantFuture) throws -> [UInt8]? {
+        guard let length = try readHeader(idleDeadline: idleDeadline) else { return nil }
+        let frameDeadline = Deadline.after(seconds: frameTimeout)
+        return try [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
+            try readRest(into: UnsafeMutableRawBufferPointer(buffer), deadline: frameDeadline)
+            initialized = length
+        }
+    }
+
+    /// Reads and checks the 5-byte prefix; nil when the peer closed cleanly between frames.
+    private func readHeader(idleDeadline: Deadline) throws -> Int? {
         var header = (UInt8(0), UInt8(0), UInt8(0), UInt8(0), UInt8(0))
         let parsed: FrameHeader? = try withUnsafeMutableBytes(of: &header) { raw in
             let first = try connection.read(into: raw, deadline: idleDeadline)
@@ -32,13 +62,7 @@ public struct FrameReader {
             }
             return try FrameHeader.parse(UnsafeRawBufferPointer(raw), maxLength: maxFrameBytes)
         }
-        guard let parsed else { return nil }
-        let length = Int(parsed.length)
-        let frameDeadline = Deadline.after(seconds: frameTimeout)
-        return try [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
-            try readRest(into: UnsafeMutableRawBufferPointer(buffer), deadline: frameDeadline)
-            initialized = length
-        }
+        return parsed.map { Int($0.length) }
     }
 
     private func readRest(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) throws {

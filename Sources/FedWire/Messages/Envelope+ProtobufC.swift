@@ -45,7 +45,9 @@ extension Envelope {
     ///
     /// - Throws: ``WireError/Code/malformedFrame`` when the bytes are not a valid envelope.
     public init(decoding bytes: UnsafeRawBufferPointer) throws {
-        guard let unpacked = fedcoord__v1__envelope__unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)) else {
+        guard let unpacked = fedcoord__v1__envelope__unpack(
+            RecyclingAllocator.allocator, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        else {
             throw WireError(.malformedFrame, "a frame of \(bytes.count) bytes is not a valid protobuf Envelope")
         }
         let tree = UnpackedEnvelope(unpacked)
@@ -67,6 +69,10 @@ extension Envelope {
     }
 
     // MARK: Encoding
+
+    func withCEnvelopePointer<R>(_ body: (UnsafePointer<Fedcoord__V1__Envelope>) throws -> R) rethrows -> R {
+        try withCEnvelope(body)
+    }
 
     private func withCEnvelope<R>(_ body: (UnsafePointer<Fedcoord__V1__Envelope>) throws -> R) rethrows -> R {
         let arena = CArena()
@@ -350,5 +356,5 @@ final class UnpackedEnvelope: @unchecked Sendable {
     // @unchecked: the tree is only read after unpacking.
     private let pointer: UnsafeMutablePointer<Fedcoord__V1__Envelope>
     init(_ pointer: UnsafeMutablePointer<Fedcoord__V1__Envelope>) { self.pointer = pointer }
-    deinit { fedcoord__v1__envelope__free_unpacked(pointer, nil) }
+    deinit { fedcoord__v1__envelope__free_unpacked(pointer, RecyclingAllocator.allocator) }
 }

@@ -135,12 +135,21 @@ public final class RPCConnection: @unchecked Sendable {
     public func send(_ envelope: Envelope) throws {
         if isClosed { throw closeReason ?? WireError(.connectionClosed, "the connection is closed") }
         do {
+            if case .tensorChunk(let chunk)? = envelope.body, chunk.data.count >= 64 * 1024 {
+                // Large chunks go out without being copied: prefix and envelope head, then the
+                // chunk's own bytes, in one uninterrupted write.
+                try envelope.withFrameSegments(maxFrameBytes: options.maxFrameBytes) { segments in
+                    try tls.write(segments: segments, deadline: .after(seconds: options.writeTimeout))
+                }
+                return
+            }
             try sendLock.withLock {
                 let length = try envelope.encodeFrame(into: &sendBuffer, maxFrameBytes: options.maxFrameBytes)
                 try sendBuffer.withUnsafeBytes { raw in
                     try tls.write(UnsafeRawBufferPointer(rebasing: raw[..<length]), deadline: .after(seconds: options.writeTimeout))
                 }
-                if sendBuffer.count > 2 * options.maxFrameBytes { sendBuffer = [] }
+                // Small frames reuse the buffer; a large one (rare outside chunks) does not pin memory.
+                if sendBuffer.count > 256 * 1024 { sendBuffer = [] }
             }
         } catch let error as WireError where error.code == .frameTooLarge {
             throw error
@@ -209,9 +218,9 @@ public final class RPCConnection: @unchecked Sendable {
             let idleDeadline: Deadline = options.livenessTimeout.map { timeout in
                 Deadline(uptimeNanoseconds: stateLock.withLock { lastHeard }.uptimeNanoseconds + UInt64(timeout * 1e9))
             } ?? .distantFuture
-            let frame: [UInt8]?
+            let frame: UnsafeRawBufferPointer?
             do {
-                frame = try reader.readFrame(idleDeadline: idleDeadline)
+                frame = try reader.readFrameView(idleDeadline: idleDeadline)
             } catch let error as WireError {
                 handleReadError(error, idle: idleDeadline)
                 return
@@ -226,7 +235,7 @@ public final class RPCConnection: @unchecked Sendable {
             stateLock.withLock { lastHeard = .now }
             let envelope: Envelope
             do {
-                envelope = try frame.withUnsafeBytes { try Envelope(decoding: $0) }
+                envelope = try Envelope(decoding: frame)
             } catch let error as WireError {
                 logger.warning("Undecodable frame; closing the connection", metadata: ["peer": "\(peer.commonName)", "error": "\(error.message)"])
                 closeWithStatus(RPCStatus(.invalidArgument, error.message), error: error)

@@ -66,16 +66,31 @@ public enum TensorStream {
         precondition(chunkBytes > 0 && chunkBytes <= maxChunkBytes, "chunks are 1 byte to 4 MiB")
         try sink.send(.tensorHeader(TensorHeader(
             name: name, shape: shape, dtype: .float32, totalBytes: totalBytes, chunkBytes: UInt32(chunkBytes))))
-        let hasher = SHA256Hasher()
+        // Large tensors hash on a helper thread while the same chunk is being sent.
+        let background = totalBytes >= 1 << 20 ? BackgroundHasher() : nil
+        let inline = background == nil ? SHA256Hasher() : nil
         var offset: UInt64 = 0
-        while offset < totalBytes {
-            let length = Int(min(UInt64(chunkBytes), totalBytes - offset))
-            let view = try chunk(offset, length)
-            view.withUnsafeBytes { hasher.update($0) }
-            try sink.send(.tensorChunk(TensorChunk(offset: offset, data: view)))
-            offset += UInt64(length)
+        do {
+            while offset < totalBytes {
+                let length = Int(min(UInt64(chunkBytes), totalBytes - offset))
+                let view = try chunk(offset, length)
+                try view.withUnsafeBytes { bytes in
+                    if let background {
+                        background.submit(bytes)
+                        defer { background.wait() }
+                        try sink.send(.tensorChunk(TensorChunk(offset: offset, data: view)))
+                    } else {
+                        inline?.update(bytes)
+                        try sink.send(.tensorChunk(TensorChunk(offset: offset, data: view)))
+                    }
+                }
+                offset += UInt64(length)
+            }
+        } catch {
+            _ = background?.finalize()
+            throw error
         }
-        let digest = hasher.finalize()
+        let digest = background?.finalize() ?? inline!.finalize()
         try sink.send(.tensorTrailer(TensorTrailer(sha256: digest)))
         return digest
     }
