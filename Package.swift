@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "fedcoord", targets: ["fedcoord"]),
         .executable(name: "fedbench", targets: ["fedbench"]),
+        .executable(name: "fedagent", targets: ["fedagent"]),
         .library(name: "FedWire", targets: ["FedWire"]),
     ],
     dependencies: [
@@ -40,10 +41,25 @@ let package = Package(
             dependencies: ["FedCore", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
+        // The agent's runtime: dial, reconnect, train, announce, stream the update.
+        .target(
+            name: "FedAgent",
+            dependencies: ["FedCore", "FedWire", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "fedagent",
+            dependencies: [
+                "FedAgent", "FedWire", "FedCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "fedcoord",
             dependencies: [
-                "FedWire",
+                "FedWire", "FedCoordinator", "FedCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -60,6 +76,11 @@ let package = Package(
         ),
         .testTarget(name: "FedCoreTests", dependencies: ["FedCore"], swiftSettings: strictSettings),
         .testTarget(name: "FedCoordinatorTests", dependencies: ["FedCoordinator", "FedCore"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["FedCoordinator", "FedAgent", "FedCore", "FedWire", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "FedWireTests",
             dependencies: ["FedWire", "FedProtoC", "COpenSSL", .product(name: "Logging", package: "swift-log")],

@@ -8,9 +8,17 @@ import Foundation
 public enum SafeTensors {
     /// Encodes a model (all tensors F32) with optional string metadata.
     public static func encode(_ model: ModelParameters, metadata: [String: String] = [:]) throws -> [UInt8] {
+        var bytes = try header(for: model.layout, metadata: metadata)
+        bytes.reserveCapacity(bytes.count + model.layout.byteCount)
+        model.values.withUnsafeBytes { bytes.append(contentsOf: $0) }
+        return bytes
+    }
+
+    /// The length prefix and JSON header of a file for `layout`; the tensors' bytes follow it.
+    public static func header(for layout: ModelLayout, metadata: [String: String] = [:]) throws -> [UInt8] {
         var header: [String: Any] = [:]
-        for (index, tensor) in model.layout.tensors.enumerated() {
-            let range = model.layout.range(of: index)
+        for (index, tensor) in layout.tensors.enumerated() {
+            let range = layout.range(of: index)
             header[tensor.name] = ["dtype": "F32", "shape": tensor.shape, "data_offsets": [range.lowerBound * 4, range.upperBound * 4]]
         }
         if !metadata.isEmpty { header["__metadata__"] = metadata }
@@ -18,10 +26,8 @@ public enum SafeTensors {
         // Pad the header with spaces so that the data starts 8-byte aligned.
         while json.count % 8 != 0 { json.append(0x20) }
         var bytes = [UInt8]()
-        bytes.reserveCapacity(8 + json.count + model.layout.byteCount)
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: json)
-        model.values.withUnsafeBytes { bytes.append(contentsOf: $0) }
         return bytes
     }
 

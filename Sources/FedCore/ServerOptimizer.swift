@@ -38,6 +38,22 @@ public struct ServerOptimizer: Sendable, Equatable {
             self.tau = tau
         }
 
+        enum CodingKeys: String, CodingKey {
+            case kind, momentum, beta1, beta2, tau
+            case learningRate = "learning_rate"
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            let d = Settings()
+            kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? d.kind
+            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? d.learningRate
+            momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? d.momentum
+            beta1 = try c.decodeIfPresent(Double.self, forKey: .beta1) ?? d.beta1
+            beta2 = try c.decodeIfPresent(Double.self, forKey: .beta2) ?? d.beta2
+            tau = try c.decodeIfPresent(Double.self, forKey: .tau) ?? d.tau
+        }
+
         /// Refuses impossible values with a message that says what to fix.
         public func validate() throws {
             guard learningRate > 0, learningRate.isFinite else { throw ModelError("server learning_rate must be positive, not \(learningRate)") }
@@ -64,15 +80,21 @@ public struct ServerOptimizer: Sendable, Equatable {
     /// Applies one round's mean delta to `model` in place.
     public mutating func step(model: inout [Float], meanDelta delta: [Float]) {
         precondition(model.count == delta.count, "delta does not match the model")
+        step(model: &model) { Double(delta[$0]) }
+    }
+
+    /// Applies one round's mean delta, read element by element from `delta` (so that the mean
+    /// never needs a model-sized buffer of its own).
+    public mutating func step(model: inout [Float], meanDelta delta: (Int) -> Double) {
         let eta = settings.learningRate
         switch settings.kind {
         case .fedavg:
-            for i in model.indices { model[i] = Float(Double(model[i]) + eta * Double(delta[i])) }
+            for i in model.indices { model[i] = Float(Double(model[i]) + eta * delta(i)) }
         case .fedavgm:
             if firstMoment.count != model.count { firstMoment = [Float](repeating: 0, count: model.count) }
             let beta = settings.momentum
             for i in model.indices {
-                let m = beta * Double(firstMoment[i]) + Double(delta[i])
+                let m = beta * Double(firstMoment[i]) + delta(i)
                 firstMoment[i] = Float(m)
                 model[i] = Float(Double(model[i]) + eta * m)
             }
@@ -83,7 +105,7 @@ public struct ServerOptimizer: Sendable, Equatable {
             let b1 = settings.beta1
             let b2 = settings.beta2
             for i in model.indices {
-                let d = Double(delta[i])
+                let d = delta(i)
                 let d2 = d * d
                 let m = b1 * Double(firstMoment[i]) + (1 - b1) * d
                 let vPrevious = Double(secondMoment[i])

@@ -51,6 +51,10 @@ public struct WeightedMeanAccumulator: Sendable {
         return sums.map { Float($0 / total) }
     }
 
+    /// The weighted mean of one element (no allocation; for applying the mean in place).
+    @inline(__always)
+    public func meanValue(at index: Int) -> Double { sums[index] / Double(totalWeight) }
+
     /// Forgets everything added (the buffer is kept).
     public mutating func reset() {
         for index in sums.indices { sums[index] = 0 }

@@ -32,6 +32,22 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
         case maxRetries = "max_retries", failureBackoff = "failure_backoff_seconds", maxConcurrentPulls = "max_concurrent_pulls"
     }
 
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = RoundPolicy()
+        target = try c.decodeIfPresent(Int.self, forKey: .target) ?? d.target
+        overselect = try c.decodeIfPresent(Double.self, forKey: .overselect) ?? d.overselect
+        minAvailable = try c.decodeIfPresent(Int.self, forKey: .minAvailable) ?? d.minAvailable
+        minUpdates = try c.decodeIfPresent(Int.self, forKey: .minUpdates) ?? d.minUpdates
+        roundDeadline = try c.decodeIfPresent(Double.self, forKey: .roundDeadline) ?? d.roundDeadline
+        selectionTimeout = try c.decodeIfPresent(Double.self, forKey: .selectionTimeout) ?? d.selectionTimeout
+        collectGrace = try c.decodeIfPresent(Double.self, forKey: .collectGrace) ?? d.collectGrace
+        maxRetries = try c.decodeIfPresent(Int.self, forKey: .maxRetries) ?? d.maxRetries
+        failureBackoff = try c.decodeIfPresent(Double.self, forKey: .failureBackoff) ?? d.failureBackoff
+        maxConcurrentPulls = try c.decodeIfPresent(Int.self, forKey: .maxConcurrentPulls) ?? d.maxConcurrentPulls
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+    }
+
     /// Agents invited per round.
     public var inviteCount: Int { Int((Double(target) * overselect).rounded(.up)) }
 

@@ -36,7 +36,10 @@ public final class CheckpointStore {
     /// Writes a model checkpoint atomically. Returns its hash.
     @discardableResult
     public func writeModel(_ model: ModelParameters, version: UInt64, metadata: [String: String] = [:]) throws -> String {
-        try Self.writeAtomically(try SafeTensors.encode(model, metadata: metadata), to: modelPath(version: version))
+        let header = try SafeTensors.header(for: model.layout, metadata: metadata)
+        try header.withUnsafeBytes { head in
+            try model.values.withUnsafeBytes { values in try Self.writeAtomically(segments: [head, values], to: modelPath(version: version)) }
+        }
         return Self.modelHash(model.values)
     }
 
@@ -89,20 +92,27 @@ public final class CheckpointStore {
 
     /// Temporary file, fsync, rename, fsync of the folder.
     public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        try bytes.withUnsafeBytes { try writeAtomically(segments: [$0], to: path) }
+    }
+
+    /// Writes the segments back to back: temporary file, fsync, rename, fsync of the folder.
+    public static func writeAtomically(segments: [UnsafeRawBufferPointer], to path: String) throws {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ModelError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let message = String(cString: strerror(errno))
-                close(fd)
-                unlink(temporary)
-                throw ModelError("cannot write \(path): \(message)")
+        for bytes in segments {
+            var offset = 0
+            while offset < bytes.count {
+                let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    let message = String(cString: strerror(errno))
+                    close(fd)
+                    unlink(temporary)
+                    throw ModelError("cannot write \(path): \(message)")
+                }
+                offset += n
             }
-            offset += n
         }
         guard fsync(fd) == 0 else {
             close(fd)

@@ -165,7 +165,8 @@ public enum TensorStream {
         }
     }
 
-    static func readHeader(from source: any MessageSource) throws -> TensorHeader {
+    /// Reads the TensorHeader that starts a stream.
+    public static func readHeader(from source: any MessageSource) throws -> TensorHeader {
         guard let message = try source.receive() else { throw RPCError(.invalidArgument, "a tensor stream was expected; the stream ended") }
         guard case .tensorHeader(let header) = message else {
             throw RPCError(.invalidArgument, "a tensor stream must start with TensorHeader, not \(message.name)")

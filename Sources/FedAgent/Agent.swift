@@ -1,0 +1,238 @@
+import FedCore
+import FedWire
+import Foundation
+import Logging
+
+/// The agent's runtime at a partner site: dials the coordinator (never listens), keeps the
+/// connection up with exponential back-off and jitter, receives tasks, trains on a dedicated
+/// thread, announces its update and streams it when the coordinator pulls it. Never sends
+/// training data: only the update and its example count.
+public final class Agent: @unchecked Sendable {
+    // @unchecked: mutable state is guarded by `lock`.
+    public let configuration: AgentConfiguration
+    private let trainer: any LocalTrainer
+    private let logger: Logger
+    private let context: TLSContext
+
+    private let lock = NSLock()
+    private var connection: RPCConnection?
+    private var job: Job?
+    private var stopped = false
+    private var joins = 0
+    private var outcomes: [UInt64: RPCStatus] = [:]
+
+    /// One task: the global model it starts from, and its update once trained.
+    final class Job: @unchecked Sendable {
+        // @unchecked: `cancelled` and `update` are guarded by the agent's lock.
+        let task: TrainTask
+        let global: ModelParameters
+        var cancelled = false
+        var update: TrainingResult?
+        var trainSeconds = 0.0
+        init(task: TrainTask, global: ModelParameters) {
+            self.task = task
+            self.global = global
+        }
+    }
+
+    public init(configuration: AgentConfiguration, trainer: (any LocalTrainer)? = nil, logger: Logger) throws {
+        self.configuration = configuration
+        self.trainer = trainer ?? configuration.makeTrainer()
+        self.logger = logger
+        context = try TLSContext(configuration: .makeClientConfiguration(
+            certificateChainPath: configuration.tls.certificate, privateKeyPath: configuration.tls.privateKey,
+            trustRootPath: configuration.tls.ca))
+    }
+
+    /// Times this agent has joined the coordinator (reconnections count).
+    public var joinCount: Int { lock.withLock { joins } }
+    public var isConnected: Bool { lock.withLock { connection.map { !$0.isClosed } ?? false } }
+    /// What the coordinator answered to each announced update, by round.
+    public var announcementOutcomes: [UInt64: RPCStatus] { lock.withLock { outcomes } }
+
+    /// Connects and serves until ``stop()``; reconnects after any failure.
+    public func run() {
+        var backoff = configuration.reconnectInitialSeconds
+        var generator = SystemRandomNumberGenerator()
+        while !lock.withLock({ stopped }) {
+            do {
+                var options = ConnectionOptions()
+                options.maxFrameBytes = configuration.maxFrameBytes
+                options.heartbeatInterval = configuration.heartbeatIntervalSeconds
+                options.livenessTimeout = 3 * configuration.heartbeatIntervalSeconds
+                let (connection, welcome) = try WireClient.connect(
+                    host: configuration.coordinator.host, port: configuration.coordinator.port, context: context,
+                    hello: Hello(agentName: "fedagent"), options: options, logger: logger
+                ) { [weak self] call in try self?.handle(call) }
+                lock.withLock {
+                    self.connection = connection
+                    joins += 1
+                }
+                logger.info("Joined the federation", metadata: [
+                    "agent": "\(welcome.agentID)", "federation": "\(welcome.federation)", "coordinator": "\(welcome.softwareVersion)",
+                ])
+                backoff = configuration.reconnectInitialSeconds
+                let closed = DispatchSemaphore(value: 0)
+                connection.whenClosed { _ in closed.signal() }
+                while closed.wait(timeout: .now() + 0.2) == .timedOut {
+                    if lock.withLock({ stopped }) { connection.close() }
+                }
+                logger.warning("Disconnected from the coordinator", metadata: ["reason": "\(connection.closeReason?.message ?? "closed")"])
+            } catch {
+                logger.warning("Cannot reach the coordinator; will retry", metadata: [
+                    "error": "\(error)", "retry.seconds": "\(String(format: "%.1f", backoff))",
+                ])
+            }
+            if lock.withLock({ stopped }) { break }
+            let jittered = backoff * Double.random(in: 0.5...1.5, using: &generator)
+            let until = Deadline.after(seconds: jittered)
+            while !until.hasPassed && !lock.withLock({ stopped }) { usleep(20_000) }
+            backoff = min(backoff * 2, configuration.reconnectMaxSeconds)
+        }
+    }
+
+    /// Stops the agent and closes its connection.
+    public func stop() {
+        let current: RPCConnection? = lock.withLock {
+            stopped = true
+            job?.cancelled = true
+            return connection
+        }
+        current?.close()
+    }
+
+    // MARK: Calls from the coordinator
+
+    private func handle(_ call: ServerCall) throws {
+        switch call.method {
+        case Methods.train: try receiveTask(call)
+        case Methods.pullUpdate: try sendUpdate(call)
+        case Methods.cancel:
+            guard case .cancelTask(let cancel) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "CancelTask expected") }
+            lock.withLock {
+                if let job, job.task.roundID == cancel.roundID { job.cancelled = true }
+            }
+            logger.info("Task cancelled", metadata: ["round": "\(cancel.roundID)", "reason": "\(cancel.reason)"])
+            try call.send(.empty)
+        case Methods.evaluate:
+            throw RPCError(.unimplemented, "evaluation arrives with local training; this agent runs the benchmark trainer")
+        default:
+            throw RPCError(.unimplemented, "\(call.method) is not an agent method")
+        }
+    }
+
+    private func receiveTask(_ call: ServerCall) throws {
+        guard case .trainTask(let task) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "Train starts with a TrainTask") }
+        var specs: [TensorSpec] = []
+        var values: [Float] = []
+        let hasher = SHA256Hasher()
+        for _ in 0..<task.tensorCount {
+            let header = try TensorStream.readHeader(from: call)
+            let shape = header.shape.map { Int($0) }
+            let count = shape.reduce(1, *)
+            guard header.totalBytes == UInt64(count * 4), count > 0, values.count + count <= 1 << 31 else {
+                throw RPCError(.invalidArgument, "tensor '\(header.name)' announces \(header.totalBytes) bytes for shape \(header.shape)")
+            }
+            let start = values.count
+            values.append(contentsOf: repeatElement(0, count: count))
+            _ = try values.withUnsafeMutableBufferPointer { buffer in
+                try TensorStream.receive(from: call, header: header, into: UnsafeMutableBufferPointer(rebasing: buffer[start..<start + count]))
+            }
+            specs.append(TensorSpec(name: header.name, shape: shape))
+        }
+        guard try call.receive() == nil else { throw RPCError(.invalidArgument, "unexpected message after the model's tensors") }
+        values.withUnsafeBytes { hasher.update($0) }
+        guard hasher.finalize() == task.modelSHA256 else {
+            throw RPCError(.dataLoss, "the global model received does not match the task's model hash")
+        }
+        let global: ModelParameters
+        do { global = try ModelParameters(layout: try ModelLayout(specs), values: values) } catch {
+            throw RPCError(.invalidArgument, "the model's tensors are not a valid model: \(error)")
+        }
+        let job = Job(task: task, global: global)
+        lock.withLock {
+            self.job?.cancelled = true
+            self.job = job
+        }
+        logger.info("Task received", metadata: ["round": "\(task.roundID)", "model.version": "\(task.modelVersion)"])
+        Thread { [self] in train(job) }.start()
+    }
+
+    private func train(_ job: Job) {
+        let started = Deadline.now
+        let result: TrainingResult
+        do {
+            result = try trainer.train(task: job.task, global: job.global) { [self] in lock.withLock { job.cancelled } }
+        } catch is TrainingCancelled {
+            return
+        } catch {
+            logger.error("Local training failed", metadata: ["round": "\(job.task.roundID)", "error": "\(error)"])
+            return
+        }
+        guard result.delta.count == job.global.layout.parameterCount, result.exampleCount > 0 else {
+            logger.error("The trainer returned an update that does not fit the model; not sent", metadata: ["round": "\(job.task.roundID)"])
+            return
+        }
+        let proceed: Bool = lock.withLock {
+            guard !job.cancelled else { return false }
+            job.update = result
+            job.trainSeconds = -started.remainingSeconds
+            return true
+        }
+        guard proceed else { return }
+        announce(job)
+    }
+
+    /// Tells the coordinator the update is ready; the answer arrives once it has been pulled.
+    private func announce(_ job: Job) {
+        guard let connection = lock.withLock({ self.connection }), let update = lock.withLock({ job.update }) else { return }
+        var ready = UpdateReady()
+        ready.roundID = job.task.roundID
+        ready.modelVersion = job.task.modelVersion
+        ready.exampleCount = update.exampleCount
+        ready.updateBytes = UInt64(update.delta.count * 4)
+        ready.trainLoss = update.loss
+        ready.trainSeconds = job.trainSeconds
+        ready.tensorCount = UInt32(job.global.layout.tensors.count)
+        let status: RPCStatus
+        do {
+            _ = try connection.unary(Methods.announceUpdate, .updateReady(ready), timeout: 600)
+            status = .ok
+            logger.info("Update accepted", metadata: ["round": "\(job.task.roundID)"])
+        } catch let error as RPCError {
+            status = error.status
+            logger.warning("Update not used", metadata: ["round": "\(job.task.roundID)", "status": "\(error.status)"])
+        } catch {
+            status = RPCStatus(.unavailable, "\(error)")
+        }
+        lock.withLock {
+            outcomes[job.task.roundID] = status
+            if self.job === job { job.update = nil }
+        }
+    }
+
+    private func sendUpdate(_ call: ServerCall) throws {
+        guard case .fetchUpdate(let fetch) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "FetchUpdate expected") }
+        guard let (job, update) = lock.withLock({ () -> (Job, TrainingResult)? in
+            guard let job, job.task.roundID == fetch.roundID, let update = job.update else { return nil }
+            return (job, update)
+        }) else {
+            throw RPCError(.notFound, "no update for round \(fetch.roundID) is held here")
+        }
+        var header = UpdateReady()
+        header.roundID = job.task.roundID
+        header.modelVersion = job.task.modelVersion
+        header.exampleCount = update.exampleCount
+        header.updateBytes = UInt64(update.delta.count * 4)
+        header.trainLoss = update.loss
+        header.tensorCount = UInt32(job.global.layout.tensors.count)
+        try call.send(.updateReady(header))
+        let layout = job.global.layout
+        try update.delta.withUnsafeBufferPointer { delta in
+            for (index, spec) in layout.tensors.enumerated() {
+                _ = try TensorStream.send(
+                    name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: delta[layout.range(of: index)]), to: call)
+            }
+        }
+    }
+}

@@ -1,0 +1,552 @@
+import FedCore
+import FedWire
+import Foundation
+import Logging
+
+/// The coordinator's runtime: wires the pure ``RoundStateMachine`` to the network, the model,
+/// the accumulator, the checkpoints and the round log.
+///
+/// Threads: the listener's connection threads deliver events; a ticker thread lets time pass
+/// every 50 ms; tasks, pulls, cancels and commits run on their own threads. The engine sits
+/// behind `engineLock`; the model, optimizer and accumulator behind `modelLock` (broadcasts read
+/// the model under it as a reader-writer lock).
+///
+/// Memory: the global model (4 bytes per parameter), the Float64 accumulator (8 bytes per
+/// parameter), the optimizer's moments if it has any, and bounded chunk buffers. Updates being
+/// pulled are spooled to disk until complete; nothing grows with the number of agents.
+public final class Coordinator: WireServerDelegate, @unchecked Sendable {
+    // @unchecked: every mutable field is guarded by the lock named beside it.
+    public let configuration: CoordinatorConfiguration
+    let logger: Logger
+    let store: CheckpointStore
+    private let startUptime = Deadline.now
+
+    private let engineLock = SpinlessLockPublic()
+    private var engine: RoundStateMachine  // engineLock
+
+    private let modelLock = ReadWriteLock()
+    private var global: ModelParameters  // modelLock
+    private var globalSHA256: [UInt8]  // modelLock
+    private var optimizer: ServerOptimizer  // modelLock
+    /// Lock order: engineLock → accumulatorLock, and modelLock → accumulatorLock.
+    private let accumulatorLock = NSLock()
+    private var accumulator: WeightedMeanAccumulator  // accumulatorLock
+    private let layout: ModelLayout
+
+    private let stateLock = NSLock()
+    private var connections: [String: RPCConnection] = [:]  // stateLock
+    private var waiters: [String: AnnouncementWaiter] = [:]  // stateLock
+    private var stats = RoundStats()  // stateLock
+    private var stopped = false  // stateLock
+    private var broadcastAborts: Set<String> = []  // stateLock
+
+    private let logLock = NSLock()
+    private let roundLog: RoundLog  // logLock
+    private var server: WireServer?
+    private let finished = DispatchSemaphore(value: 0)
+    private let broadcastSlots = DispatchSemaphore(value: 4)
+
+    /// Opens (or resumes from) the state folder. Does not listen yet.
+    public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        store = try CheckpointStore(directory: configuration.stateDir, keep: configuration.keepCheckpoints)
+        roundLog = try RoundLog(path: store.logPath)
+        let layout = try ModelLayout(configuration.model.tensors)
+        self.layout = layout
+        // Resume: the last round record is the commit point.
+        let committed = roundLog.records.last(where: { $0.type == "round" && $0.status == "committed" })
+        let version = committed?.round ?? 0
+        if let committed, let round = committed.round {
+            let model = try store.readModel(version: round)
+            guard model.layout == layout else {
+                throw StrictConfiguration.ConfigurationError(
+                    "the state folder '\(configuration.stateDir)' holds a model with tensors \(model.layout.tensors.map(\.name)); "
+                        + "the configuration describes \(layout.tensors.map(\.name)); use a new state_dir for a new model")
+            }
+            let hash = CheckpointStore.modelHash(model.values)
+            guard hash == committed.modelSHA256 else {
+                throw StrictConfiguration.ConfigurationError(
+                    "checkpoint \(store.modelPath(version: round)) does not match the hash in the round log; the state folder is damaged")
+            }
+            global = model
+            optimizer = store.readOptimizer(settings: configuration.optimizer, version: round)
+        } else {
+            global = try configuration.initialModel()
+            try store.writeModel(global, version: 0, metadata: ["round": "0"])
+            optimizer = ServerOptimizer(settings: configuration.optimizer)
+        }
+        store.prune(committed: version)
+        globalSHA256 = global.values.withUnsafeBytes { SHA256Hasher.hash($0) }
+        accumulator = WeightedMeanAccumulator(layout: layout)
+        engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
+        var started = RoundLogRecord(type: "coordinator_started")
+        started.modelVersion = version
+        started.modelSHA256 = globalSHA256.hexString
+        started.optimizer = configuration.optimizer.kind.rawValue
+        try roundLog.append(started)
+        if version > 0 { logger.info("Resumed", metadata: ["model.version": "\(version)", "state": "\(configuration.stateDir)"]) }
+    }
+
+    private var now: Double { -startUptime.remainingSeconds }
+
+    /// Committed rounds so far.
+    public var committedRounds: UInt64 { engineLock.withLock { engine.modelVersion } }
+
+    // MARK: Running
+
+    /// Listens and runs rounds until ``stop()`` or until the configured number of rounds is committed.
+    public func run() throws {
+        var wire = WireServer.Configuration(tls: .makeServerConfiguration(
+            certificateChainPath: configuration.tls.certificate, privateKeyPath: configuration.tls.privateKey,
+            trustRootPath: configuration.tls.ca, revocationListPath: configuration.tls.crl))
+        wire.host = configuration.listen.host
+        wire.port = configuration.listen.port
+        wire.federation = configuration.federation
+        wire.connection.maxFrameBytes = configuration.maxFrameBytes
+        wire.connection.heartbeatInterval = configuration.heartbeatIntervalSeconds
+        wire.connection.livenessTimeout = 3 * configuration.heartbeatIntervalSeconds
+        let server = try WireServer(configuration: wire, delegate: self, logger: logger)
+        self.server = server
+        server.start()
+        if isDone { stop() }
+        let ticker = Thread { [self] in
+            while !isStopped {
+                perform(engineLock.withLock { engine.tick(now: now) })
+                usleep(50_000)
+            }
+        }
+        ticker.name = "fedcoord-ticker"
+        ticker.start()
+        finished.wait()
+        server.stop()
+    }
+
+    /// The port the coordinator listens on (after ``run()`` has started).
+    public var port: UInt16 { server?.port ?? 0 }
+
+    /// Stops: the round in flight is abandoned; committed state stays. Safe from any thread.
+    public func stop() {
+        let first: Bool = stateLock.withLock {
+            defer { stopped = true }
+            return !stopped
+        }
+        if first {
+            logger.info("Stopping", metadata: ["model.version": "\(committedRounds)"])
+            let pending = stateLock.withLock { Array(waiters.values) }
+            for waiter in pending { waiter.resolve(RPCStatus(.unavailable, "the coordinator is shutting down")) }
+            finished.signal()
+        }
+    }
+
+    private var isStopped: Bool { stateLock.withLock { stopped } }
+    private var isDone: Bool { configuration.rounds > 0 && committedRounds >= configuration.rounds }
+
+    /// Re-reads the CRL without restarting.
+    public func reloadRevocationList() throws { try server?.reloadRevocationList() }
+
+    // MARK: WireServerDelegate
+
+    public func welcome(_ hello: Hello, from peer: PeerIdentity, on connection: RPCConnection) throws -> Welcome {
+        let agent = peer.commonName
+        let previous: RPCConnection? = stateLock.withLock {
+            let old = connections[agent]
+            connections[agent] = connection
+            return old
+        }
+        if let previous, previous !== connection { previous.close(error: WireError(.connectionClosed, "replaced by a new connection")) }
+        var record = RoundLogRecord(type: "agent_connected")
+        record.agent = agent
+        record.address = connection.tls.remoteAddress?.description
+        appendLog(record)
+        // The engine learns of the agent once the Welcome is on its way.
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.01) { [self] in
+            guard stateLock.withLock({ connections[agent] === connection }) else { return }
+            perform(engineLock.withLock { engine.agentConnected(agent, now: now) })
+        }
+        return Welcome(agentID: agent, federation: configuration.federation)
+    }
+
+    public func connectionClosed(_ connection: RPCConnection, error: WireError?) {
+        let agent = connection.peer.commonName
+        let wasCurrent: Bool = stateLock.withLock {
+            guard connections[agent] === connection else { return false }
+            connections.removeValue(forKey: agent)
+            return true
+        }
+        guard wasCurrent else { return }
+        var record = RoundLogRecord(type: "agent_disconnected")
+        record.agent = agent
+        record.reason = error?.message ?? "closed"
+        appendLog(record)
+        perform(engineLock.withLock { engine.agentDisconnected(agent, now: now) })
+    }
+
+    public func connectionRefused(_ refusal: ConnectionRefusal) {
+        var record = RoundLogRecord(type: "agent_refused")
+        record.agent = refusal.commonName
+        record.address = refusal.address?.description
+        record.reason = "\(refusal.stage.rawValue): \(refusal.reason)"
+        appendLog(record)
+    }
+
+    public func handle(_ call: ServerCall) throws {
+        switch call.method {
+        case Methods.announceUpdate: try announce(call)
+        default: throw RPCError(.unimplemented, "\(call.method) is not a coordinator method")
+        }
+    }
+
+    // MARK: Updates
+
+    /// AnnounceUpdate: the verdict comes back only once the update has been pulled and either
+    /// added to the aggregate or refused, so that the agent learns what became of its work.
+    private func announce(_ call: ServerCall) throws {
+        let agent = call.peer.commonName
+        guard case .updateReady(let ready) = try call.receiveOnly() else {
+            throw RPCError(.invalidArgument, "\(Methods.announceUpdate) takes an UpdateReady message")
+        }
+        let waiter = AnnouncementWaiter(round: ready.roundID)
+        let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
+            let result = engine.updateAnnounced(agent, roundID: ready.roundID, modelVersion: ready.modelVersion, examples: ready.exampleCount, now: now)
+            if result.0 == .accept {
+                stateLock.withLock {
+                    waiters[agent] = waiter
+                    stats.trainSeconds[agent] = ready.trainSeconds
+                    stats.trainLoss[agent] = (ready.trainLoss, ready.exampleCount)
+                }
+            }
+            return result
+        }
+        perform(actions)
+        if case .refuse(let error) = verdict {
+            refuseUpdate(agent: agent, round: ready.roundID, reason: error.message)
+            throw RPCError(status: Self.status(for: error))
+        }
+        let status = waiter.wait(until: call.deadline)
+        if !status.isOK { throw RPCError(status: status) }
+    }
+
+    static func status(for error: EngineError) -> RPCStatus {
+        switch error.code {
+        case .late: RPCStatus(.deadlineExceeded, error.message)
+        case .notSelected: RPCStatus(.permissionDenied, error.message)
+        case .duplicate: RPCStatus(.alreadyExists, error.message)
+        case .stale: RPCStatus(.failedPrecondition, error.message)
+        default: RPCStatus(.invalidArgument, error.message)
+        }
+    }
+
+    private func refuseUpdate(agent: String, round: UInt64, reason: String) {
+        logger.warning("Update refused", metadata: ["agent": "\(agent)", "round": "\(round)", "reason": "\(reason)"])
+        var record = RoundLogRecord(type: "update_refused")
+        record.agent = agent
+        record.round = round
+        record.reason = reason
+        appendLog(record)
+    }
+
+    private func resolveWaiter(_ agent: String, round: UInt64, _ status: RPCStatus) {
+        let waiter: AnnouncementWaiter? = stateLock.withLock {
+            guard let waiter = waiters[agent], waiter.round == round else { return nil }
+            waiters.removeValue(forKey: agent)
+            return waiter
+        }
+        waiter?.resolve(status)
+    }
+
+    /// Pulls one announced update into a spool file, checking names, shapes, sizes, finiteness
+    /// and hashes; then asks the engine whether it still counts, and adds it if so.
+    private func pull(_ agent: String, roundID: UInt64) {
+        let started = Deadline.now
+        let version = engineLock.withLock { engine.modelVersion }
+        let deadline = engineLock.withLock { engine.current?.collectUntil ?? now }
+        do {
+            guard let connection = stateLock.withLock({ connections[agent] }) else {
+                throw PullFailure(reason: "the agent is not connected", refused: false)
+            }
+            let spool = try UpdateSpool(directory: store.directory + "/spool")
+            let call = try connection.makeCall(method: Methods.pullUpdate, timeout: max(1, deadline - now))
+            defer { call.finish() }
+            try call.send(.fetchUpdate(FetchUpdate(roundID: roundID, modelVersion: version)), endOfStream: true)
+            guard case .updateReady(let header)? = try call.receive() else {
+                throw PullFailure(reason: "the update did not start with its UpdateReady header", refused: true)
+            }
+            guard header.roundID == roundID, header.modelVersion == version else {
+                throw PullFailure(reason: "the update is for round \(header.roundID) / model \(header.modelVersion), not \(roundID) / \(version)", refused: true)
+            }
+            for (index, spec) in layout.tensors.enumerated() {
+                guard case .tensorHeader(let tensor)? = try call.receive() else {
+                    throw PullFailure(reason: "the update has \(index) tensor(s); the model has \(layout.tensors.count)", refused: true)
+                }
+                guard tensor.name == spec.name, tensor.shape == spec.shape.map({ UInt64($0) }) else {
+                    throw PullFailure(reason: "tensor \(index) is '\(tensor.name)' \(tensor.shape); the model expects '\(spec.name)' \(spec.shape)", refused: true)
+                }
+                var position = 0
+                _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(spec.count * 4)) { _, bytes in
+                    let floats = bytes.count / 4
+                    let finite = bytes.withMemoryRebound(to: Float.self) { values in
+                        values.allSatisfy { $0.isFinite }
+                    }
+                    guard finite, bytes.count % 4 == 0 else {
+                        throw PullFailure(reason: "tensor '\(spec.name)' holds a non-finite value (NaN or infinity) near element \(position)", refused: true)
+                    }
+                    position += floats
+                    try spool.append(bytes)
+                }
+            }
+            try call.expectEnd()
+            guard spool.bytesWritten == layout.byteCount else {
+                throw PullFailure(reason: "the update holds \(spool.bytesWritten) bytes; the model has \(layout.byteCount)", refused: true)
+            }
+            stateLock.withLock {
+                stats.bytesReceived[agent] = UInt64(spool.bytesWritten)
+                stats.transferSeconds[agent] = -started.remainingSeconds
+            }
+            // Decide and add under the engine lock, so that a close cannot slip in between.
+            var addError: (any Error)?
+            let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
+                let result = engine.updateReceived(agent, roundID: roundID, now: now)
+                if result.0 == .accept {
+                    accumulatorLock.withLock {
+                        do {
+                            try spool.forEachSlice { offset, values in accumulator.add(values, at: offset, weight: header.exampleCount) }
+                            accumulator.finishUpdate(weight: header.exampleCount)
+                        } catch {
+                            addError = error
+                        }
+                    }
+                }
+                return result
+            }
+            if let addError { logger.error("Cannot read a spooled update back", metadata: ["error": "\(addError)"]) }
+            switch verdict {
+            case .accept: resolveWaiter(agent, round: roundID, .ok)
+            case .refuse(let error): resolveWaiter(agent, round: roundID, Self.status(for: error))
+            }
+            perform(actions)
+        } catch {
+            let failure: PullFailure
+            switch error {
+            case let error as PullFailure: failure = error
+            case let error as RPCError where [.invalidArgument, .dataLoss, .resourceExhausted].contains(error.code):
+                failure = PullFailure(reason: error.message, refused: true)
+            case let error as RPCError: failure = PullFailure(reason: "the upload broke: \(error.message)", refused: false)
+            default: failure = PullFailure(reason: "the upload broke: \(error)", refused: false)
+            }
+            if failure.refused { refuseUpdate(agent: agent, round: roundID, reason: failure.reason) }
+            resolveWaiter(agent, round: roundID, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
+            perform(engineLock.withLock { engine.pullFailed(agent, roundID: roundID, reason: failure.reason, now: now) })
+        }
+    }
+
+    struct PullFailure: Error {
+        var reason: String
+        var refused: Bool
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [RoundStateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .attemptStarted(let attempt):
+                accumulatorLock.withLock { accumulator.reset() }
+                stateLock.withLock {
+                    stats = RoundStats()
+                    broadcastAborts = []
+                }
+                logger.info("Round started", metadata: [
+                    "round": "\(attempt.roundID)", "round.attempt": "\(attempt.attempt)", "round.seed": "\(attempt.seed)",
+                    "round.selected": "\(attempt.invited.joined(separator: ","))",
+                ])
+            case .sendTask(let agent, let attempt):
+                Thread { [self] in sendTask(agent, attempt) }.start()
+            case .pull(let agent, let roundID):
+                Thread { [self] in pull(agent, roundID: roundID) }.start()
+            case .cancel(let agent, let roundID, let reason):
+                stateLock.withLock { _ = broadcastAborts.insert(agent) }
+                resolveWaiter(agent, round: roundID, RPCStatus(.deadlineExceeded, reason))
+                Thread { [self] in
+                    guard let connection = stateLock.withLock({ connections[agent] }) else { return }
+                    _ = try? connection.unary(Methods.cancel, .cancelTask(CancelTask(roundID: roundID, reason: reason)), timeout: 5)
+                }.start()
+            case .aggregate(let outcome):
+                Thread { [self] in commit(outcome) }.start()
+            case .attemptFailed(let outcome, let reason, let willRetry):
+                accumulatorLock.withLock { accumulator.reset() }
+                for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, RPCStatus(.aborted, reason)) }
+                var record = roundRecord(outcome, status: "failed")
+                record.type = "attempt_failed"
+                record.reason = reason + (willRetry ? "; retrying with a fresh selection" : "; retries exhausted, waiting for agents")
+                appendLog(record)
+                logger.warning("Round attempt failed", metadata: [
+                    "round": "\(outcome.attempt.roundID)", "round.attempt": "\(outcome.attempt.attempt)", "reason": "\(reason)",
+                    "round.retry": "\(willRetry)",
+                ])
+            }
+        }
+    }
+
+    /// Sends the task and the global model (streamed from memory, hashed once per round).
+    private func sendTask(_ agent: String, _ attempt: RoundStateMachine.Attempt) {
+        broadcastSlots.wait()
+        defer { broadcastSlots.signal() }
+        do {
+            guard let connection = stateLock.withLock({ connections[agent] }) else {
+                throw WireError(.connectionClosed, "the agent is not connected")
+            }
+            let call = try connection.makeCall(method: Methods.train, timeout: max(1, attempt.deadline - now))
+            defer { call.finish() }
+            var sent: UInt64 = 0
+            try modelLock.withReadLock {
+                var task = TrainTask()
+                task.roundID = attempt.roundID
+                task.modelVersion = attempt.modelVersion
+                task.modelSHA256 = globalSHA256
+                task.localEpochs = configuration.task.localEpochs
+                task.batchSize = configuration.task.batchSize
+                task.learningRate = configuration.task.learningRate
+                task.proximalMu = configuration.task.proximalMu
+                task.deadlineUnixMs = UInt64((Date().timeIntervalSince1970 + attempt.deadline - now) * 1000)
+                task.seed = attempt.seed
+                task.tensorCount = UInt32(global.layout.tensors.count)
+                try call.send(.trainTask(task))
+                let sink = AbortableSink(call: call) { [self] in stateLock.withLock { broadcastAborts.contains(agent) } }
+                try global.values.withUnsafeBufferPointer { values in
+                    for (index, spec) in global.layout.tensors.enumerated() {
+                        let range = global.layout.range(of: index)
+                        _ = try TensorStream.send(
+                            name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[range]), to: sink)
+                        sent += UInt64(spec.count * 4)
+                    }
+                }
+            }
+            try call.finishSending()
+            try call.expectEnd()
+            stateLock.withLock { stats.bytesSent[agent] = sent }
+            perform(engineLock.withLock { engine.taskSent(agent, roundID: attempt.roundID, now: now) })
+        } catch {
+            logger.warning("Task not delivered", metadata: ["agent": "\(agent)", "round": "\(attempt.roundID)", "error": "\(error)"])
+            perform(engineLock.withLock { engine.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) })
+        }
+    }
+
+    /// Mean → server optimizer → checkpoint → round record (the commit point) → next round.
+    private func commit(_ outcome: RoundStateMachine.Outcome) {
+        let round = outcome.attempt.roundID
+        do {
+            let hash: String = try modelLock.withWriteLock {
+                accumulatorLock.withLock {
+                    optimizer.step(model: &global.values) { accumulator.meanValue(at: $0) }
+                    accumulator.reset()
+                }
+                globalSHA256 = global.values.withUnsafeBytes { SHA256Hasher.hash($0) }
+                try store.writeModel(global, version: round, metadata: ["round": "\(round)", "federation": configuration.federation])
+                try store.writeOptimizer(optimizer, layout: global.layout, version: round)
+                return globalSHA256.hexString
+            }
+            var record = roundRecord(outcome, status: "committed")
+            record.modelVersion = round
+            record.modelSHA256 = hash
+            try logLock.withLock { try roundLog.append(record) }
+            store.prune(committed: round)
+            logger.info("Round committed", metadata: [
+                "round": "\(round)", "round.reported": "\(outcome.accepted.count)", "round.late": "\(outcome.late.count)",
+                "round.failed": "\(outcome.failed.count)", "round.seconds": "\(String(format: "%.2f", record.durationSeconds ?? 0))",
+            ])
+            perform(engineLock.withLock { engine.committed(roundID: round, now: now) })
+            if isDone { stop() }
+        } catch {
+            logger.error("Commit failed", metadata: ["round": "\(round)", "error": "\(error)"])
+            perform(engineLock.withLock { engine.aggregationFailed(roundID: round, reason: "\(error)", now: now) })
+        }
+    }
+
+    private func roundRecord(_ outcome: RoundStateMachine.Outcome, status: String) -> RoundLogRecord {
+        let attempt = outcome.attempt
+        var record = RoundLogRecord(type: "round")
+        record.round = attempt.roundID
+        record.attempt = attempt.attempt
+        record.status = status
+        record.seed = attempt.seed
+        let wallNow = Date()
+        record.startedAt = RoundLog.timestamp(wallNow.addingTimeInterval(attempt.startedAt - now))
+        record.endedAt = RoundLog.timestamp(wallNow.addingTimeInterval(outcome.closedAt - now))
+        record.durationSeconds = outcome.closedAt - attempt.startedAt
+        record.selected = attempt.invited
+        record.reported = outcome.accepted.keys.sorted()
+        record.late = outcome.late
+        record.cancelled = outcome.cancelled
+        record.failed = outcome.failed
+        record.examples = outcome.accepted
+        stateLock.withLock {
+            record.bytesSent = stats.bytesSent
+            record.bytesReceived = stats.bytesReceived.filter { outcome.accepted[$0.key] != nil }
+            record.trainSeconds = stats.trainSeconds
+            record.transferSeconds = stats.transferSeconds
+            let losses = stats.trainLoss.filter { outcome.accepted[$0.key] != nil }.values
+            let weight = losses.reduce(0.0) { $0 + Double($1.1) }
+            if weight > 0 { record.trainLoss = losses.reduce(0.0) { $0 + $1.0 * Double($1.1) } / weight }
+        }
+        record.optimizer = configuration.optimizer.kind.rawValue
+        return record
+    }
+
+    private func appendLog(_ record: RoundLogRecord) {
+        logLock.withLock {
+            do { try roundLog.append(record) } catch {
+                logger.error("Cannot append to the round log", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// Per-round transfer and training figures, for the round record.
+struct RoundStats {
+    var bytesSent: [String: UInt64] = [:]
+    var bytesReceived: [String: UInt64] = [:]
+    var trainSeconds: [String: Double] = [:]
+    var transferSeconds: [String: Double] = [:]
+    var trainLoss: [String: (Double, UInt64)] = [:]
+}
+
+/// Where an AnnounceUpdate call waits for its update's fate.
+final class AnnouncementWaiter: @unchecked Sendable {
+    // @unchecked: guarded by `condition`.
+    let round: UInt64
+    private let condition = NSCondition()
+    private var status: RPCStatus?
+
+    init(round: UInt64) { self.round = round }
+
+    func resolve(_ status: RPCStatus) {
+        condition.lock()
+        if self.status == nil { self.status = status }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wait(until deadline: Deadline) -> RPCStatus {
+        condition.lock()
+        defer { condition.unlock() }
+        while status == nil {
+            if deadline.isDistantFuture {
+                condition.wait()
+            } else if !condition.wait(until: Date(timeIntervalSinceNow: max(0, deadline.remainingSeconds))) {
+                return RPCStatus(.deadlineExceeded, "the update was not collected before the call's deadline")
+            }
+        }
+        return status!
+    }
+}
+
+/// Stops a broadcast between chunks once its agent's task has been cancelled.
+struct AbortableSink: MessageSink {
+    let call: ClientCall
+    let isAborted: () -> Bool
+    func send(_ message: Message) throws {
+        if isAborted() { throw RPCError(.cancelled, "the round closed while the model was being sent") }
+        try call.send(message, endOfStream: false)
+    }
+}

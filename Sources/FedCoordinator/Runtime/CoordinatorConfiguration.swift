@@ -1,0 +1,160 @@
+import FedCore
+import FedWire
+import Foundation
+
+/// The coordinator's configuration file (`coordinator.json`). Every field is documented in the
+/// README; unknown fields are refused; `--set a.b=value` overrides any field from the command line.
+public struct CoordinatorConfiguration: Codable, Sendable {
+    public struct Listen: Codable, Sendable {
+        /// Address to listen on; the coordinator's certificate must name what agents dial.
+        public var host = "127.0.0.1"
+        public var port: UInt16 = 7443
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            host = try c.decodeIfPresent(String.self, forKey: .host) ?? "127.0.0.1"
+            port = try c.decodeIfPresent(UInt16.self, forKey: .port) ?? 7443
+        }
+        enum CodingKeys: String, CodingKey { case host, port }
+    }
+
+    public struct TLSFiles: Codable, Sendable {
+        public var certificate: String
+        public var privateKey: String
+        public var ca: String
+        /// The revocation list; required: a revoked agent must be refused.
+        public var crl: String
+        enum CodingKeys: String, CodingKey {
+            case certificate, ca, crl
+            case privateKey = "private_key"
+        }
+    }
+
+    public struct Model: Codable, Sendable {
+        /// The tensors of the model, in order.
+        public var tensors: [TensorSpec]
+        /// "zeros", or "seeded" (uniform in [-0.05, 0.05) from `seed`).
+        public var initialization = "zeros"
+        public var seed: UInt64 = 1
+        enum CodingKeys: String, CodingKey {
+            case tensors, seed
+            case initialization = "init"
+        }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            tensors = try c.decode([TensorSpec].self, forKey: .tensors)
+            initialization = try c.decodeIfPresent(String.self, forKey: .initialization) ?? "zeros"
+            seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
+        }
+    }
+
+    /// Hyper-parameters sent to the agents with each task.
+    public struct Task: Codable, Sendable {
+        public var localEpochs: UInt32 = 1
+        public var batchSize: UInt32 = 32
+        public var learningRate = 0.1
+        public var proximalMu = 0.0
+        enum CodingKeys: String, CodingKey {
+            case localEpochs = "local_epochs", batchSize = "batch_size", learningRate = "learning_rate", proximalMu = "proximal_mu"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            localEpochs = try c.decodeIfPresent(UInt32.self, forKey: .localEpochs) ?? 1
+            batchSize = try c.decodeIfPresent(UInt32.self, forKey: .batchSize) ?? 32
+            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? 0.1
+            proximalMu = try c.decodeIfPresent(Double.self, forKey: .proximalMu) ?? 0
+        }
+    }
+
+    public var listen = Listen()
+    public var tls: TLSFiles
+    /// Folder for checkpoints, the round log and spooled updates.
+    public var stateDir: String
+    public var federation = "fedcoord"
+    public var model: Model
+    /// Stop (exit 0) once this many rounds are committed in the state folder; 0 runs until SIGTERM.
+    public var rounds: UInt64 = 0
+    public var selection = RoundPolicy()
+    public var optimizer = ServerOptimizer.Settings()
+    public var task = Task()
+    public var heartbeatIntervalSeconds = 5.0
+    public var maxFrameBytes = 8 << 20
+    public var keepCheckpoints = 5
+
+    enum CodingKeys: String, CodingKey {
+        case listen, tls, federation, model, rounds, selection, optimizer, task
+        case stateDir = "state_dir", heartbeatIntervalSeconds = "heartbeat_interval_seconds", maxFrameBytes = "max_frame_bytes"
+        case keepCheckpoints = "keep_checkpoints"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        listen = try c.decodeIfPresent(Listen.self, forKey: .listen) ?? Listen()
+        tls = try c.decode(TLSFiles.self, forKey: .tls)
+        stateDir = try c.decode(String.self, forKey: .stateDir)
+        federation = try c.decodeIfPresent(String.self, forKey: .federation) ?? "fedcoord"
+        model = try c.decode(Model.self, forKey: .model)
+        rounds = try c.decodeIfPresent(UInt64.self, forKey: .rounds) ?? 0
+        selection = try c.decodeIfPresent(RoundPolicy.self, forKey: .selection) ?? RoundPolicy()
+        optimizer = try c.decodeIfPresent(ServerOptimizer.Settings.self, forKey: .optimizer) ?? ServerOptimizer.Settings()
+        task = try c.decodeIfPresent(Task.self, forKey: .task) ?? Task()
+        heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
+        maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? 8 << 20
+        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 5
+    }
+
+    /// The keys the file may hold.
+    public static let schema: StrictConfiguration.Schema = .object([
+        "listen": .object(["host": .any, "port": .any]),
+        "tls": .object(["certificate": .any, "private_key": .any, "ca": .any, "crl": .any]),
+        "state_dir": .any, "federation": .any, "rounds": .any,
+        "model": .object(["tensors": .any, "init": .any, "seed": .any]),
+        "selection": .object([
+            "target": .any, "overselect": .any, "min_available": .any, "min_updates": .any, "round_deadline_seconds": .any,
+            "selection_timeout_seconds": .any, "collect_grace_seconds": .any, "max_retries": .any, "failure_backoff_seconds": .any,
+            "max_concurrent_pulls": .any, "seed": .any,
+        ]),
+        "optimizer": .object(["kind": .any, "learning_rate": .any, "momentum": .any, "beta1": .any, "beta2": .any, "tau": .any]),
+        "task": .object(["local_epochs": .any, "batch_size": .any, "learning_rate": .any, "proximal_mu": .any]),
+        "heartbeat_interval_seconds": .any, "max_frame_bytes": .any, "keep_checkpoints": .any,
+    ])
+
+    /// Loads and validates `path`; `overrides` are `a.b=value` settings applied first.
+    public static func load(path: String, overrides: [String: String] = [:]) throws -> CoordinatorConfiguration {
+        let configuration = try StrictConfiguration.load(CoordinatorConfiguration.self, from: path, schema: schema, overrides: overrides)
+        try configuration.validate()
+        return configuration
+    }
+
+    /// Refuses impossible values, saying what to fix.
+    public func validate() throws {
+        typealias Failure = StrictConfiguration.ConfigurationError
+        try selection.validate()
+        try optimizer.validate()
+        guard !model.tensors.isEmpty else { throw Failure("model.tensors is empty: the model needs at least one tensor") }
+        _ = try ModelLayout(model.tensors)
+        guard ["zeros", "seeded"].contains(model.initialization) else {
+            throw Failure("model.init must be \"zeros\" or \"seeded\", not \"\(model.initialization)\"")
+        }
+        guard heartbeatIntervalSeconds > 0 else { throw Failure("heartbeat_interval_seconds must be positive") }
+        guard maxFrameBytes >= 64 * 1024 && maxFrameBytes <= 64 << 20 else {
+            throw Failure("max_frame_bytes must be between 65536 and 67108864 (chunks are up to 4 MiB)")
+        }
+        guard task.batchSize > 0, task.localEpochs > 0, task.learningRate > 0 else {
+            throw Failure("task.batch_size, task.local_epochs and task.learning_rate must be positive")
+        }
+        try TLSConfiguration.makeServerConfiguration(
+            certificateChainPath: tls.certificate, privateKeyPath: tls.privateKey, trustRootPath: tls.ca, revocationListPath: tls.crl
+        ).validateFiles()
+    }
+
+    /// The initial global model.
+    public func initialModel() throws -> ModelParameters {
+        let layout = try ModelLayout(model.tensors)
+        guard model.initialization == "seeded" else { return ModelParameters(zerosFor: layout) }
+        var sampler = SeededSampler(seed: model.seed)
+        let values = (0..<layout.parameterCount).map { _ in Float(Double(sampler.next() >> 11) / Double(1 << 53) * 0.1 - 0.05) }
+        return try ModelParameters(layout: layout, values: values)
+    }
+}

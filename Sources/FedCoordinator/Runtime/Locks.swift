@@ -1,0 +1,43 @@
+import Foundation
+
+/// A mutex for the coordinator's engine (a plain pthread mutex).
+final class SpinlessLockPublic: @unchecked Sendable {
+    // @unchecked: the mutex is the synchronisation.
+    private let lock = NSLock()
+    @inline(__always)
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+}
+
+/// A pthread reader-writer lock: broadcasts read the global model concurrently; aggregation
+/// and commits write it.
+final class ReadWriteLock: @unchecked Sendable {
+    // @unchecked: the rwlock is the synchronisation.
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    init() {
+        lock = .allocate(capacity: 1)
+        lock.initialize(to: pthread_rwlock_t())
+        pthread_rwlock_init(lock, nil)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    func withReadLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    func withWriteLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}

@@ -1,0 +1,118 @@
+import FedAgent
+import FedCoordinator
+import FedCore
+import FedWire
+import Foundation
+import Logging
+
+/// A development federation in a temporary folder, with helpers to run a coordinator and agents
+/// in this process over real loopback mTLS.
+final class Federation: @unchecked Sendable {
+    let directory: String
+    let files: DevelopmentFederation.Files
+    let agents: [String]
+
+    init(agents: [String] = DevelopmentFederation.defaultAgents) throws {
+        WireProcess.ignoreBrokenPipeSignal()
+        directory = NSTemporaryDirectory() + "fedcoord-e2e-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        files = try DevelopmentFederation.create(in: directory + "/certs", agents: agents)
+        self.agents = agents
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    var stateDir: String { directory + "/state" }
+
+    /// A coordinator configuration as JSON, with `selection` and top-level fields merged in.
+    func coordinatorConfiguration(
+        tensors: [TensorSpec] = [TensorSpec(name: "layer0.weight", shape: [64, 16]), TensorSpec(name: "layer0.bias", shape: [16])],
+        rounds: Int, selection: [String: Any], extra: [String: Any] = [:]
+    ) throws -> CoordinatorConfiguration {
+        var json: [String: Any] = [
+            "listen": ["host": "127.0.0.1", "port": 0],
+            "tls": ["certificate": files.coordinatorCertificate, "private_key": files.coordinatorKey, "ca": files.caCertificate,
+                    "crl": files.revocationList],
+            "state_dir": stateDir,
+            "federation": "e2e",
+            "model": ["tensors": tensors.map { ["name": $0.name, "shape": $0.shape] }, "init": "seeded", "seed": 3],
+            "rounds": rounds,
+            "selection": selection,
+            "heartbeat_interval_seconds": 0.5,
+        ]
+        for (key, value) in extra { json[key] = value }
+        let path = directory + "/coordinator.json"
+        try JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted]).write(to: URL(fileURLWithPath: path))
+        return try CoordinatorConfiguration.load(path: path)
+    }
+
+    func agentConfiguration(_ name: String, port: UInt16) -> AgentConfiguration {
+        var configuration = AgentConfiguration(
+            coordinator: .init(host: "localhost", port: port),
+            tls: .init(certificate: files.agentCertificate(name), privateKey: files.agentKey(name), ca: files.caCertificate))
+        configuration.heartbeatIntervalSeconds = 0.5
+        configuration.reconnectInitialSeconds = 0.1
+        configuration.reconnectMaxSeconds = 0.5
+        return configuration
+    }
+
+    static let quiet = Logger(label: "e2e") { _ in SwiftLogNoOpLogHandler() }
+}
+
+/// Runs a blocking `run()` on its own thread.
+func startThread(_ body: @escaping @Sendable () -> Void) {
+    let thread = Thread(block: body)
+    thread.stackSize = 1 << 20
+    thread.start()
+}
+
+/// Waits until `condition` holds, up to `seconds`.
+func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = Deadline.after(seconds: seconds)
+    while !deadline.hasPassed {
+        if condition() { return true }
+        usleep(20_000)
+    }
+    return condition()
+}
+
+/// A running coordinator (stopped on deinit).
+final class RunningCoordinator: @unchecked Sendable {
+    let coordinator: Coordinator
+    let done = DispatchSemaphore(value: 0)
+
+    init(_ configuration: CoordinatorConfiguration, logger: Logger = Federation.quiet) throws {
+        coordinator = try Coordinator(configuration: configuration, logger: logger)
+        let coordinator = self.coordinator
+        let done = self.done
+        startThread {
+            try? coordinator.run()
+            done.signal()
+        }
+        guard eventually(10, { coordinator.port != 0 }) else { throw WireError(.connectFailed, "coordinator did not start") }
+    }
+
+    deinit { coordinator.stop() }
+
+    var port: UInt16 { coordinator.port }
+
+    /// Waits until the coordinator stops by itself (its configured rounds are committed).
+    func waitUntilFinished(seconds: Double) -> Bool { done.wait(timeout: .now() + seconds) == .success }
+}
+
+/// Agents running in this process (stopped on deinit).
+final class RunningAgents: @unchecked Sendable {
+    let agents: [String: Agent]
+
+    init(_ federation: Federation, port: UInt16, trainers: [String: any LocalTrainer]) throws {
+        var agents: [String: Agent] = [:]
+        for (name, trainer) in trainers {
+            let agent = try Agent(configuration: federation.agentConfiguration(name, port: port), trainer: trainer, logger: Federation.quiet)
+            agents[name] = agent
+            startThread { agent.run() }
+        }
+        self.agents = agents
+    }
+
+    deinit { for agent in agents.values { agent.stop() } }
+}

@@ -1,0 +1,61 @@
+import FedAgent
+import FedCoordinator
+import FedCore
+import FedWire
+import Foundation
+import Testing
+
+/// Whole rounds over loopback mTLS with a real coordinator and real agents.
+@Suite("Rounds end to end", .serialized)
+struct RoundsEndToEndTests {
+    /// Each hospital's benchmark trainer: its own step and example count.
+    static let trainers: [String: BenchmarkTrainer] = [
+        "hospital-a": BenchmarkTrainer(step: 0.001, exampleCount: 100),
+        "hospital-b": BenchmarkTrainer(step: 0.002, exampleCount: 300),
+        "hospital-c": BenchmarkTrainer(step: -0.004, exampleCount: 50),
+        "hospital-d": BenchmarkTrainer(step: 0.0005, exampleCount: 1000),
+        "hospital-e": BenchmarkTrainer(step: 0.003, exampleCount: 7),
+    ]
+
+    @Test("5 agents × 5 rounds: the committed model equals the independently computed weighted mean")
+    func fiveByFive() throws {
+        let federation = try Federation()
+        let configuration = try federation.coordinatorConfiguration(rounds: 5, selection: [
+            "target": 5, "min_available": 5, "min_updates": 5, "round_deadline_seconds": 20, "selection_timeout_seconds": 0.2,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers)
+        #expect(coordinator.waitUntilFinished(seconds: 60), "5 rounds did not finish")
+        _ = agents
+        // Independent expectation: FedAvg with η = 1 adds the example-weighted mean delta (in
+        // Float64) to the Float32 model each round.
+        let initial = try configuration.initialModel()
+        let count = initial.layout.parameterCount
+        let totalExamples = Self.trainers.values.reduce(0.0) { $0 + Double($1.exampleCount) }
+        var expected = initial.values
+        for _ in 0..<5 {
+            for index in 0..<count {
+                var sum = 0.0
+                for trainer in Self.trainers.values {
+                    sum += Double(trainer.exampleCount) * Double(BenchmarkTrainer.delta(count: count, step: trainer.step)[index])
+                }
+                expected[index] = Float(Double(expected[index]) + sum / totalExamples)
+            }
+        }
+        let store = try CheckpointStore(directory: configuration.stateDir)
+        let committed = try store.readModel(version: 5)
+        var errorSquares = 0.0
+        var normSquares = 0.0
+        for (got, want) in zip(committed.values, expected) {
+            errorSquares += (Double(got) - Double(want)) * (Double(got) - Double(want))
+            normSquares += Double(want) * Double(want)
+        }
+        let relativeError = (errorSquares / normSquares).squareRoot()
+        #expect(relativeError <= 1e-6, "relative error \(relativeError)")
+        let records = try RoundLog.verify(path: store.logPath)
+        let rounds = records.filter { $0.type == "round" }
+        #expect(rounds.map(\.round) == [1, 2, 3, 4, 5])
+        #expect(rounds.allSatisfy { $0.reported?.count == 5 && $0.status == "committed" })
+        #expect(rounds.last?.modelSHA256 == CheckpointStore.modelHash(committed.values))
+    }
+}
