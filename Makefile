@@ -38,8 +38,10 @@ proto: $(PROTOS)
 	protoc-c --c_out=Sources/FedProtoC -Iproto $(PROTOS)
 	mv Sources/FedProtoC/*.pb-c.h Sources/FedProtoC/include/
 
-demo:
-	@echo "make demo arrives with the federated-rounds issue (#3); for now: make certs, make test, make bench."
+## demo: a coordinator and five hospitals on loopback (one straggler), then the round table.
+demo: release
+	@test -f $(DEV_CERTS)/ca.crt || .build/release/fedcoord certs dev --out $(DEV_CERTS)
+	bash scripts/demo.sh
 
 clean:
 	rm -rf .build

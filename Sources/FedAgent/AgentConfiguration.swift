@@ -37,9 +37,11 @@ public struct AgentConfiguration: Codable, Sendable {
         public var step: Float = 0.001
         /// Seconds the benchmark trainer takes per task (to play a straggler).
         public var delaySeconds = 0.0
+        /// Extra random delay per task, uniform in [0, delay_jitter_seconds).
+        public var delayJitterSeconds = 0.0
         enum CodingKeys: String, CodingKey {
             case kind, examples, step
-            case delaySeconds = "delay_seconds"
+            case delaySeconds = "delay_seconds", delayJitterSeconds = "delay_jitter_seconds"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -48,6 +50,7 @@ public struct AgentConfiguration: Codable, Sendable {
             examples = try c.decodeIfPresent(UInt64.self, forKey: .examples) ?? 100
             step = try c.decodeIfPresent(Float.self, forKey: .step) ?? 0.001
             delaySeconds = try c.decodeIfPresent(Double.self, forKey: .delaySeconds) ?? 0
+            delayJitterSeconds = try c.decodeIfPresent(Double.self, forKey: .delayJitterSeconds) ?? 0
         }
     }
 
@@ -85,7 +88,7 @@ public struct AgentConfiguration: Codable, Sendable {
     public static let schema: StrictConfiguration.Schema = .object([
         "coordinator": .object(["host": .any, "port": .any]),
         "tls": .object(["certificate": .any, "private_key": .any, "ca": .any]),
-        "trainer": .object(["kind": .any, "examples": .any, "step": .any, "delay_seconds": .any]),
+        "trainer": .object(["kind": .any, "examples": .any, "step": .any, "delay_seconds": .any, "delay_jitter_seconds": .any]),
         "heartbeat_interval_seconds": .any, "reconnect_initial_seconds": .any, "reconnect_max_seconds": .any, "max_frame_bytes": .any,
     ])
 
@@ -111,6 +114,8 @@ public struct AgentConfiguration: Codable, Sendable {
 
     /// The trainer the configuration names.
     public func makeTrainer() -> any LocalTrainer {
-        BenchmarkTrainer(step: trainer.step, exampleCount: trainer.examples, delaySeconds: trainer.delaySeconds)
+        BenchmarkTrainer(
+            step: trainer.step, exampleCount: trainer.examples, delaySeconds: trainer.delaySeconds,
+            delayJitterSeconds: trainer.delayJitterSeconds)
     }
 }

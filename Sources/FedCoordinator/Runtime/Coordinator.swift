@@ -225,6 +225,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
         let status = waiter.wait(until: call.deadline)
         if !status.isOK { throw RPCError(status: status) }
+        try call.send(.empty)
     }
 
     static func status(for error: EngineError) -> RPCStatus {
@@ -348,6 +349,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     // MARK: Actions
 
     private func perform(_ actions: [RoundStateMachine.Action]) {
+        // Once stopping, nothing new starts: the round in flight is abandoned, committed state stays.
+        if isStopped { return }
         for action in actions {
             switch action {
             case .attemptStarted(let attempt):
@@ -455,8 +458,12 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 "round": "\(round)", "round.reported": "\(outcome.accepted.count)", "round.late": "\(outcome.late.count)",
                 "round.failed": "\(outcome.failed.count)", "round.seconds": "\(String(format: "%.2f", record.durationSeconds ?? 0))",
             ])
-            perform(engineLock.withLock { engine.committed(roundID: round, now: now) })
-            if isDone { stop() }
+            let next = engineLock.withLock { engine.committed(roundID: round, now: now) }
+            if isDone {
+                stop()
+            } else {
+                perform(next)
+            }
         } catch {
             logger.error("Commit failed", metadata: ["round": "\(round)", "error": "\(error)"])
             perform(engineLock.withLock { engine.aggregationFailed(roundID: round, reason: "\(error)", now: now) })

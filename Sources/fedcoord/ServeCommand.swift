@@ -1,0 +1,76 @@
+import ArgumentParser
+import FedCoordinator
+import FedWire
+import Foundation
+import Logging
+
+/// `fedcoord serve --config coordinator.json`
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the coordinator: accept agents, run rounds, commit checkpoints and the round log.",
+        discussion: """
+            Every field of the configuration file can be overridden: --set selection.target=3 (values are JSON). \
+            On an existing state folder it resumes after the last committed round. SIGTERM or SIGINT stop it \
+            gracefully: the round in flight is abandoned, committed state stays.
+            """
+    )
+
+    @Option(help: "The coordinator's JSON configuration file.")
+    var config: String
+
+    @Option(name: .customLong("set"), help: "Override a configuration field: key.path=value (repeatable).")
+    var overrides: [String] = []
+
+    @Option(help: "Override listen.port.") var port: UInt16?
+    @Option(name: .customLong("state-dir"), help: "Override state_dir.") var stateDir: String?
+    @Option(help: "Override rounds (stop after this many committed rounds; 0 runs until stopped).") var rounds: UInt64?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, warning or error.") var logLevel: String = "info"
+
+    func run() throws {
+        var settings: [String: String] = [:]
+        for item in overrides {
+            guard let equals = item.firstIndex(of: "=") else {
+                throw ValidationError("--set takes key.path=value, for example --set selection.target=3; got '\(item)'")
+            }
+            settings[String(item[..<equals])] = String(item[item.index(after: equals)...])
+        }
+        if let port { settings["listen.port"] = "\(port)" }
+        if let stateDir { settings["state_dir"] = "\"\(stateDir)\"" }
+        if let rounds { settings["rounds"] = "\(rounds)" }
+        let configuration: CoordinatorConfiguration
+        do {
+            configuration = try CoordinatorConfiguration.load(path: config, overrides: settings)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        let logger = makeLogger(label: "fedcoord", level: logLevel)
+        WireProcess.tuneAllocatorForLargeBuffers()
+        let coordinator = try Coordinator(configuration: configuration, logger: logger)
+        let signals = SignalStopper { coordinator.stop() }
+        try coordinator.run()
+        withExtendedLifetime(signals) {}
+    }
+}
+
+/// Stops something on SIGTERM or SIGINT (once), without killing the process mid-commit.
+final class SignalStopper: @unchecked Sendable {
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(_ stop: @escaping @Sendable () -> Void) {
+        for number in [SIGTERM, SIGINT] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { stop() }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}
+
+/// Logs to standard error, data in metadata.
+func makeLogger(label: String, level: String) -> Logger {
+    var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+    logger.logLevel = Logger.Level(rawValue: level) ?? .info
+    return logger
+}
