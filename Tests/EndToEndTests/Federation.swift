@@ -56,7 +56,15 @@ final class Federation: @unchecked Sendable {
         return configuration
     }
 
-    static let quiet = Logger(label: "e2e") { _ in SwiftLogNoOpLogHandler() }
+    /// Silent, unless FEDCOORD_TEST_LOG is set (then everything goes to standard error).
+    static let quiet: Logger = {
+        if ProcessInfo.processInfo.environment["FEDCOORD_TEST_LOG"] != nil {
+            var logger = Logger(label: "e2e") { StreamLogHandler.standardError(label: $0) }
+            logger.logLevel = .debug
+            return logger
+        }
+        return Logger(label: "e2e") { _ in SwiftLogNoOpLogHandler() }
+    }()
 }
 
 /// Runs a blocking `run()` on its own thread.

@@ -1,0 +1,188 @@
+import FedAgent
+import FedCoordinator
+import FedCore
+import FedWire
+import Foundation
+import Testing
+
+/// Stragglers, broken uploads, failed quorums and hostile agents, over loopback mTLS.
+@Suite("Robustness end to end", .serialized)
+struct RobustnessEndToEndTests {
+    static let honest: [String: any LocalTrainer] = [
+        "hospital-a": BenchmarkTrainer(step: 0.001, exampleCount: 100),
+        "hospital-b": BenchmarkTrainer(step: 0.002, exampleCount: 200),
+        "hospital-c": BenchmarkTrainer(step: 0.003, exampleCount: 300),
+    ]
+
+    static func records(_ configuration: CoordinatorConfiguration) throws -> [RoundLogRecord] {
+        try RoundLog.verify(path: configuration.stateDir + "/rounds.jsonl")
+    }
+
+    /// The model after one FedAvg round of the three honest agents only.
+    static func expectedAfterHonestRound(_ configuration: CoordinatorConfiguration) throws -> [Float] {
+        let initial = try configuration.initialModel()
+        let count = initial.layout.parameterCount
+        let trainers = honest.values.compactMap { $0 as? BenchmarkTrainer }
+        let total = trainers.reduce(0.0) { $0 + Double($1.exampleCount) }
+        let deltas = trainers.map { (Double($0.exampleCount), BenchmarkTrainer.delta(count: count, step: $0.step)) }
+        return (0..<count).map { index in
+            Float(Double(initial.values[index]) + deltas.reduce(0.0) { $0 + $1.0 * Double($1.1[index]) } / total)
+        }
+    }
+
+    static func relativeError(_ got: [Float], _ want: [Float]) -> Double {
+        var error = 0.0
+        var norm = 0.0
+        for (g, w) in zip(got, want) {
+            error += (Double(g) - Double(w)) * (Double(g) - Double(w))
+            norm += Double(w) * Double(w)
+        }
+        return (error / norm).squareRoot()
+    }
+
+    @Test("A straggler is cut at the deadline, its late update gets DEADLINE_EXCEEDED, the round commits with the others")
+    func straggler() throws {
+        let federation = try Federation()
+        let configuration = try federation.coordinatorConfiguration(rounds: 2, selection: [
+            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 2, "selection_timeout_seconds": 5,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        let slow = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: .honest(0.5))
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.honest)
+        let task = try #require(slow.waitForTask())
+        // The straggler finishes after round 1 has closed at its deadline.
+        #expect(eventually(20) { (try? Self.records(configuration))?.contains { $0.type == "round" } == true })
+        let late = slow.announce(round: task.roundID, version: task.modelVersion)
+        #expect(late.code == .deadlineExceeded, "\(late)")
+        #expect(coordinator.waitUntilFinished(seconds: 30))
+        _ = agents
+        let round = try #require(try Self.records(configuration).first { $0.type == "round" })
+        #expect(round.reported == ["hospital-a", "hospital-b", "hospital-c"])
+        #expect(round.late == ["hospital-d"])
+        #expect((round.durationSeconds ?? 0) >= 2)
+        let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
+        #expect(Self.relativeError(model.values, try Self.expectedAfterHonestRound(configuration)) <= 1e-6)
+    }
+
+    @Test("An agent killed mid-upload leaves the aggregate exactly as if it never took part")
+    func killedMidUpload() throws {
+        let federation = try Federation()
+        let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
+            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 5, "selection_timeout_seconds": 5,
+            "max_concurrent_pulls": 1,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        let broken = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: .breakMidway)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.honest)
+        let task = try #require(broken.waitForTask())
+        let status = broken.announce(round: task.roundID, version: task.modelVersion)
+        #expect(!status.isOK)
+        #expect(coordinator.waitUntilFinished(seconds: 30))
+        _ = agents
+        let round = try #require(try Self.records(configuration).first { $0.type == "round" })
+        #expect(round.reported == ["hospital-a", "hospital-b", "hospital-c"])
+        #expect(round.failed?["hospital-d"] != nil, "\(String(describing: round.failed))")
+        let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
+        #expect(model.values == (try Self.expectedAfterHonestRound(configuration)), "bit for bit as without hospital-d")
+    }
+
+    @Test("Quorum not reached: the attempt fails, the model is unchanged, and a fresh selection retries and commits")
+    func quorumRetry() throws {
+        let federation = try Federation()
+        let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
+            "target": 3, "min_available": 3, "min_updates": 3, "round_deadline_seconds": 1.5, "selection_timeout_seconds": 0,
+            "max_retries": 3,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        // hospital-d takes tasks and never answers; with a and b it makes the first selection.
+        let silent = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: .honest(0))
+        let first = try RunningAgents(federation, port: coordinator.port, trainers: ["hospital-a": Self.honest["hospital-a"]!,
+                                                                                    "hospital-b": Self.honest["hospital-b"]!])
+        #expect(eventually(20) { (try? Self.records(configuration))?.contains { $0.type == "attempt_failed" } == true })
+        silent.connection.close()
+        let second = try RunningAgents(federation, port: coordinator.port, trainers: ["hospital-c": Self.honest["hospital-c"]!])
+        #expect(coordinator.waitUntilFinished(seconds: 30))
+        _ = (first, second)
+        let records = try Self.records(configuration)
+        let failed = try #require(records.first { $0.type == "attempt_failed" })
+        #expect(failed.round == 1 && failed.attempt == 0)
+        #expect(failed.late?.contains("hospital-d") == true)
+        #expect(failed.reason?.contains("min_updates") == true)
+        let committed = try #require(records.first { $0.type == "round" })
+        #expect(committed.round == 1 && (committed.attempt ?? 0) >= 1 && committed.seed != failed.seed)
+        #expect(committed.reported == ["hospital-a", "hospital-b", "hospital-c"])
+        let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
+        #expect(Self.relativeError(model.values, try Self.expectedAfterHonestRound(configuration)) <= 1e-6)
+    }
+
+    enum Hostility: String, CaseIterable, Sendable {
+        case notSelected, duplicate, wrongShape, notFinite, staleRound, staleModel, lyingSize, zeroExamples
+    }
+
+    @Test("Hostile agent inputs are refused with a status and logged; the round completes",
+          arguments: ProcessInfo.processInfo.environment["ONLY_HOSTILITY"].flatMap { Hostility(rawValue: $0) }.map { [$0] } ?? Hostility.allCases)
+    func hostile(_ hostility: Hostility) throws {
+        let federation = try Federation()
+        let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
+            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 3, "selection_timeout_seconds": 5,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        let upload: ScriptedAgent.Upload = switch hostility {
+        case .wrongShape: .wrongShape
+        case .notFinite: .notFinite
+        case .lyingSize: .lyingSize
+        default: .honest(0.25)
+        }
+        let hostile = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: upload)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.honest)
+        let task = try #require(hostile.waitForTask())
+        let expectedCode: RPCStatus.Code
+        let status: RPCStatus
+        switch hostility {
+        case .notSelected:
+            let outsider = try ScriptedAgent(federation, name: "hospital-e", port: coordinator.port, upload: .honest(9))
+            status = outsider.announce(round: task.roundID, version: task.modelVersion)
+            expectedCode = .permissionDenied
+        case .duplicate:
+            hostile.uploadDelay = 1.0
+            let first = DispatchSemaphore(value: 0)
+            let hostileAgent = hostile
+            startThread {
+                _ = hostileAgent.announce(round: task.roundID, version: task.modelVersion)
+                first.signal()
+            }
+            usleep(300_000)
+            status = hostile.announce(round: task.roundID, version: task.modelVersion)
+            _ = first.wait(timeout: .now() + 30)
+            expectedCode = .alreadyExists
+        case .staleRound:
+            status = hostile.announce(round: task.roundID + 5, version: task.modelVersion)
+            expectedCode = .failedPrecondition
+        case .staleModel:
+            status = hostile.announce(round: task.roundID, version: task.modelVersion + 3)
+            expectedCode = .failedPrecondition
+        case .zeroExamples:
+            status = hostile.announce(round: task.roundID, version: task.modelVersion, examples: 0)
+            expectedCode = .invalidArgument
+        case .wrongShape, .notFinite, .lyingSize:
+            status = hostile.announce(round: task.roundID, version: task.modelVersion)
+            expectedCode = .invalidArgument
+        }
+        #expect(status.code == expectedCode, "\(hostility): \(status)")
+        #expect(coordinator.waitUntilFinished(seconds: 30))
+        _ = agents
+        let records = try Self.records(configuration)
+        let round = try #require(records.first { $0.type == "round" })
+        #expect(round.status == "committed")
+        #expect(Set(round.reported ?? []).isSuperset(of: ["hospital-a", "hospital-b", "hospital-c"]))
+        if hostility != .duplicate {
+            let refusal = records.first { $0.type == "update_refused" }
+            #expect(refusal?.reason?.isEmpty == false, "\(hostility): no update_refused record")
+            #expect(!(round.reported ?? []).contains(refusal?.agent ?? "?"))
+        }
+        if [.wrongShape, .notFinite, .lyingSize].contains(hostility) {
+            let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
+            #expect(Self.relativeError(model.values, try Self.expectedAfterHonestRound(configuration)) <= 1e-6)
+        }
+    }
+}
