@@ -68,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "fedbench",
             dependencies: [
-                "FedWire",
+                "FedWire", "FedCoordinator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

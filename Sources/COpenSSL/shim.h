@@ -88,8 +88,10 @@ static inline int shim_set_nonblocking(int fd) {
 /// pages instead of page-faulting fresh ones (see swift-c-interop.md §6). Returns 1 when accepted.
 static inline int shim_tune_malloc_for_large_buffers(void) {
     int a = mallopt(M_MMAP_THRESHOLD, 64 << 20);
-    int b = mallopt(M_TRIM_THRESHOLD, 256 << 20);
-    return a && b;
+    int b = mallopt(M_TRIM_THRESHOLD, 32 << 20);
+    /* Few arenas: with a thread per connection, per-thread arenas would each keep their own free memory. */
+    int c = mallopt(M_ARENA_MAX, 2);
+    return a && b && c;
 }
 static inline void shim_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
 

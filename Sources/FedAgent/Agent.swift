@@ -125,7 +125,7 @@ public final class Agent: @unchecked Sendable {
         guard case .trainTask(let task) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "Train starts with a TrainTask") }
         var specs: [TensorSpec] = []
         var values: [Float] = []
-        let hasher = SHA256Hasher()
+        var digests: [[UInt8]] = []
         for _ in 0..<task.tensorCount {
             let header = try TensorStream.readHeader(from: call)
             let shape = header.shape.map { Int($0) }
@@ -135,14 +135,15 @@ public final class Agent: @unchecked Sendable {
             }
             let start = values.count
             values.append(contentsOf: repeatElement(0, count: count))
-            _ = try values.withUnsafeMutableBufferPointer { buffer in
+            let summary = try values.withUnsafeMutableBufferPointer { buffer in
                 try TensorStream.receive(from: call, header: header, into: UnsafeMutableBufferPointer(rebasing: buffer[start..<start + count]))
             }
+            digests.append(summary.sha256)
             specs.append(TensorSpec(name: header.name, shape: shape))
         }
         guard try call.receive() == nil else { throw RPCError(.invalidArgument, "unexpected message after the model's tensors") }
-        values.withUnsafeBytes { hasher.update($0) }
-        guard hasher.finalize() == task.modelSHA256 else {
+        // Each tensor's bytes were checked against its own digest as they arrived.
+        guard ModelDigest.combine(digests) == task.modelSHA256 else {
             throw RPCError(.dataLoss, "the global model received does not match the task's model hash")
         }
         let global: ModelParameters

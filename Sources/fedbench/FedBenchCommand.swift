@@ -8,7 +8,7 @@ struct FedBenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fedbench",
         abstract: "FedCoord benchmarks, with the machine's own limits measured in the same run.",
-        subcommands: [WireBenchCommand.self]
+        subcommands: [WireBenchCommand.self, RoundsBenchCommand.self]
     )
 
     static func main() {
@@ -52,5 +52,42 @@ struct WireBenchCommand: ParsableCommand {
         case "codec": print(bench.chunkCodec())
         case let other?: throw ValidationError("--only takes tls, tcp, stream, handshake or codec, not '\(other)'")
         }
+    }
+}
+
+/// `fedbench rounds`
+struct RoundsBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rounds",
+        abstract: "Round time, bytes, wire limit and coordinator peak RSS over a P × N grid of real processes."
+    )
+
+    @Option(help: "Parameter counts, comma-separated.") var parameters = "1000000,10000000,50000000"
+    @Option(help: "Agent counts, comma-separated.") var agents = "2,8,32"
+    @Option(help: "Measured rounds per point (after a warm-up round).") var rounds = 5
+    @Option(help: "Skip points whose agents would need more than this many GB together.") var maxAgentGB = 16.0
+
+    func run() throws {
+        let bench = try WireBenchmark(bytes: 1 << 30, runs: 3)
+        defer { bench.cleanUp() }
+        let tls = [try bench.tlsThroughput(), try bench.tlsThroughput(), try bench.tlsThroughput()].sorted()[1]
+        let bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        let rounds = RoundBenchmark(binDirectory: bin, rounds: self.rounds, tlsGBps: tls)
+        var results: [RoundBenchmark.Result] = []
+        for p in parameters.split(separator: ",").compactMap({ Int($0) }) {
+            for n in agents.split(separator: ",").compactMap({ Int($0) }) {
+                // Each agent holds the global model, its update and transfer buffers: about 3 × 4 bytes per parameter.
+                if Double(n) * Double(p) * 12 / 1e9 > maxAgentGB {
+                    print("skip P=\(p) N=\(n): the agents alone would need \(Int(Double(n) * Double(p) * 12 / 1e9)) GB")
+                    continue
+                }
+                let result = rounds.run(.init(parameters: p, agents: n))
+                print(String(format: "  P=%d N=%d: %.2f s/round, peak RSS %.0f MB%@", p, n, result.medianRoundSeconds,
+                             Double(result.peakRSS) / 1048576, (result.error.map { " (\($0))" } ?? "") as NSString))
+                results.append(result)
+            }
+        }
+        print("")
+        rounds.printTable(results)
     }
 }

@@ -56,6 +56,6 @@ struct RoundsEndToEndTests {
         let rounds = records.filter { $0.type == "round" }
         #expect(rounds.map(\.round) == [1, 2, 3, 4, 5])
         #expect(rounds.allSatisfy { $0.reported?.count == 5 && $0.status == "committed" })
-        #expect(rounds.last?.modelSHA256 == CheckpointStore.modelHash(committed.values))
+        #expect(rounds.last?.modelSHA256 == CheckpointStore.modelHash(committed))
     }
 }

@@ -108,3 +108,43 @@ struct SplitMix: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("Chunk fast path")
+struct ChunkFastPathTests {
+    final class Owner {}
+
+    @Test("Plain chunk envelopes decode in place exactly as protobuf-c decodes them", arguments: [
+        (UInt64(1), UInt64(0), 300_000), (2, 4096, 1 << 20), (1 << 40, 1 << 33, 262_145), (7, 0, 1),
+    ])
+    func matchesProtobufC(callID: UInt64, offset: UInt64, size: Int) throws {
+        let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        let bytes = Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: ByteView(payload)))).serializedBytes()
+        let fast = try #require(bytes.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner(), release: nil) })
+        let reference = try bytes.withUnsafeBytes { try Envelope(decoding: $0) }
+        guard case .tensorChunk(let a) = fast.body, case .tensorChunk(let b) = reference.body else {
+            Issue.record("not a chunk")
+            return
+        }
+        #expect(fast.callID == reference.callID && a.offset == b.offset)
+        #expect(bytes.withUnsafeBytes { _ in a.data.array } == b.data.array)
+    }
+
+    @Test("Any other envelope shape is left to protobuf-c")
+    func fallsBack() {
+        let chunk = TensorChunk(offset: 0, data: ByteView([1, 2, 3]))
+        let others = [
+            Envelope(callID: 1, endOfStream: true, body: .tensorChunk(chunk)),
+            Envelope(callID: 1, status: .ok, body: .tensorChunk(chunk)),
+            Envelope(callID: 1, method: "/x", body: .tensorChunk(chunk)),
+            Envelope(callID: 1, body: .heartbeat(Heartbeat())),
+            Envelope(callID: 0, body: .tensorChunk(TensorChunk(offset: 0, data: ByteView([])))),
+        ]
+        for envelope in others {
+            let bytes = envelope.serializedBytes()
+            #expect(bytes.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner(), release: nil) } == nil)
+        }
+        var truncated = Envelope(callID: 1, body: .tensorChunk(chunk)).serializedBytes()
+        truncated.removeLast()
+        #expect(truncated.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner(), release: nil) } == nil)
+    }
+}

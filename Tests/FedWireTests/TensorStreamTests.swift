@@ -102,7 +102,7 @@ struct TensorStreamTests {
         let result = outcome.withLock { $0 }
         #expect(result.bytes == elements * 4)
         #expect(result.bytes > UInt64(Int32.max))
-        #expect(result.chunks == Int((elements * 4 + UInt64(TensorStream.maxChunkBytes) - 1) / UInt64(TensorStream.maxChunkBytes)))
+        #expect(result.chunks == Int((elements * 4 + UInt64(TensorStream.defaultChunkBytes) - 1) / UInt64(TensorStream.defaultChunkBytes)))
         #expect(result.mismatches == 0)
         // Holding the tensor even once would add 2.2 GB; chunks and buffers add a few dozen MB.
         let growth = peakResidentBytes() - before

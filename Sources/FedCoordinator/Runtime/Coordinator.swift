@@ -27,6 +27,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     private let modelLock = ReadWriteLock()
     private var global: ModelParameters  // modelLock
     private var globalSHA256: [UInt8]  // modelLock
+    private var tensorDigests: [[UInt8]]  // modelLock
     private var optimizer: ServerOptimizer  // modelLock
     /// Lock order: engineLock → accumulatorLock, and modelLock → accumulatorLock.
     private let accumulatorLock = NSLock()
@@ -64,7 +65,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     "the state folder '\(configuration.stateDir)' holds a model with tensors \(model.layout.tensors.map(\.name)); "
                         + "the configuration describes \(layout.tensors.map(\.name)); use a new state_dir for a new model")
             }
-            let hash = CheckpointStore.modelHash(model.values)
+            let hash = CheckpointStore.modelHash(model)
             guard hash == committed.modelSHA256 else {
                 throw StrictConfiguration.ConfigurationError(
                     "checkpoint \(store.modelPath(version: round)) does not match the hash in the round log; the state folder is damaged")
@@ -77,7 +78,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             optimizer = ServerOptimizer(settings: configuration.optimizer)
         }
         store.prune(committed: version)
-        globalSHA256 = global.values.withUnsafeBytes { SHA256Hasher.hash($0) }
+        tensorDigests = CheckpointStore.tensorDigests(global)
+        globalSHA256 = ModelDigest.combine(tensorDigests)
         accumulator = WeightedMeanAccumulator(layout: layout)
         engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
         var started = RoundLogRecord(type: "coordinator_started")
@@ -420,7 +422,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     for (index, spec) in global.layout.tensors.enumerated() {
                         let range = global.layout.range(of: index)
                         _ = try TensorStream.send(
-                            name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[range]), to: sink)
+                            name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[range]), to: sink,
+                            knownSHA256: tensorDigests[index])
                         sent += UInt64(spec.count * 4)
                     }
                 }
@@ -444,7 +447,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     optimizer.step(model: &global.values) { accumulator.meanValue(at: $0) }
                     accumulator.reset()
                 }
-                globalSHA256 = global.values.withUnsafeBytes { SHA256Hasher.hash($0) }
+                tensorDigests = CheckpointStore.tensorDigests(global)
+                globalSHA256 = ModelDigest.combine(tensorDigests)
                 try store.writeModel(global, version: round, metadata: ["round": "\(round)", "federation": configuration.federation])
                 try store.writeOptimizer(optimizer, layout: global.layout, version: round)
                 return globalSHA256.hexString

@@ -28,9 +28,16 @@ public final class CheckpointStore {
     public func modelPath(version: UInt64) -> String { checkpointDirectory + String(format: "/model-%06llu.safetensors", version) }
     public func optimizerPath(version: UInt64) -> String { checkpointDirectory + String(format: "/optimizer-%06llu.safetensors", version) }
 
-    /// SHA-256 (hex) of a model's Float32 bytes in layout order: the model hash of the wire and the log.
-    public static func modelHash(_ values: [Float]) -> String {
-        values.withUnsafeBytes { SHA256Hasher.hash($0) }.hexString
+    /// The model hash of the wire and the log (``ModelDigest``), hex.
+    public static func modelHash(_ model: ModelParameters) -> String {
+        ModelDigest.combine(tensorDigests(model)).hexString
+    }
+
+    /// Each tensor's SHA-256, in layout order.
+    public static func tensorDigests(_ model: ModelParameters) -> [[UInt8]] {
+        model.values.withUnsafeBufferPointer { values in
+            ModelDigest.tensorDigests(values, ranges: model.layout.tensors.indices.map { model.layout.range(of: $0) })
+        }
     }
 
     /// Writes a model checkpoint atomically. Returns its hash.
@@ -40,7 +47,7 @@ public final class CheckpointStore {
         try header.withUnsafeBytes { head in
             try model.values.withUnsafeBytes { values in try Self.writeAtomically(segments: [head, values], to: modelPath(version: version)) }
         }
-        return Self.modelHash(model.values)
+        return Self.modelHash(model)
     }
 
     /// Writes the optimizer's moments (if it has any) for `version`.

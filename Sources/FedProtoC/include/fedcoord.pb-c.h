@@ -298,7 +298,8 @@ struct  Fedcoord__V1__TrainTask
    */
   uint64_t model_version;
   /*
-   * SHA-256 over the global model's tensors as streamed after this message.
+   * The model's digest: SHA-256 over the concatenated SHA-256 digests of its tensors (each the
+   * digest in that tensor's TensorTrailer), in order.
    */
   ProtobufCBinaryData model_sha256;
   uint32_t local_epochs;

@@ -21,19 +21,52 @@ public final class FrameReader {
         self.frameTimeout = frameTimeout
     }
 
-    deinit { buffer.deallocate() }
+    deinit {
+        buffer.deallocate()
+        releaseLargeBuffer()
+    }
 
     /// Like ``readFrame(idleDeadline:)`` but returns a view of the reader's own buffer, valid
     /// until the next read.
     public func readFrameView(idleDeadline: Deadline = .distantFuture) throws -> UnsafeRawBufferPointer? {
         guard let length = try readHeader(idleDeadline: idleDeadline) else { return nil }
+        releaseLargeBuffer()
+        if length > Self.keptBufferBytes {
+            // Large frames (tensor chunks) borrow a block from the process-wide recycling pool,
+            // so that idle connections do not each pin a 4 MiB buffer.
+            guard let block = RecyclingAllocator.allocate(length) else {
+                throw WireError(.frameTooLarge, "cannot allocate \(length) bytes for a frame")
+            }
+            largeBuffer = UnsafeMutableRawBufferPointer(start: block, count: length)
+            let view = largeBuffer!
+            try readRest(into: view, deadline: .after(seconds: frameTimeout))
+            return UnsafeRawBufferPointer(view)
+        }
         if buffer.count < length {
             buffer.deallocate()
-            buffer = .allocate(byteCount: max(length, 64 * 1024), alignment: 64)
+            buffer = .allocate(byteCount: Self.keptBufferBytes, alignment: 64)
         }
         let view = UnsafeMutableRawBufferPointer(rebasing: buffer[..<length])
         try readRest(into: view, deadline: .after(seconds: frameTimeout))
         return UnsafeRawBufferPointer(view)
+    }
+
+    /// Frames up to this size reuse the reader's own buffer.
+    static let keptBufferBytes = 256 * 1024
+    private var largeBuffer: UnsafeMutableRawBufferPointer?
+
+    /// Hands the current large frame's block to the caller (who must release it with
+    /// ``RecyclingAllocator/release(_:)``); the next read will not reuse it.
+    func takeLargeFrameBlock() -> UnsafeMutableRawPointer? {
+        defer { largeBuffer = nil }
+        return largeBuffer?.baseAddress
+    }
+
+    private func releaseLargeBuffer() {
+        if let large = largeBuffer {
+            RecyclingAllocator.release(large.baseAddress)
+            largeBuffer = nil
+        }
     }
 
     /// Waits for the next frame until `idleDeadline`, then reads it whole.

@@ -13,7 +13,7 @@ import Glibc
 enum RecyclingAllocator {
     static let headerSize = 64
     static let largeThreshold = 256 * 1024
-    static let maxPooledBlocks = 6
+    static let maxPooledBlocks = 4
 
     private static let lock = SpinlessLock()
     nonisolated(unsafe) private static var pool: [UnsafeMutableRawPointer] = []

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,8 +27,11 @@ public enum DevelopmentFederation {
     /// Costs one P-256 key generation and signature per certificate: milliseconds.
     @discardableResult
     public static func create(in directory: String, agents: [String] = defaultAgents) throws -> Files {
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw WireError(.certificate, "cannot create '\(directory)': \(String(cString: strerror(errno)))")
+        do {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw WireError(.certificate, "cannot create '\(directory)': \(error.localizedDescription)")
         }
         let files = Files(directory: directory)
         let ca = try CertificateAuthority.create(commonName: "FedCoord development CA")

@@ -12,7 +12,7 @@ public struct ConnectionOptions: Sendable {
     /// The protocol's rule is three heartbeat intervals.
     public var livenessTimeout: Double?
     /// Messages queued per call before the reader waits for that call's consumer.
-    public var inboxCapacity = 8
+    public var inboxCapacity = 2
 
     public init() {}
 

@@ -235,7 +235,17 @@ public final class RPCConnection: @unchecked Sendable {
             stateLock.withLock { lastHeard = .now }
             let envelope: Envelope
             do {
-                envelope = try Envelope(decoding: frame)
+                if frame.count > FrameReader.keptBufferBytes, let block = reader.takeLargeFrameBlock() {
+                    // A large frame: decode a tensor chunk in place; the block goes with the chunk.
+                    let owner = BlockOwner(block)
+                    if let chunk = ChunkFastPath.decode(frame, owner: owner, release: nil) {
+                        route(chunk)
+                        continue
+                    }
+                    envelope = try Envelope(decoding: frame)
+                } else {
+                    envelope = try Envelope(decoding: frame)
+                }
             } catch let error as WireError {
                 logger.warning("Undecodable frame; closing the connection", metadata: ["peer": "\(peer.commonName)", "error": "\(error.message)"])
                 closeWithStatus(RPCStatus(.invalidArgument, error.message), error: error)
@@ -298,7 +308,7 @@ public final class RPCConnection: @unchecked Sendable {
         guard accepted, let handler else { return }
         let deadline: Deadline = envelope.timeoutMs > 0 ? .after(seconds: Double(envelope.timeoutMs) / 1000) : .distantFuture
         let call = ServerCall(id: id, method: method, metadata: envelope.metadata, deadline: deadline, connection: self, inbox: inbox)
-        deliver(envelope, to: inbox)
+        defer { deliver(envelope, to: inbox) }  // after the handler starts: a full inbox must have a consumer
         WorkerThread.start(name: "fedwire-call") { [self] in
             let status: RPCStatus
             do {
@@ -321,4 +331,12 @@ public final class RPCConnection: @unchecked Sendable {
         if envelope.cancel { inbox.fail(.cancelled) }
         if let status = envelope.status { inbox.push(.status(status)) }
     }
+}
+
+/// Owns a recycling-pool block and gives it back when the last user lets go.
+final class BlockOwner: @unchecked Sendable {
+    // @unchecked: the block is only read after the frame was filled.
+    private let block: UnsafeMutableRawPointer
+    init(_ block: UnsafeMutableRawPointer) { self.block = block }
+    deinit { RecyclingAllocator.release(block) }
 }

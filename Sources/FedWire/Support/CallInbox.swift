@@ -21,7 +21,9 @@ enum InboxItem {
 final class CallInbox: @unchecked Sendable {
     // @unchecked: every field is guarded by `condition`.
     private let condition = NSCondition()
-    private var items: [InboxItem] = []
+    /// Queued items; a popped slot is set to nil at once, so that a consumed chunk's buffer is
+    /// released as soon as its consumer lets go, not when the queue next compacts.
+    private var items: [InboxItem?] = []
     private var head = 0
     private var isClosed = false
     private var terminal: InboxItem?
@@ -62,9 +64,13 @@ final class CallInbox: @unchecked Sendable {
                 _ = condition.wait(until: Date(timeIntervalSinceNow: remaining))
             }
         }
-        let item = items[head]
+        let item = items[head]!
+        items[head] = nil
         head += 1
-        if head > 64 && head * 2 > items.count {
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head > 64 && head * 2 > items.count {
             items.removeFirst(head)
             head = 0
         }

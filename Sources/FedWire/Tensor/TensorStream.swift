@@ -24,6 +24,9 @@ extension ClientCall: MessageSink, MessageSource {
 public enum TensorStream {
     /// The largest chunk allowed on the wire.
     public static let maxChunkBytes = 4 << 20
+    /// The chunk size senders use unless told otherwise: large enough that per-frame costs
+    /// vanish, small enough that a receiver's queued chunks stay a few MiB.
+    public static let defaultChunkBytes = 1 << 20
 
     /// What a completed receive saw.
     public struct Summary: Sendable, Equatable {
@@ -33,12 +36,19 @@ public enum TensorStream {
     }
 
     /// Sends a tensor whose bytes are in memory, without copying them.
+    ///
+    /// - Parameter knownSHA256: the tensor's digest if the caller already has it (a coordinator
+    ///   broadcasting the same model to many agents hashes it once per round, not once per agent).
     public static func send(
-        name: String, shape: [Int], floats: UnsafeBufferPointer<Float>, chunkBytes: Int = maxChunkBytes, to sink: any MessageSink
+        name: String, shape: [Int], floats: UnsafeBufferPointer<Float>, chunkBytes: Int = defaultChunkBytes, to sink: any MessageSink,
+        knownSHA256: [UInt8]? = nil
     ) throws -> [UInt8] {
         precondition(shape.reduce(1, *) == floats.count, "shape \(shape) does not hold \(floats.count) floats")
         let raw = UnsafeRawBufferPointer(floats)
-        return try send(name: name, shape: shape.map { UInt64($0) }, totalBytes: UInt64(raw.count), chunkBytes: chunkBytes, to: sink) {
+        return try send(
+            name: name, shape: shape.map { UInt64($0) }, totalBytes: UInt64(raw.count), chunkBytes: chunkBytes, to: sink,
+            knownSHA256: knownSHA256
+        ) {
             offset, length in ByteView(borrowing: UnsafeRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset) + length]))
         }
     }
@@ -46,7 +56,7 @@ public enum TensorStream {
     /// Sends a tensor produced chunk by chunk: `fill` writes the bytes at `offset` into the
     /// reusable chunk buffer it is given (whose size is the chunk's length).
     public static func send(
-        name: String, shape: [UInt64], chunkBytes: Int = maxChunkBytes, to sink: any MessageSink,
+        name: String, shape: [UInt64], chunkBytes: Int = defaultChunkBytes, to sink: any MessageSink,
         fill: (_ offset: UInt64, _ chunk: UnsafeMutableRawBufferPointer) throws -> Void
     ) throws -> [UInt8] {
         let total = shape.reduce(UInt64(4)) { $0 * $1 }
@@ -60,15 +70,15 @@ public enum TensorStream {
     }
 
     private static func send(
-        name: String, shape: [UInt64], totalBytes: UInt64, chunkBytes: Int, to sink: any MessageSink,
+        name: String, shape: [UInt64], totalBytes: UInt64, chunkBytes: Int, to sink: any MessageSink, knownSHA256: [UInt8]? = nil,
         chunk: (_ offset: UInt64, _ length: Int) throws -> ByteView
     ) throws -> [UInt8] {
         precondition(chunkBytes > 0 && chunkBytes <= maxChunkBytes, "chunks are 1 byte to 4 MiB")
         try sink.send(.tensorHeader(TensorHeader(
             name: name, shape: shape, dtype: .float32, totalBytes: totalBytes, chunkBytes: UInt32(chunkBytes))))
         // Large tensors hash on a helper thread while the same chunk is being sent.
-        let background = totalBytes >= 1 << 20 ? BackgroundHasher() : nil
-        let inline = background == nil ? SHA256Hasher() : nil
+        let background = knownSHA256 == nil && totalBytes >= 1 << 20 ? BackgroundHasher() : nil
+        let inline = knownSHA256 == nil && background == nil ? SHA256Hasher() : nil
         var offset: UInt64 = 0
         do {
             while offset < totalBytes {
@@ -90,7 +100,7 @@ public enum TensorStream {
             _ = background?.finalize()
             throw error
         }
-        let digest = background?.finalize() ?? inline!.finalize()
+        let digest = knownSHA256 ?? background?.finalize() ?? inline!.finalize()
         try sink.send(.tensorTrailer(TensorTrailer(sha256: digest)))
         return digest
     }
