@@ -32,6 +32,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// Lock order: engineLock → accumulatorLock, and modelLock → accumulatorLock.
     private let accumulatorLock = NSLock()
     private var accumulator: WeightedMeanAccumulator  // accumulatorLock
+    /// Reused to read spooled updates back into the accumulator.
+    private let sliceBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)  // accumulatorLock
     private let layout: ModelLayout
 
     private let stateLock = NSLock()
@@ -89,6 +91,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         try roundLog.append(started)
         if version > 0 { logger.info("Resumed", metadata: ["model.version": "\(version)", "state": "\(configuration.stateDir)"]) }
     }
+
+    deinit { sliceBuffer.deallocate() }
 
     private var now: Double { -startUptime.remainingSeconds }
 
@@ -313,7 +317,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 if result.0 == .accept {
                     accumulatorLock.withLock {
                         do {
-                            try spool.forEachSlice { offset, values in accumulator.add(values, at: offset, weight: header.exampleCount) }
+                            try spool.forEachSlice(using: sliceBuffer) { offset, values in
+                                accumulator.add(values, at: offset, weight: header.exampleCount)
+                            }
                             accumulator.finishUpdate(weight: header.exampleCount)
                         } catch {
                             addError = error

@@ -34,10 +34,11 @@ final class UpdateSpool {
         bytesWritten += bytes.count
     }
 
-    /// Reads the spooled floats back in slices of at most `sliceBytes`, in order.
-    func forEachSlice(sliceBytes: Int = 4 << 20, _ body: (_ elementOffset: Int, _ values: UnsafeBufferPointer<Float>) throws -> Void) throws {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: sliceBytes, alignment: 64)
-        defer { buffer.deallocate() }
+    /// Reads the spooled floats back through `buffer` (whose size is the slice size), in order.
+    func forEachSlice(
+        using buffer: UnsafeMutableRawBufferPointer, _ body: (_ elementOffset: Int, _ values: UnsafeBufferPointer<Float>) throws -> Void
+    ) throws {
+        let sliceBytes = buffer.count - buffer.count % 4
         var offset = 0
         while offset < bytesWritten {
             let want = min(sliceBytes, bytesWritten - offset)

@@ -9,11 +9,13 @@ import Glibc
 /// throughput of tensor streams.
 ///
 /// Each block carries a 64-byte header with its capacity, so that `free` knows what it got.
-/// The pool holds at most ``maxPooledBlocks`` blocks (about 24 MiB of 4 MiB chunks).
+/// Large blocks are mapped with `mmap` rather than taken from malloc's heap: returned blocks
+/// beyond the pool are unmapped at once, so chunk traffic never fragments the heap or leaves
+/// its high-water mark behind. The pool keeps at most ``maxPooledBlocks`` blocks mapped.
 enum RecyclingAllocator {
     static let headerSize = 64
     static let largeThreshold = 256 * 1024
-    static let maxPooledBlocks = 4
+    static let maxPooledBlocks = 8
 
     private static let lock = SpinlessLock()
     nonisolated(unsafe) private static var pool: [UnsafeMutableRawPointer] = []
@@ -35,6 +37,10 @@ enum RecyclingAllocator {
                 return pool.remove(at: index)
             }
             if let block = reused { return block + headerSize }
+            let mapped = mmap(nil, size + headerSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            guard let block = mapped, block != MAP_FAILED else { return nil }
+            block.storeBytes(of: size, as: Int.self)
+            return block + headerSize
         }
         guard let block = malloc(size + headerSize) else { return nil }
         block.storeBytes(of: size, as: Int.self)
@@ -51,6 +57,8 @@ enum RecyclingAllocator {
                 return true
             }
             if kept { return }
+            munmap(block, capacity(of: block) + headerSize)
+            return
         }
         free(block)
     }
