@@ -10,7 +10,7 @@ all: build
 
 ## deps: install the system libraries the build links against (only when missing).
 deps:
-	@bash scripts/install-deps.sh
+	@bash .ci/install-deps.sh
 
 build: deps
 	$(SWIFT) build
@@ -33,7 +33,7 @@ certs: release
 
 ## proto: regenerate Sources/FedProtoC from proto/*.proto (installs protobuf-c-compiler when missing).
 proto: $(PROTOS)
-	@command -v protoc-c >/dev/null || bash scripts/install-deps.sh protobuf-c-compiler
+	@command -v protoc-c >/dev/null || bash .ci/install-deps.sh protobuf-c-compiler
 	@mkdir -p Sources/FedProtoC/include
 	protoc-c --c_out=Sources/FedProtoC -Iproto $(PROTOS)
 	mv Sources/FedProtoC/*.pb-c.h Sources/FedProtoC/include/
@@ -41,7 +41,7 @@ proto: $(PROTOS)
 ## demo: a coordinator and five hospitals on loopback (one straggler), then the round table.
 demo: release
 	@test -f $(DEV_CERTS)/ca.crt || .build/release/fedcoord certs dev --out $(DEV_CERTS)
-	bash scripts/demo.sh
+	bash .ci/demo.sh
 
 clean:
 	rm -rf .build

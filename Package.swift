@@ -83,7 +83,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FedWireTests",
-            dependencies: ["FedWire", "FedProtoC", "COpenSSL", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedWire", "FedCore", "FedProtoC", "COpenSSL", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
     ],

@@ -187,14 +187,7 @@ public final class Agent: @unchecked Sendable {
     /// Tells the coordinator the update is ready; the answer arrives once it has been pulled.
     private func announce(_ job: Job) {
         guard let connection = lock.withLock({ self.connection }), let update = lock.withLock({ job.update }) else { return }
-        var ready = UpdateReady()
-        ready.roundID = job.task.roundID
-        ready.modelVersion = job.task.modelVersion
-        ready.exampleCount = update.exampleCount
-        ready.updateBytes = UInt64(update.delta.count * 4)
-        ready.trainLoss = update.loss
-        ready.trainSeconds = job.trainSeconds
-        ready.tensorCount = UInt32(job.global.layout.tensors.count)
+        let ready = Self.header(job, update)
         let status: RPCStatus
         do {
             _ = try connection.unary(Methods.announceUpdate, .updateReady(ready), timeout: 600)
@@ -212,6 +205,19 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
+    /// The UpdateReady that announces an update and heads its upload.
+    private static func header(_ job: Job, _ update: TrainingResult) -> UpdateReady {
+        var ready = UpdateReady()
+        ready.roundID = job.task.roundID
+        ready.modelVersion = job.task.modelVersion
+        ready.exampleCount = update.exampleCount
+        ready.updateBytes = UInt64(update.delta.count * 4)
+        ready.trainLoss = update.loss
+        ready.trainSeconds = job.trainSeconds
+        ready.tensorCount = UInt32(job.global.layout.tensors.count)
+        return ready
+    }
+
     private func sendUpdate(_ call: ServerCall) throws {
         guard case .fetchUpdate(let fetch) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "FetchUpdate expected") }
         guard let (job, update) = lock.withLock({ () -> (Job, TrainingResult)? in
@@ -220,14 +226,7 @@ public final class Agent: @unchecked Sendable {
         }) else {
             throw RPCError(.notFound, "no update for round \(fetch.roundID) is held here")
         }
-        var header = UpdateReady()
-        header.roundID = job.task.roundID
-        header.modelVersion = job.task.modelVersion
-        header.exampleCount = update.exampleCount
-        header.updateBytes = UInt64(update.delta.count * 4)
-        header.trainLoss = update.loss
-        header.tensorCount = UInt32(job.global.layout.tensors.count)
-        try call.send(.updateReady(header))
+        try call.send(.updateReady(Self.header(job, update)))
         let layout = job.global.layout
         try update.delta.withUnsafeBufferPointer { delta in
             for (index, spec) in layout.tensors.enumerated() {

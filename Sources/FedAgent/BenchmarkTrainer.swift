@@ -13,6 +13,7 @@ public struct BenchmarkTrainer: LocalTrainer {
     /// Extra delay, uniform in [0, jitter), drawn per task from the task's seed: a straggler in
     /// some rounds and not others.
     public var delayJitterSeconds: Double
+    private let cache = DeltaCache()
 
     public init(step: Float = 0.001, exampleCount: UInt64 = 100, delaySeconds: Double = 0, delayJitterSeconds: Double = 0) {
         self.step = step
@@ -35,19 +36,22 @@ public struct BenchmarkTrainer: LocalTrainer {
             usleep(10_000)
         }
         if isCancelled() { throw TrainingCancelled() }
-        return TrainingResult(delta: Self.delta(count: global.layout.parameterCount, step: step), exampleCount: exampleCount, loss: Double(step))
+        // The delta never changes for a given size: computed once, so that benchmarks measure
+        // the federation rather than this stand-in.
+        let delta = cache.delta(count: global.layout.parameterCount) { Self.delta(count: $0, step: step) }
+        return TrainingResult(delta: delta, exampleCount: exampleCount, loss: Double(step))
     }
 }
 
-/// SplitMix64, for the benchmark trainer's reproducible delays.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+/// The benchmark trainer's last delta, shared by its tasks.
+final class DeltaCache: @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    private let lock = NSLock()
+    private var cached: [Float] = []
+    func delta(count: Int, make: (Int) -> [Float]) -> [Float] {
+        lock.withLock {
+            if cached.count != count { cached = make(count) }
+            return cached
+        }
     }
 }

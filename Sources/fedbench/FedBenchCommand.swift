@@ -65,7 +65,7 @@ struct RoundsBenchCommand: ParsableCommand {
     @Option(help: "Parameter counts, comma-separated.") var parameters = "1000000,10000000,50000000"
     @Option(help: "Agent counts, comma-separated.") var agents = "2,8,32"
     @Option(help: "Measured rounds per point (after a warm-up round).") var rounds = 5
-    @Option(help: "Skip points whose agents would need more than this many GB together.") var maxAgentGB = 16.0
+    @Option(help: "Skip points whose agents would need more than this many GB together.") var maxAgentGB = 20.0
 
     func run() throws {
         let bench = try WireBenchmark(bytes: 1 << 30, runs: 3)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import FedCore
 @testable import FedWire
 
 @Suite("Envelope codec")
@@ -77,7 +78,7 @@ struct EnvelopeCodecTests {
 
     @Test("Garbage is refused with malformedFrame, never a crash", arguments: 0..<200)
     func garbage(seed: Int) throws {
-        var generator = SplitMix(seed: UInt64(seed))
+        var generator = SplitMix64(seed: UInt64(seed))
         let count = Int(generator.next() % 512)
         let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
         do {
@@ -93,19 +94,6 @@ struct EnvelopeCodecTests {
         let envelope = Envelope(callID: 2, body: .tensorChunk(TensorChunk(offset: 0, data: ByteView([UInt8](repeating: 0, count: 2000)))))
         let error = #expect(throws: WireError.self) { try envelope.encodeFrame(into: &buffer, maxFrameBytes: 1000) }
         #expect(error?.code == .frameTooLarge)
-    }
-}
-
-/// A small deterministic generator for reproducible garbage.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

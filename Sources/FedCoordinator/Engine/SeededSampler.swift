@@ -1,18 +1,13 @@
+import FedCore
+
 /// Deterministic sampling for participant selection: the same seed and candidates give the
 /// same choice, so that a logged seed replays a round's selection.
 public struct SeededSampler: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    private var generator: SplitMix64
 
-    public init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    /// SplitMix64.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { generator.next() }
 
     /// The seed of one attempt of one round, derived from the base seed.
     public static func attemptSeed(base: UInt64, round: UInt64, attempt: Int) -> UInt64 {

@@ -21,7 +21,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     let store: CheckpointStore
     private let startUptime = Deadline.now
 
-    private let engineLock = SpinlessLockPublic()
+    private let engineLock = NSLock()
     private var engine: RoundStateMachine  // engineLock
 
     private let modelLock = ReadWriteLock()

@@ -1,17 +1,5 @@
 import Foundation
 
-/// A mutex for the coordinator's engine (a plain pthread mutex).
-final class SpinlessLockPublic: @unchecked Sendable {
-    // @unchecked: the mutex is the synchronisation.
-    private let lock = NSLock()
-    @inline(__always)
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body()
-    }
-}
-
 /// A pthread reader-writer lock: broadcasts read the global model concurrently; aggregation
 /// and commits write it.
 final class ReadWriteLock: @unchecked Sendable {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages FedCoord needs, only those that are missing.
-# Usage: scripts/install-deps.sh [extra-package …]
+# Usage: .ci/install-deps.sh [extra-package …]
 set -euo pipefail
 wanted=(libssl-dev libprotobuf-c-dev pkg-config "$@")
 missing=()
