@@ -26,7 +26,7 @@ final class Federation: @unchecked Sendable {
 
     /// A coordinator configuration as JSON, with `selection` and top-level fields merged in.
     func coordinatorConfiguration(
-        tensors: [TensorSpec] = [TensorSpec(name: "layer0.weight", shape: [64, 16]), TensorSpec(name: "layer0.bias", shape: [16])],
+        tensors: [TensorSpec] = [TensorSpec(name: "layer0.weight", shape: [256, 512]), TensorSpec(name: "layer0.bias", shape: [512])],
         rounds: Int, selection: [String: Any], extra: [String: Any] = [:]
     ) throws -> CoordinatorConfiguration {
         var json: [String: Any] = [

@@ -32,13 +32,11 @@ struct RoundsEndToEndTests {
         let initial = try configuration.initialModel()
         let count = initial.layout.parameterCount
         let totalExamples = Self.trainers.values.reduce(0.0) { $0 + Double($1.exampleCount) }
+        let deltas = Self.trainers.values.map { (Double($0.exampleCount), BenchmarkTrainer.delta(count: count, step: $0.step)) }
         var expected = initial.values
         for _ in 0..<5 {
             for index in 0..<count {
-                var sum = 0.0
-                for trainer in Self.trainers.values {
-                    sum += Double(trainer.exampleCount) * Double(BenchmarkTrainer.delta(count: count, step: trainer.step)[index])
-                }
+                let sum = deltas.reduce(0.0) { $0 + $1.0 * Double($1.1[index]) }
                 expected[index] = Float(Double(expected[index]) + sum / totalExamples)
             }
         }

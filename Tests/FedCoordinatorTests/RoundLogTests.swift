@@ -88,3 +88,23 @@ struct RoundLogTests {
         #expect(try store.readModel(version: 3).values == [3, 1, 2])
     }
 }
+
+@Suite("Update validation")
+struct UpdateValidationTests {
+    @Test("Non-finite values are found at any alignment")
+    func nonFinite() {
+        var bytes = [UInt8](repeating: 0, count: 1 + 4 * 5)
+        let values: [Float] = [1, -2, .infinity, 3, .nan]
+        for (index, value) in values.enumerated() {
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { raw in
+                for k in 0..<4 { bytes[1 + index * 4 + k] = raw[k] }
+            }
+        }
+        bytes.withUnsafeBytes { raw in
+            let unaligned = UnsafeRawBufferPointer(rebasing: raw[1...])
+            #expect(Coordinator.firstNonFinite(unaligned) == 2)
+            #expect(Coordinator.firstNonFinite(UnsafeRawBufferPointer(rebasing: unaligned[..<8])) == nil)
+            #expect(Coordinator.firstNonFinite(UnsafeRawBufferPointer(rebasing: unaligned[12...])) == 1)
+        }
+    }
+}

@@ -291,14 +291,14 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 }
                 var position = 0
                 _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(spec.count * 4)) { _, bytes in
-                    let floats = bytes.count / 4
-                    let finite = bytes.withMemoryRebound(to: Float.self) { values in
-                        values.allSatisfy { $0.isFinite }
+                    guard bytes.count % 4 == 0 else {
+                        throw PullFailure(reason: "tensor '\(spec.name)' was cut inside a float (chunk of \(bytes.count) bytes)", refused: true)
                     }
-                    guard finite, bytes.count % 4 == 0 else {
-                        throw PullFailure(reason: "tensor '\(spec.name)' holds a non-finite value (NaN or infinity) near element \(position)", refused: true)
+                    if let bad = Self.firstNonFinite(bytes) {
+                        throw PullFailure(
+                            reason: "tensor '\(spec.name)' holds a non-finite value (NaN or infinity) at element \(position + bad)", refused: true)
                     }
-                    position += floats
+                    position += bytes.count / 4
                     try spool.append(bytes)
                 }
             }
@@ -347,6 +347,16 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             resolveWaiter(agent, round: roundID, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
             perform(engineLock.withLock { engine.pullFailed(agent, roundID: roundID, reason: failure.reason, now: now) })
         }
+    }
+
+    /// The index of the first NaN or infinity among little-endian Float32 values that may sit at
+    /// any alignment (a chunk decoded in place starts wherever the frame put it).
+    static func firstNonFinite(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        for index in 0..<bytes.count / 4 {
+            let bits = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self))
+            if bits & 0x7F80_0000 == 0x7F80_0000 { return index }
+        }
+        return nil
     }
 
     struct PullFailure: Error {

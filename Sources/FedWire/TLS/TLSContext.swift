@@ -11,7 +11,7 @@ public final class TLSContext: @unchecked Sendable {
     // makes sharing a configured SSL_CTX across threads safe.
     let pointer: OpaquePointer  // SSL_CTX
     public let configuration: TLSConfiguration
-    /// Serial numbers (hex) in the loaded CRL, for logging.
+    /// How many certificates the loaded CRL revokes (for logging).
     public let revokedSerialCount: Int
 
     /// Loads the configuration's files and builds the context.
