@@ -51,13 +51,14 @@ enum RecyclingAllocator {
         guard let pointer else { return }
         let block = pointer - headerSize
         if capacity(of: block) >= largeThreshold {
-            let kept: Bool = lock.withLock {
-                guard pool.count < maxPooledBlocks else { return false }
+            // Keep the most recently used blocks: when the pool is full the oldest goes, so a
+            // change of chunk size (1 MiB streams, then 4 MiB ones) does not leave the pool
+            // stuck with blocks nobody can use.
+            let evicted: UnsafeMutableRawPointer? = lock.withLock {
                 pool.append(block)
-                return true
+                return pool.count > maxPooledBlocks ? pool.removeFirst() : nil
             }
-            if kept { return }
-            munmap(block, capacity(of: block) + headerSize)
+            if let evicted { munmap(evicted, capacity(of: evicted) + headerSize) }
             return
         }
         free(block)
