@@ -162,6 +162,13 @@ struct HandshakeTests {
         #expect(status?.code == .failedPrecondition)
     }
 
+    @Test("A port already in use is reported as such, with what to do")
+    func portInUse() throws {
+        let server = try TestServer()
+        let error = #expect(throws: WireError.self) { try Socket.listen(host: "127.0.0.1", port: server.port) }
+        #expect(error?.message.contains("already in use") == true, "\(error?.message ?? "")")
+    }
+
     @Test("A private key readable by others is refused at start with the chmod to run")
     func looseKeyPermissions() throws {
         let federation = try TestFederation()

@@ -69,7 +69,14 @@ public final class Socket: @unchecked Sendable {
                 setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
             }
             let bound = address.withSockAddr { Glibc.bind(fd, $0, $1) }
-            if bound != 0 { lastError = .system("bind \(address)"); socket.close(); continue }
+            if bound != 0 {
+                lastError = errno == EADDRINUSE
+                    ? WireError(.addressUnusable, "cannot listen on \(address): the port is already in use (another coordinator "
+                        + "still running?); stop that process or choose another port")
+                    : .system("bind \(address)")
+                socket.close()
+                continue
+            }
             if Glibc.listen(fd, backlog) != 0 { lastError = .system("listen \(address)"); socket.close(); continue }
             if shim_set_nonblocking(fd) != 0 { lastError = .system("fcntl"); socket.close(); continue }
             return socket
