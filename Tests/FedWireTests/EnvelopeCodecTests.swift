@@ -107,7 +107,7 @@ struct ChunkFastPathTests {
     func matchesProtobufC(callID: UInt64, offset: UInt64, size: Int) throws {
         let payload = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         let bytes = Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: ByteView(payload)))).serializedBytes()
-        let fast = try #require(bytes.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner(), release: nil) })
+        let fast = try #require(bytes.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner()) })
         let reference = try bytes.withUnsafeBytes { try Envelope(decoding: $0) }
         guard case .tensorChunk(let a) = fast.body, case .tensorChunk(let b) = reference.body else {
             Issue.record("not a chunk")
@@ -129,10 +129,10 @@ struct ChunkFastPathTests {
         ]
         for envelope in others {
             let bytes = envelope.serializedBytes()
-            #expect(bytes.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner(), release: nil) } == nil)
+            #expect(bytes.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner()) } == nil)
         }
         var truncated = Envelope(callID: 1, body: .tensorChunk(chunk)).serializedBytes()
         truncated.removeLast()
-        #expect(truncated.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner(), release: nil) } == nil)
+        #expect(truncated.withUnsafeBytes { ChunkFastPath.decode($0, owner: Owner()) } == nil)
     }
 }

@@ -64,7 +64,7 @@ public struct RoundStateMachine: Sendable {
     public enum Action: Sendable, Equatable {
         /// A new attempt started: log it; the accumulator must be empty.
         case attemptStarted(Attempt)
-        /// Send the task and the global weights to the agent; report ``taskSent`` or ``taskFailed``.
+        /// Send the task and the global weights to the agent; report ``taskFailed`` if it cannot be delivered.
         case sendTask(AgentID, Attempt)
         /// Pull the agent's announced update; report ``updateReceived`` or ``pullFailed``.
         case pull(AgentID, roundID: UInt64)
@@ -188,8 +188,6 @@ public struct RoundStateMachine: Sendable {
     }
 
     // MARK: Tasks
-
-    public mutating func taskSent(_ agent: AgentID, roundID: UInt64, now: Double) -> [Action] { [] }
 
     public mutating func taskFailed(_ agent: AgentID, roundID: UInt64, reason: String, now: Double) -> [Action] {
         guard roundID == current?.roundID, participation[agent] == .training else { return [] }

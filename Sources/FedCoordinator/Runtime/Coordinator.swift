@@ -165,12 +165,15 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         record.agent = agent
         record.address = connection.tls.remoteAddress?.description
         appendLog(record)
-        // The engine learns of the agent once the Welcome is on its way.
-        DispatchQueue.global().asyncAfter(deadline: .now() + 0.01) { [self] in
-            guard stateLock.withLock({ connections[agent] === connection }) else { return }
-            perform(engineLock.withLock { engine.agentConnected(agent, now: now) })
-        }
         return Welcome(agentID: agent, federation: configuration.federation)
+    }
+
+    /// The engine learns of an agent only once its Welcome is sent, so that no task can reach
+    /// it before it counts as connected.
+    public func connectionJoined(_ connection: RPCConnection) {
+        let agent = connection.peer.commonName
+        guard stateLock.withLock({ connections[agent] === connection }) else { return }
+        perform(engineLock.withLock { engine.agentConnected(agent, now: now) })
     }
 
     public func connectionClosed(_ connection: RPCConnection, error: WireError?) {
@@ -447,7 +450,6 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             try call.finishSending()
             try call.expectEnd()
             stateLock.withLock { stats.bytesSent[agent] = sent }
-            perform(engineLock.withLock { engine.taskSent(agent, roundID: attempt.roundID, now: now) })
         } catch {
             logger.warning("Task not delivered", metadata: ["agent": "\(agent)", "round": "\(attempt.roundID)", "error": "\(error)"])
             perform(engineLock.withLock { engine.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) })

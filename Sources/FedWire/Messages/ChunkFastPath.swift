@@ -7,7 +7,7 @@ enum ChunkFastPath {
     /// Decodes `frame` if it is a plain tensor-chunk envelope; nil otherwise.
     ///
     /// - Parameter owner: keeps `frame`'s memory alive for as long as the chunk is used.
-    static func decode(_ frame: UnsafeRawBufferPointer, owner: AnyObject, release: (() -> Void)?) -> Envelope? {
+    static func decode(_ frame: UnsafeRawBufferPointer, owner: AnyObject) -> Envelope? {
         var reader = Reader(bytes: frame)
         guard reader.tag() == (1 << 3 | 0), let callID = reader.varint(),
             reader.tag() == (15 << 3 | 2), let bodyLength = reader.varint(), bodyLength == UInt64(reader.remaining)
@@ -22,7 +22,7 @@ enum ChunkFastPath {
             dataLength > 0
         else { return nil }
         let data = UnsafeRawBufferPointer(rebasing: frame[reader.position...])
-        let view = ByteView(bytes: data, owner: owner, release: release)
+        let view = ByteView(bytes: data, owner: owner)
         return Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: view)))
     }
 

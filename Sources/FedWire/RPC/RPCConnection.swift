@@ -238,7 +238,7 @@ public final class RPCConnection: @unchecked Sendable {
                 if frame.count > FrameReader.keptBufferBytes, let block = reader.takeLargeFrameBlock() {
                     // A large frame: decode a tensor chunk in place; the block goes with the chunk.
                     let owner = BlockOwner(block)
-                    if let chunk = ChunkFastPath.decode(frame, owner: owner, release: nil) {
+                    if let chunk = ChunkFastPath.decode(frame, owner: owner) {
                         route(chunk)
                         continue
                     }

@@ -28,12 +28,18 @@ public protocol WireServerDelegate: AnyObject, Sendable {
     /// Decides whether a verified agent may join, and what to tell it. The protocol version has
     /// already been checked. Throw ``RPCError`` to refuse.
     func welcome(_ hello: Hello, from peer: PeerIdentity, on connection: RPCConnection) throws -> Welcome
+    /// The Welcome has been sent: the agent is connected and may now be called.
+    func connectionJoined(_ connection: RPCConnection)
     /// Handles a call the agent opened after joining (other than Join).
     func handle(_ call: ServerCall) throws
     /// A joined connection closed (`error` nil for a clean close).
     func connectionClosed(_ connection: RPCConnection, error: WireError?)
     /// A connection was refused; the server has already logged it.
     func connectionRefused(_ refusal: ConnectionRefusal)
+}
+
+extension WireServerDelegate {
+    public func connectionJoined(_ connection: RPCConnection) {}
 }
 
 /// The coordinator's listener: accepts TCP connections, runs the mTLS handshake on a thread per
@@ -221,6 +227,7 @@ public final class WireServer: @unchecked Sendable {
         gate.open()
         try call.send(.welcome(welcome))
         connection.startHeartbeats()
+        delegate.connectionJoined(connection)
         logger.info("Agent joined", metadata: [
             "agent": "\(connection.peer.commonName)", "peer.address": "\(address)", "agent.software": "\(hello.softwareVersion)",
         ])
