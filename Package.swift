@@ -27,6 +27,9 @@ let package = Package(
         .target(name: "FedProtoC", dependencies: ["CProtobufC"]),
         // Tensors, aggregation, server optimizers, safetensors: pure Swift, no I/O.
         .target(name: "FedCore", swiftSettings: strictSettings),
+        // Local learning: CSV data against the model schema, models, local optimizers, metrics,
+        // federated standardization statistics, synthetic hospitals. No network.
+        .target(name: "FedLearn", dependencies: ["FedCore"], swiftSettings: strictSettings),
         .target(
             name: "FedWire",
             dependencies: [
@@ -38,19 +41,19 @@ let package = Package(
         // Round engine (pure state machine), round log, checkpoints, the coordinator's runtime.
         .target(
             name: "FedCoordinator",
-            dependencies: ["FedCore", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedCore", "FedLearn", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         // The agent's runtime: dial, reconnect, train, announce, stream the update.
         .target(
             name: "FedAgent",
-            dependencies: ["FedCore", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedCore", "FedLearn", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "fedagent",
             dependencies: [
-                "FedAgent", "FedWire", "FedCore",
+                "FedAgent", "FedWire", "FedCore", "FedLearn",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -68,17 +71,18 @@ let package = Package(
         .executableTarget(
             name: "fedbench",
             dependencies: [
-                "FedWire", "FedCoordinator",
+                "FedWire", "FedCoordinator", "FedLearn",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "FedLearnTests", dependencies: ["FedLearn", "FedCore"], swiftSettings: strictSettings),
         .testTarget(name: "FedCoreTests", dependencies: ["FedCore"], swiftSettings: strictSettings),
         .testTarget(name: "FedCoordinatorTests", dependencies: ["FedCoordinator", "FedCore"], swiftSettings: strictSettings),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["FedCoordinator", "FedAgent", "FedCore", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedCoordinator", "FedAgent", "FedCore", "FedLearn", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .testTarget(
