@@ -1,4 +1,5 @@
 import FedCore
+import FedLearn
 import FedWire
 import Foundation
 import Logging
@@ -20,6 +21,7 @@ public final class Agent: @unchecked Sendable {
     private var stopped = false
     private var joins = 0
     private var outcomes: [UInt64: RPCStatus] = [:]
+    private var dataProblem: String?
 
     /// One task: the global model it starts from, and its update once trained.
     final class Job: @unchecked Sendable {
@@ -47,6 +49,9 @@ public final class Agent: @unchecked Sendable {
     /// Times this agent has joined the coordinator (reconnections count).
     public var joinCount: Int { lock.withLock { joins } }
     public var isConnected: Bool { lock.withLock { connection.map { !$0.isClosed } ?? false } }
+    /// Why the coordinator will not select this agent (its data does not match the federation's
+    /// schema), or nil.
+    public var dataRefusal: String? { lock.withLock { dataProblem } }
     /// What the coordinator answered to each announced update, by round.
     public var announcementOutcomes: [UInt64: RPCStatus] { lock.withLock { outcomes } }
 
@@ -72,6 +77,7 @@ public final class Agent: @unchecked Sendable {
                     "agent": "\(welcome.agentID)", "federation": "\(welcome.federation)", "coordinator": "\(welcome.softwareVersion)",
                 ])
                 backoff = configuration.reconnectInitialSeconds
+                if !welcome.modelSchemaJSON.isEmpty { reportData(welcome.modelSchemaJSON, on: connection) }
                 let closed = DispatchSemaphore(value: 0)
                 connection.whenClosed { _ in closed.signal() }
                 while closed.wait(timeout: .now() + 0.2) == .timedOut {
@@ -101,6 +107,35 @@ public final class Agent: @unchecked Sendable {
         current?.close()
     }
 
+    /// Checks the local data against the federation's schema and tells the coordinator the
+    /// verdict (a summary or the problem, never the data).
+    private func reportData(_ schemaJSON: String, on connection: RPCConnection) {
+        let hash = Array(schemaJSON.utf8).withUnsafeBytes { SHA256Hasher.hash($0) }
+        var report: DataReport
+        do {
+            let schema = try ModelSchema.decode(json: schemaJSON)
+            var summary = try trainer.prepare(schema: schema)
+            summary.schemaSHA256 = hash
+            report = DataReport(summary: summary)
+            logger.info("Local data matches the federation's model schema", metadata: [
+                "rows": "\(summary.rowCount)", "features": "\(schema.features.count)", "model": "\(schema.kind.rawValue)",
+            ])
+        } catch {
+            report = DataReport(summary: DataSchemaSummary(schemaSHA256: hash), problem: "\(error)")
+            logger.error("Local data does not match the federation's model schema; this site will not be selected until it is fixed (check it with `fedagent check`, then restart the agent)",
+                         metadata: ["problem": "\(error)"])
+        }
+        do {
+            _ = try connection.unary(Methods.reportData, .dataReport(report), timeout: 30)
+            lock.withLock { dataProblem = nil }
+        } catch let error as RPCError {
+            lock.withLock { dataProblem = error.message }
+            logger.error("The coordinator will not select this site", metadata: ["status": "\(error.status)"])
+        } catch {
+            logger.warning("Could not report the data check", metadata: ["error": "\(error)"])
+        }
+    }
+
     // MARK: Calls from the coordinator
 
     private func handle(_ call: ServerCall) throws {
@@ -114,19 +149,64 @@ public final class Agent: @unchecked Sendable {
             }
             logger.info("Task cancelled", metadata: ["round": "\(cancel.roundID)", "reason": "\(cancel.reason)"])
             try call.send(.empty)
-        case Methods.evaluate:
-            throw RPCError(.unimplemented, "evaluation arrives with local training; this agent runs the benchmark trainer")
+        case Methods.evaluate: try evaluate(call)
+        case Methods.statistics:
+            guard case .statisticsRequest(let request) = try call.receiveOnly() else {
+                throw RPCError(.invalidArgument, "StatisticsRequest expected")
+            }
+            let statistics: FeatureStatistics
+            do { statistics = try trainer.statistics() } catch { throw RPCError(.failedPrecondition, "\(error)") }
+            guard statistics.featureCount == Int(request.featureCount) else {
+                throw RPCError(.failedPrecondition, "this site has \(statistics.featureCount) features; the request counts \(request.featureCount)")
+            }
+            logger.info("Feature statistics sent for federated standardization")
+            try call.send(.featureStatistics(FeatureStatisticsMessage(counts: statistics.counts, means: statistics.means, m2: statistics.m2)))
         default:
             throw RPCError(.unimplemented, "\(call.method) is not an agent method")
         }
     }
 
+    private func evaluate(_ call: ServerCall) throws {
+        guard case .evaluationRequest(let request) = try call.receive() else {
+            throw RPCError(.invalidArgument, "Evaluate starts with an EvaluationRequest")
+        }
+        let model = try receiveModel(from: call, tensorCount: request.tensorCount, sha256: request.modelSHA256)
+        let metrics: EvaluationMetrics
+        do { metrics = try trainer.evaluate(request: request, model: model) } catch let error as RPCError {
+            throw error
+        } catch {
+            throw RPCError(.failedPrecondition, "\(error)")
+        }
+        var result = EvaluationResult()
+        result.roundID = request.roundID
+        result.exampleCount = UInt64(metrics.exampleCount)
+        result.loss = metrics.loss
+        result.accuracy = metrics.accuracy
+        result.rocAUC = metrics.rocAUC
+        logger.info("Model evaluated on the local holdout", metadata: [
+            "round": "\(request.roundID)", "accuracy": "\(String(format: "%.3f", metrics.accuracy))", "examples": "\(metrics.exampleCount)",
+        ])
+        try call.send(.evaluationResult(result))
+    }
+
     private func receiveTask(_ call: ServerCall) throws {
-        guard case .trainTask(let task) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "Train starts with a TrainTask") }
+        guard case .trainTask(let task) = try call.receive() else { throw RPCError(.invalidArgument, "Train starts with a TrainTask") }
+        let global = try receiveModel(from: call, tensorCount: task.tensorCount, sha256: task.modelSHA256)
+        let job = Job(task: task, global: global)
+        lock.withLock {
+            self.job?.cancelled = true
+            self.job = job
+        }
+        logger.info("Task received", metadata: ["round": "\(task.roundID)", "model.version": "\(task.modelVersion)"])
+        Thread { [self] in train(job) }.start()
+    }
+
+    /// Reads a model streamed after a call's first message, checking every tensor's hash and the model's.
+    private func receiveModel(from call: ServerCall, tensorCount: UInt32, sha256: [UInt8]) throws -> ModelParameters {
         var specs: [TensorSpec] = []
         var values: [Float] = []
         var digests: [[UInt8]] = []
-        for _ in 0..<task.tensorCount {
+        for _ in 0..<tensorCount {
             let header = try TensorStream.readHeader(from: call)
             let shape = header.shape.map { Int($0) }
             let count = shape.reduce(1, *)
@@ -143,20 +223,12 @@ public final class Agent: @unchecked Sendable {
         }
         guard try call.receive() == nil else { throw RPCError(.invalidArgument, "unexpected message after the model's tensors") }
         // Each tensor's bytes were checked against its own digest as they arrived.
-        guard ModelDigest.combine(digests) == task.modelSHA256 else {
-            throw RPCError(.dataLoss, "the global model received does not match the task's model hash")
+        guard ModelDigest.combine(digests) == sha256 else {
+            throw RPCError(.dataLoss, "the model received does not match the model hash announced")
         }
-        let global: ModelParameters
-        do { global = try ModelParameters(layout: try ModelLayout(specs), values: values) } catch {
+        do { return try ModelParameters(layout: try ModelLayout(specs), values: values) } catch {
             throw RPCError(.invalidArgument, "the model's tensors are not a valid model: \(error)")
         }
-        let job = Job(task: task, global: global)
-        lock.withLock {
-            self.job?.cancelled = true
-            self.job = job
-        }
-        logger.info("Task received", metadata: ["round": "\(task.roundID)", "model.version": "\(task.modelVersion)"])
-        Thread { [self] in train(job) }.start()
     }
 
     private func train(_ job: Job) {
@@ -167,11 +239,16 @@ public final class Agent: @unchecked Sendable {
         } catch is TrainingCancelled {
             return
         } catch {
-            logger.error("Local training failed", metadata: ["round": "\(job.task.roundID)", "error": "\(error)"])
+            logger.error("Local training failed; the update is refused here and the coordinator told", metadata: [
+                "round": "\(job.task.roundID)", "error": "\(error)",
+            ])
+            announceFailure(job, reason: "local training failed: \(error)")
             return
         }
-        guard result.delta.count == job.global.layout.parameterCount, result.exampleCount > 0 else {
-            logger.error("The trainer returned an update that does not fit the model; not sent", metadata: ["round": "\(job.task.roundID)"])
+        guard result.delta.count == job.global.layout.parameterCount, result.exampleCount > 0, result.delta.allSatisfy(\.isFinite) else {
+            logger.error("The trainer returned an update that does not fit the model (size, example count or a non-finite value); not sent",
+                         metadata: ["round": "\(job.task.roundID)"])
+            announceFailure(job, reason: "the trainer returned an update that does not fit the model")
             return
         }
         let proceed: Bool = lock.withLock {
@@ -203,6 +280,26 @@ public final class Agent: @unchecked Sendable {
             outcomes[job.task.roundID] = status
             if self.job === job { job.update = nil }
         }
+    }
+
+    /// Tells the coordinator that this site's training failed for the round, so that it does not
+    /// wait for it; the agent stays connected.
+    private func announceFailure(_ job: Job, reason: String) {
+        guard let connection = lock.withLock({ self.connection }), !lock.withLock({ job.cancelled }) else { return }
+        var ready = UpdateReady()
+        ready.roundID = job.task.roundID
+        ready.modelVersion = job.task.modelVersion
+        ready.failure = reason
+        let status: RPCStatus
+        do {
+            _ = try connection.unary(Methods.announceUpdate, .updateReady(ready), timeout: 30)
+            status = .ok
+        } catch let error as RPCError {
+            status = error.status
+        } catch {
+            status = RPCStatus(.unavailable, "\(error)")
+        }
+        lock.withLock { outcomes[job.task.roundID] = RPCStatus(.aborted, status.isOK ? reason : status.message) }
     }
 
     /// The UpdateReady that announces an update and heads its upload.

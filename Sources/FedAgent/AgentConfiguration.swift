@@ -31,32 +31,75 @@ public struct AgentConfiguration: Codable, Sendable {
     }
 
     public struct Trainer: Codable, Sendable {
-        /// "benchmark" (a deterministic stand-in; see the README) until local training lands.
-        public var kind = "benchmark"
+        /// "local" (train on `data.csv` with the federation's model), "command" (the site's own
+        /// training program), or "benchmark" (a deterministic stand-in without data, for benchmarks).
+        public var kind = "local"
         public var examples: UInt64 = 100
         public var step: Float = 0.001
         /// Seconds the benchmark trainer takes per task (to play a straggler).
         public var delaySeconds = 0.0
         /// Extra random delay per task, uniform in [0, delay_jitter_seconds).
         public var delayJitterSeconds = 0.0
+        /// The site's training program and its arguments (kind "command").
+        public var command: [String] = []
+        /// Seconds the command may run before it is stopped.
+        public var timeoutSeconds = 600.0
+        /// Folder for the hand-off files (kind "command"); a private temporary folder by default.
+        public var workDir: String?
         enum CodingKeys: String, CodingKey {
-            case kind, examples, step
-            case delaySeconds = "delay_seconds", delayJitterSeconds = "delay_jitter_seconds"
+            case kind, examples, step, command
+            case delaySeconds = "delay_seconds", delayJitterSeconds = "delay_jitter_seconds", timeoutSeconds = "timeout_seconds"
+            case workDir = "work_dir"
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "benchmark"
+            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "local"
             examples = try c.decodeIfPresent(UInt64.self, forKey: .examples) ?? 100
             step = try c.decodeIfPresent(Float.self, forKey: .step) ?? 0.001
             delaySeconds = try c.decodeIfPresent(Double.self, forKey: .delaySeconds) ?? 0
             delayJitterSeconds = try c.decodeIfPresent(Double.self, forKey: .delayJitterSeconds) ?? 0
+            command = try c.decodeIfPresent([String].self, forKey: .command) ?? []
+            timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? 600
+            workDir = try c.decodeIfPresent(String.self, forKey: .workDir)
+        }
+    }
+
+    /// The site's data (never sent anywhere).
+    public struct DataFiles: Codable, Sendable {
+        /// CSV with a header row; the model schema names the columns used.
+        public var csv: String
+        /// Fraction of the rows held out for federated evaluation (when `holdout_csv` is not set).
+        public var holdoutFraction = 0.2
+        /// A separate CSV to evaluate on instead.
+        public var holdoutCSV: String?
+        /// Seeds the holdout split.
+        public var seed: UInt64 = 1
+        enum CodingKeys: String, CodingKey {
+            case csv, seed
+            case holdoutFraction = "holdout_fraction", holdoutCSV = "holdout_csv"
+        }
+        public init(csv: String, holdoutFraction: Double = 0.2, holdoutCSV: String? = nil) {
+            self.csv = csv
+            self.holdoutFraction = holdoutFraction
+            self.holdoutCSV = holdoutCSV
+        }
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            csv = try c.decode(String.self, forKey: .csv)
+            holdoutFraction = try c.decodeIfPresent(Double.self, forKey: .holdoutFraction) ?? 0.2
+            holdoutCSV = try c.decodeIfPresent(String.self, forKey: .holdoutCSV)
+            seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
+        }
+        var files: SiteTrainer.DataFiles {
+            SiteTrainer.DataFiles(csv: csv, holdoutFraction: holdoutFraction, holdoutCSV: holdoutCSV, seed: seed)
         }
     }
 
     public var coordinator: Coordinator
     public var tls: TLSFiles
     public var trainer = Trainer()
+    public var data: DataFiles?
     public var heartbeatIntervalSeconds = 5.0
     /// First wait before reconnecting; doubles up to `reconnect_max_seconds`, with jitter.
     public var reconnectInitialSeconds = 0.5
@@ -64,7 +107,7 @@ public struct AgentConfiguration: Codable, Sendable {
     public var maxFrameBytes = 8 << 20
 
     enum CodingKeys: String, CodingKey {
-        case coordinator, tls, trainer
+        case coordinator, tls, trainer, data
         case heartbeatIntervalSeconds = "heartbeat_interval_seconds", reconnectInitialSeconds = "reconnect_initial_seconds"
         case reconnectMaxSeconds = "reconnect_max_seconds", maxFrameBytes = "max_frame_bytes"
     }
@@ -79,6 +122,7 @@ public struct AgentConfiguration: Codable, Sendable {
         coordinator = try c.decode(Coordinator.self, forKey: .coordinator)
         tls = try c.decode(TLSFiles.self, forKey: .tls)
         trainer = try c.decodeIfPresent(Trainer.self, forKey: .trainer) ?? Trainer()
+        data = try c.decodeIfPresent(DataFiles.self, forKey: .data)
         heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
         reconnectInitialSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectInitialSeconds) ?? 0.5
         reconnectMaxSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectMaxSeconds) ?? 30
@@ -88,7 +132,11 @@ public struct AgentConfiguration: Codable, Sendable {
     public static let schema: StrictConfiguration.Schema = .object([
         "coordinator": .object(["host": .any, "port": .any]),
         "tls": .object(["certificate": .any, "private_key": .any, "ca": .any]),
-        "trainer": .object(["kind": .any, "examples": .any, "step": .any, "delay_seconds": .any, "delay_jitter_seconds": .any]),
+        "trainer": .object([
+            "kind": .any, "examples": .any, "step": .any, "delay_seconds": .any, "delay_jitter_seconds": .any, "command": .any,
+            "timeout_seconds": .any, "work_dir": .any,
+        ]),
+        "data": .object(["csv": .any, "holdout_fraction": .any, "holdout_csv": .any, "seed": .any]),
         "heartbeat_interval_seconds": .any, "reconnect_initial_seconds": .any, "reconnect_max_seconds": .any, "max_frame_bytes": .any,
     ])
 
@@ -100,10 +148,28 @@ public struct AgentConfiguration: Codable, Sendable {
 
     public func validate() throws {
         typealias Failure = StrictConfiguration.ConfigurationError
-        guard trainer.kind == "benchmark" else {
-            throw Failure("trainer.kind \"\(trainer.kind)\" is not available yet; use \"benchmark\"")
+        switch trainer.kind {
+        case "benchmark":
+            guard trainer.examples > 0 else { throw Failure("trainer.examples must be positive") }
+        case "local", "command":
+            guard let data else {
+                throw Failure("trainer.kind \"\(trainer.kind)\" trains on the site's data: set data.csv to the site's CSV file")
+            }
+            for path in [data.csv] + (data.holdoutCSV.map { [$0] } ?? []) where !FileManager.default.isReadableFile(atPath: path) {
+                throw Failure("the data file '\(path)' cannot be read; check data.csv / data.holdout_csv")
+            }
+            guard data.holdoutFraction >= 0 && data.holdoutFraction < 1 else {
+                throw Failure("data.holdout_fraction must be at least 0 and below 1, not \(data.holdoutFraction)")
+            }
+            if trainer.kind == "command" {
+                guard !trainer.command.isEmpty else {
+                    throw Failure("trainer.kind \"command\" needs trainer.command, the program and its arguments: [\"python3\", \"train.py\"]")
+                }
+                guard trainer.timeoutSeconds > 0 else { throw Failure("trainer.timeout_seconds must be positive") }
+            }
+        default:
+            throw Failure("trainer.kind must be \"local\", \"command\" or \"benchmark\", not \"\(trainer.kind)\"")
         }
-        guard trainer.examples > 0 else { throw Failure("trainer.examples must be positive") }
         guard heartbeatIntervalSeconds > 0 else { throw Failure("heartbeat_interval_seconds must be positive") }
         guard reconnectInitialSeconds > 0, reconnectMaxSeconds >= reconnectInitialSeconds else {
             throw Failure("reconnect_initial_seconds must be positive and at most reconnect_max_seconds")
@@ -114,8 +180,16 @@ public struct AgentConfiguration: Codable, Sendable {
 
     /// The trainer the configuration names.
     public func makeTrainer() -> any LocalTrainer {
-        BenchmarkTrainer(
-            step: trainer.step, exampleCount: trainer.examples, delaySeconds: trainer.delaySeconds,
-            delayJitterSeconds: trainer.delayJitterSeconds)
+        switch (trainer.kind, data) {
+        case ("local", let data?):
+            return SiteTrainer(files: data.files)
+        case ("command", let data?):
+            let work = trainer.workDir ?? NSTemporaryDirectory() + "fedagent-\(getpid())"
+            return CommandTrainer(command: trainer.command, timeoutSeconds: trainer.timeoutSeconds, workDirectory: work, files: data.files)
+        default:
+            return BenchmarkTrainer(
+                step: trainer.step, exampleCount: trainer.examples, delaySeconds: trainer.delaySeconds,
+                delayJitterSeconds: trainer.delayJitterSeconds)
+        }
     }
 }

@@ -322,6 +322,51 @@ void   fedcoord__v1__welcome__free_unpacked
   assert(message->base.descriptor == &fedcoord__v1__welcome__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   fedcoord__v1__data_report__init
+                     (Fedcoord__V1__DataReport         *message)
+{
+  static const Fedcoord__V1__DataReport init_value = FEDCOORD__V1__DATA_REPORT__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__data_report__get_packed_size
+                     (const Fedcoord__V1__DataReport *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__data_report__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__data_report__pack
+                     (const Fedcoord__V1__DataReport *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__data_report__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__data_report__pack_to_buffer
+                     (const Fedcoord__V1__DataReport *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__data_report__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__DataReport *
+       fedcoord__v1__data_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__DataReport *)
+     protobuf_c_message_unpack (&fedcoord__v1__data_report__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__data_report__free_unpacked
+                     (Fedcoord__V1__DataReport *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__data_report__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   fedcoord__v1__heartbeat__init
                      (Fedcoord__V1__Heartbeat         *message)
 {
@@ -772,7 +817,97 @@ void   fedcoord__v1__evaluation_result__free_unpacked
   assert(message->base.descriptor == &fedcoord__v1__evaluation_result__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[20] =
+void   fedcoord__v1__statistics_request__init
+                     (Fedcoord__V1__StatisticsRequest         *message)
+{
+  static const Fedcoord__V1__StatisticsRequest init_value = FEDCOORD__V1__STATISTICS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__statistics_request__get_packed_size
+                     (const Fedcoord__V1__StatisticsRequest *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__statistics_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__statistics_request__pack
+                     (const Fedcoord__V1__StatisticsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__statistics_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__statistics_request__pack_to_buffer
+                     (const Fedcoord__V1__StatisticsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__statistics_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__StatisticsRequest *
+       fedcoord__v1__statistics_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__StatisticsRequest *)
+     protobuf_c_message_unpack (&fedcoord__v1__statistics_request__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__statistics_request__free_unpacked
+                     (Fedcoord__V1__StatisticsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__statistics_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__feature_statistics__init
+                     (Fedcoord__V1__FeatureStatistics         *message)
+{
+  static const Fedcoord__V1__FeatureStatistics init_value = FEDCOORD__V1__FEATURE_STATISTICS__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__feature_statistics__get_packed_size
+                     (const Fedcoord__V1__FeatureStatistics *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__feature_statistics__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__feature_statistics__pack
+                     (const Fedcoord__V1__FeatureStatistics *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__feature_statistics__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__feature_statistics__pack_to_buffer
+                     (const Fedcoord__V1__FeatureStatistics *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__feature_statistics__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__FeatureStatistics *
+       fedcoord__v1__feature_statistics__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__FeatureStatistics *)
+     protobuf_c_message_unpack (&fedcoord__v1__feature_statistics__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__feature_statistics__free_unpacked
+                     (Fedcoord__V1__FeatureStatistics *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__feature_statistics__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[23] =
 {
   {
     "call_id",
@@ -1014,20 +1149,59 @@ static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "data_report",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, data_report),
+    &fedcoord__v1__data_report__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "statistics_request",
+    24,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, statistics_request),
+    &fedcoord__v1__statistics_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "feature_statistics",
+    25,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, feature_statistics),
+    &fedcoord__v1__feature_statistics__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__envelope__field_indices_by_name[] = {
   0,   /* field[0] = call_id */
   5,   /* field[5] = cancel */
   16,   /* field[16] = cancel_task */
+  20,   /* field[20] = data_report */
   19,   /* field[19] = empty */
   4,   /* field[4] = end_of_stream */
   17,   /* field[17] = evaluation_request */
   18,   /* field[18] = evaluation_result */
+  22,   /* field[22] = feature_statistics */
   15,   /* field[15] = fetch_update */
   9,   /* field[9] = heartbeat */
   7,   /* field[7] = hello */
   3,   /* field[3] = metadata */
   1,   /* field[1] = method */
+  21,   /* field[21] = statistics_request */
   6,   /* field[6] = status */
   12,   /* field[12] = tensor_chunk */
   11,   /* field[11] = tensor_header */
@@ -1041,7 +1215,7 @@ static const ProtobufCIntRange fedcoord__v1__envelope__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 7 },
-  { 0, 20 }
+  { 0, 23 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__envelope__descriptor =
 {
@@ -1051,7 +1225,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__envelope__descriptor =
   "Fedcoord__V1__Envelope",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__Envelope),
-  20,
+  23,
   fedcoord__v1__envelope__field_descriptors,
   fedcoord__v1__envelope__field_indices_by_name,
   2,  fedcoord__v1__envelope__number_ranges,
@@ -1332,7 +1506,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__data_schema_summary__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__data_schema_summary__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__welcome__field_descriptors[5] =
+static const ProtobufCFieldDescriptor fedcoord__v1__welcome__field_descriptors[6] =
 {
   {
     "protocol_version",
@@ -1394,18 +1568,31 @@ static const ProtobufCFieldDescriptor fedcoord__v1__welcome__field_descriptors[5
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "model_schema_json",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__Welcome, model_schema_json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__welcome__field_indices_by_name[] = {
   2,   /* field[2] = agent_id */
   3,   /* field[3] = federation */
   4,   /* field[4] = heartbeat_interval_ms */
+  5,   /* field[5] = model_schema_json */
   0,   /* field[0] = protocol_version */
   1,   /* field[1] = software_version */
 };
 static const ProtobufCIntRange fedcoord__v1__welcome__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__welcome__descriptor =
 {
@@ -1415,11 +1602,62 @@ const ProtobufCMessageDescriptor fedcoord__v1__welcome__descriptor =
   "Fedcoord__V1__Welcome",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__Welcome),
-  5,
+  6,
   fedcoord__v1__welcome__field_descriptors,
   fedcoord__v1__welcome__field_indices_by_name,
   1,  fedcoord__v1__welcome__number_ranges,
   (ProtobufCMessageInit) fedcoord__v1__welcome__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__data_report__field_descriptors[2] =
+{
+  {
+    "summary",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__DataReport, summary),
+    &fedcoord__v1__data_schema_summary__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "problem",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__DataReport, problem),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__data_report__field_indices_by_name[] = {
+  1,   /* field[1] = problem */
+  0,   /* field[0] = summary */
+};
+static const ProtobufCIntRange fedcoord__v1__data_report__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__data_report__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.DataReport",
+  "DataReport",
+  "Fedcoord__V1__DataReport",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__DataReport),
+  2,
+  fedcoord__v1__data_report__field_descriptors,
+  fedcoord__v1__data_report__field_indices_by_name,
+  1,  fedcoord__v1__data_report__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__data_report__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor fedcoord__v1__heartbeat__field_descriptors[3] =
@@ -1486,7 +1724,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__heartbeat__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__heartbeat__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptors[10] =
+static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptors[15] =
 {
   {
     "round_id",
@@ -1608,14 +1846,79 @@ static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "local_optimizer",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__TrainTask, local_optimizer),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "momentum",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__TrainTask, momentum),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "l2",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__TrainTask, l2),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "feature_means",
+    14,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Fedcoord__V1__TrainTask, n_feature_means),
+    offsetof(Fedcoord__V1__TrainTask, feature_means),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "feature_scales",
+    15,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Fedcoord__V1__TrainTask, n_feature_scales),
+    offsetof(Fedcoord__V1__TrainTask, feature_scales),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__train_task__field_indices_by_name[] = {
   4,   /* field[4] = batch_size */
   7,   /* field[7] = deadline_unix_ms */
+  13,   /* field[13] = feature_means */
+  14,   /* field[14] = feature_scales */
+  12,   /* field[12] = l2 */
   5,   /* field[5] = learning_rate */
   3,   /* field[3] = local_epochs */
+  10,   /* field[10] = local_optimizer */
   2,   /* field[2] = model_sha256 */
   1,   /* field[1] = model_version */
+  11,   /* field[11] = momentum */
   6,   /* field[6] = proximal_mu */
   0,   /* field[0] = round_id */
   8,   /* field[8] = seed */
@@ -1624,7 +1927,7 @@ static const unsigned fedcoord__v1__train_task__field_indices_by_name[] = {
 static const ProtobufCIntRange fedcoord__v1__train_task__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__train_task__descriptor =
 {
@@ -1634,7 +1937,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__train_task__descriptor =
   "Fedcoord__V1__TrainTask",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__TrainTask),
-  10,
+  15,
   fedcoord__v1__train_task__field_descriptors,
   fedcoord__v1__train_task__field_indices_by_name,
   1,  fedcoord__v1__train_task__number_ranges,
@@ -1820,7 +2123,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__tensor_trailer__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__tensor_trailer__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__update_ready__field_descriptors[7] =
+static const ProtobufCFieldDescriptor fedcoord__v1__update_ready__field_descriptors[8] =
 {
   {
     "round_id",
@@ -1906,9 +2209,22 @@ static const ProtobufCFieldDescriptor fedcoord__v1__update_ready__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "failure",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__UpdateReady, failure),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__update_ready__field_indices_by_name[] = {
   2,   /* field[2] = example_count */
+  7,   /* field[7] = failure */
   1,   /* field[1] = model_version */
   0,   /* field[0] = round_id */
   6,   /* field[6] = tensor_count */
@@ -1919,7 +2235,7 @@ static const unsigned fedcoord__v1__update_ready__field_indices_by_name[] = {
 static const ProtobufCIntRange fedcoord__v1__update_ready__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__update_ready__descriptor =
 {
@@ -1929,7 +2245,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__update_ready__descriptor =
   "Fedcoord__V1__UpdateReady",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__UpdateReady),
-  7,
+  8,
   fedcoord__v1__update_ready__field_descriptors,
   fedcoord__v1__update_ready__field_indices_by_name,
   1,  fedcoord__v1__update_ready__number_ranges,
@@ -2038,7 +2354,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__cancel_task__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__cancel_task__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__evaluation_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor fedcoord__v1__evaluation_request__field_descriptors[6] =
 {
   {
     "round_id",
@@ -2076,16 +2392,55 @@ static const ProtobufCFieldDescriptor fedcoord__v1__evaluation_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tensor_count",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__EvaluationRequest, tensor_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "feature_means",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Fedcoord__V1__EvaluationRequest, n_feature_means),
+    offsetof(Fedcoord__V1__EvaluationRequest, feature_means),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "feature_scales",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Fedcoord__V1__EvaluationRequest, n_feature_scales),
+    offsetof(Fedcoord__V1__EvaluationRequest, feature_scales),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__evaluation_request__field_indices_by_name[] = {
+  4,   /* field[4] = feature_means */
+  5,   /* field[5] = feature_scales */
   2,   /* field[2] = model_sha256 */
   1,   /* field[1] = model_version */
   0,   /* field[0] = round_id */
+  3,   /* field[3] = tensor_count */
 };
 static const ProtobufCIntRange fedcoord__v1__evaluation_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__evaluation_request__descriptor =
 {
@@ -2095,14 +2450,14 @@ const ProtobufCMessageDescriptor fedcoord__v1__evaluation_request__descriptor =
   "Fedcoord__V1__EvaluationRequest",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__EvaluationRequest),
-  3,
+  6,
   fedcoord__v1__evaluation_request__field_descriptors,
   fedcoord__v1__evaluation_request__field_indices_by_name,
   1,  fedcoord__v1__evaluation_request__number_ranges,
   (ProtobufCMessageInit) fedcoord__v1__evaluation_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__evaluation_result__field_descriptors[5] =
+static const ProtobufCFieldDescriptor fedcoord__v1__evaluation_result__field_descriptors[6] =
 {
   {
     "round_id",
@@ -2164,10 +2519,23 @@ static const ProtobufCFieldDescriptor fedcoord__v1__evaluation_result__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "has_roc_auc",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__EvaluationResult, has_roc_auc),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__evaluation_result__field_indices_by_name[] = {
   3,   /* field[3] = accuracy */
   1,   /* field[1] = example_count */
+  5,   /* field[5] = has_roc_auc */
   2,   /* field[2] = loss */
   4,   /* field[4] = roc_auc */
   0,   /* field[0] = round_id */
@@ -2175,7 +2543,7 @@ static const unsigned fedcoord__v1__evaluation_result__field_indices_by_name[] =
 static const ProtobufCIntRange fedcoord__v1__evaluation_result__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__evaluation_result__descriptor =
 {
@@ -2185,11 +2553,113 @@ const ProtobufCMessageDescriptor fedcoord__v1__evaluation_result__descriptor =
   "Fedcoord__V1__EvaluationResult",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__EvaluationResult),
-  5,
+  6,
   fedcoord__v1__evaluation_result__field_descriptors,
   fedcoord__v1__evaluation_result__field_indices_by_name,
   1,  fedcoord__v1__evaluation_result__number_ranges,
   (ProtobufCMessageInit) fedcoord__v1__evaluation_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__statistics_request__field_descriptors[1] =
+{
+  {
+    "feature_count",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__StatisticsRequest, feature_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__statistics_request__field_indices_by_name[] = {
+  0,   /* field[0] = feature_count */
+};
+static const ProtobufCIntRange fedcoord__v1__statistics_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__statistics_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.StatisticsRequest",
+  "StatisticsRequest",
+  "Fedcoord__V1__StatisticsRequest",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__StatisticsRequest),
+  1,
+  fedcoord__v1__statistics_request__field_descriptors,
+  fedcoord__v1__statistics_request__field_indices_by_name,
+  1,  fedcoord__v1__statistics_request__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__statistics_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__feature_statistics__field_descriptors[3] =
+{
+  {
+    "counts",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Fedcoord__V1__FeatureStatistics, n_counts),
+    offsetof(Fedcoord__V1__FeatureStatistics, counts),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "means",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Fedcoord__V1__FeatureStatistics, n_means),
+    offsetof(Fedcoord__V1__FeatureStatistics, means),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "m2",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Fedcoord__V1__FeatureStatistics, n_m2),
+    offsetof(Fedcoord__V1__FeatureStatistics, m2),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__feature_statistics__field_indices_by_name[] = {
+  0,   /* field[0] = counts */
+  2,   /* field[2] = m2 */
+  1,   /* field[1] = means */
+};
+static const ProtobufCIntRange fedcoord__v1__feature_statistics__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__feature_statistics__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.FeatureStatistics",
+  "FeatureStatistics",
+  "Fedcoord__V1__FeatureStatistics",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__FeatureStatistics),
+  3,
+  fedcoord__v1__feature_statistics__field_descriptors,
+  fedcoord__v1__feature_statistics__field_indices_by_name,
+  1,  fedcoord__v1__feature_statistics__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__feature_statistics__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue fedcoord__v1__dtype__enum_values_by_number[2] =
@@ -2220,14 +2690,16 @@ const ProtobufCEnumDescriptor fedcoord__v1__dtype__descriptor =
   fedcoord__v1__dtype__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCMethodDescriptor fedcoord__v1__coordinator__method_descriptors[2] =
+static const ProtobufCMethodDescriptor fedcoord__v1__coordinator__method_descriptors[3] =
 {
   { "Join", &fedcoord__v1__hello__descriptor, &fedcoord__v1__welcome__descriptor },
   { "AnnounceUpdate", &fedcoord__v1__update_ready__descriptor, &fedcoord__v1__empty__descriptor },
+  { "ReportData", &fedcoord__v1__data_report__descriptor, &fedcoord__v1__empty__descriptor },
 };
 const unsigned fedcoord__v1__coordinator__method_indices_by_name[] = {
   1,        /* AnnounceUpdate */
-  0         /* Join */
+  0,        /* Join */
+  2         /* ReportData */
 };
 const ProtobufCServiceDescriptor fedcoord__v1__coordinator__descriptor =
 {
@@ -2236,7 +2708,7 @@ const ProtobufCServiceDescriptor fedcoord__v1__coordinator__descriptor =
   "Coordinator",
   "Fedcoord__V1__Coordinator",
   "fedcoord.v1",
-  2,
+  3,
   fedcoord__v1__coordinator__method_descriptors,
   fedcoord__v1__coordinator__method_indices_by_name
 };
@@ -2256,6 +2728,14 @@ void fedcoord__v1__coordinator__announce_update(ProtobufCService *service,
   assert(service->descriptor == &fedcoord__v1__coordinator__descriptor);
   service->invoke(service, 1, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void fedcoord__v1__coordinator__report_data(ProtobufCService *service,
+                                            const Fedcoord__V1__DataReport *input,
+                                            Fedcoord__V1__Empty_Closure closure,
+                                            void *closure_data)
+{
+  assert(service->descriptor == &fedcoord__v1__coordinator__descriptor);
+  service->invoke(service, 2, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void fedcoord__v1__coordinator__init (Fedcoord__V1__Coordinator_Service *service,
                                       Fedcoord__V1__Coordinator_ServiceDestroy destroy)
 {
@@ -2263,17 +2743,19 @@ void fedcoord__v1__coordinator__init (Fedcoord__V1__Coordinator_Service *service
                                      &fedcoord__v1__coordinator__descriptor,
                                      (ProtobufCServiceDestroy) destroy);
 }
-static const ProtobufCMethodDescriptor fedcoord__v1__agent__method_descriptors[4] =
+static const ProtobufCMethodDescriptor fedcoord__v1__agent__method_descriptors[5] =
 {
   { "Train", &fedcoord__v1__train_task__descriptor, &fedcoord__v1__empty__descriptor },
   { "PullUpdate", &fedcoord__v1__fetch_update__descriptor, &fedcoord__v1__tensor_chunk__descriptor },
   { "Cancel", &fedcoord__v1__cancel_task__descriptor, &fedcoord__v1__empty__descriptor },
   { "Evaluate", &fedcoord__v1__evaluation_request__descriptor, &fedcoord__v1__evaluation_result__descriptor },
+  { "Statistics", &fedcoord__v1__statistics_request__descriptor, &fedcoord__v1__feature_statistics__descriptor },
 };
 const unsigned fedcoord__v1__agent__method_indices_by_name[] = {
   2,        /* Cancel */
   3,        /* Evaluate */
   1,        /* PullUpdate */
+  4,        /* Statistics */
   0         /* Train */
 };
 const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor =
@@ -2283,7 +2765,7 @@ const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor =
   "Agent",
   "Fedcoord__V1__Agent",
   "fedcoord.v1",
-  4,
+  5,
   fedcoord__v1__agent__method_descriptors,
   fedcoord__v1__agent__method_indices_by_name
 };
@@ -2318,6 +2800,14 @@ void fedcoord__v1__agent__evaluate(ProtobufCService *service,
 {
   assert(service->descriptor == &fedcoord__v1__agent__descriptor);
   service->invoke(service, 3, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void fedcoord__v1__agent__statistics(ProtobufCService *service,
+                                     const Fedcoord__V1__StatisticsRequest *input,
+                                     Fedcoord__V1__FeatureStatistics_Closure closure,
+                                     void *closure_data)
+{
+  assert(service->descriptor == &fedcoord__v1__agent__descriptor);
+  service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void fedcoord__v1__agent__init (Fedcoord__V1__Agent_Service *service,
                                 Fedcoord__V1__Agent_ServiceDestroy destroy)

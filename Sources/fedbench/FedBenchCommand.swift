@@ -8,7 +8,7 @@ struct FedBenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fedbench",
         abstract: "FedCoord benchmarks, with the machine's own limits measured in the same run.",
-        subcommands: [WireBenchCommand.self, RoundsBenchCommand.self]
+        subcommands: [WireBenchCommand.self, RoundsBenchCommand.self, TrainBenchCommand.self]
     )
 
     static func main() {
@@ -89,5 +89,23 @@ struct RoundsBenchCommand: ParsableCommand {
         }
         print("")
         rounds.printTable(results)
+    }
+}
+
+/// `fedbench train`
+struct TrainBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Local training throughput (MLP 30 → 64 → 64 → 1) beside scikit-learn's MLPClassifier on the same data."
+    )
+
+    @Option(help: "Rows of synthetic training data.")
+    var rows: Int = 100_000
+
+    @Option(help: "Epochs timed per side; the median is reported.")
+    var runs: Int = 3
+
+    func run() throws {
+        try TrainingBenchmark(rows: rows, runs: runs).run()
     }
 }

@@ -194,6 +194,13 @@ public struct RoundStateMachine: Sendable {
         return fail(agent, reason: "the task could not be delivered: \(reason)", now: now)
     }
 
+    /// The agent says its local training failed for `roundID` (its trainer crashed, hung or
+    /// returned an invalid update): it counts as failed for the round, without waiting for the deadline.
+    public mutating func trainingFailed(_ agent: AgentID, roundID: UInt64, reason: String, now: Double) -> [Action] {
+        guard roundID == current?.roundID, participation[agent] == .training else { return [] }
+        return fail(agent, reason: reason, now: now)
+    }
+
     // MARK: Updates
 
     /// An agent says its update for `roundID` is ready. Checks that it was selected, has not

@@ -1,4 +1,5 @@
 import FedCore
+import FedLearn
 import FedWire
 import Foundation
 import Logging
@@ -21,13 +22,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     let store: CheckpointStore
     private let startUptime = Deadline.now
 
-    private let engineLock = NSLock()
-    private var engine: RoundStateMachine  // engineLock
+    let engineLock = NSLock()
+    var engine: RoundStateMachine  // engineLock
 
-    private let modelLock = ReadWriteLock()
-    private var global: ModelParameters  // modelLock
-    private var globalSHA256: [UInt8]  // modelLock
-    private var tensorDigests: [[UInt8]]  // modelLock
+    let modelLock = ReadWriteLock()
+    var global: ModelParameters  // modelLock
+    var globalSHA256: [UInt8]  // modelLock
+    var tensorDigests: [[UInt8]]  // modelLock
     private var optimizer: ServerOptimizer  // modelLock
     /// Lock order: engineLock → accumulatorLock, and modelLock → accumulatorLock.
     private let accumulatorLock = NSLock()
@@ -35,19 +36,27 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// Reused to read spooled updates back into the accumulator.
     private let sliceBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)  // accumulatorLock
     private let layout: ModelLayout
+    /// The federation's data schema (nil for a raw tensor model), as published in every Welcome.
+    let schema: ModelSchema?
+    let schemaJSON: String
+    let schemaSHA256: [UInt8]
+    /// Frozen before round 1 when the schema asks for standardization.
+    var standardization: Standardization?  // stateLock
+    /// Agents whose data matches, waiting for the standardization before they can be selected.
+    var pendingAgents: Set<String> = []  // stateLock
 
-    private let stateLock = NSLock()
-    private var connections: [String: RPCConnection] = [:]  // stateLock
+    let stateLock = NSLock()
+    var connections: [String: RPCConnection] = [:]  // stateLock
     private var waiters: [String: AnnouncementWaiter] = [:]  // stateLock
     private var stats = RoundStats()  // stateLock
     private var stopped = false  // stateLock
     private var broadcastAborts: Set<String> = []  // stateLock
 
-    private let logLock = NSLock()
-    private let roundLog: RoundLog  // logLock
+    let logLock = NSLock()
+    let roundLog: RoundLog  // logLock
     private var server: WireServer?
     private let finished = DispatchSemaphore(value: 0)
-    private let broadcastSlots = DispatchSemaphore(value: 4)
+    let broadcastSlots = DispatchSemaphore(value: 4)
 
     /// Opens (or resumes from) the state folder. Does not listen yet.
     public init(configuration: CoordinatorConfiguration, logger: Logger) throws {
@@ -55,8 +64,16 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         self.logger = logger
         store = try CheckpointStore(directory: configuration.stateDir, keep: configuration.keepCheckpoints)
         roundLog = try RoundLog(path: store.logPath)
-        let layout = try ModelLayout(configuration.model.tensors)
+        let layout = try configuration.model.layout()
         self.layout = layout
+        schema = configuration.model.schema
+        schemaJSON = schema?.canonicalJSON() ?? ""
+        schemaSHA256 = schema == nil ? [] : Array(schemaJSON.utf8).withUnsafeBytes { SHA256Hasher.hash($0) }
+        if let frozen = roundLog.records.last(where: { $0.type == "standardization" }),
+           let means = frozen.featureMeans, let scales = frozen.featureScales {
+            standardization = Standardization(means: means, scales: scales)
+            try standardization?.validate(featureCount: schema?.features.count ?? means.count)
+        }
         // Resume: the last round record is the commit point.
         let committed = roundLog.records.last(where: { $0.type == "round" && $0.status == "committed" })
         let version = committed?.round ?? 0
@@ -80,6 +97,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             optimizer = ServerOptimizer(settings: configuration.optimizer)
         }
         store.prune(committed: version)
+        // The published schema, for `fedagent check --schema` at sites that check offline.
+        if schema != nil { try Data((schemaJSON + "\n").utf8).write(to: URL(fileURLWithPath: store.directory + "/schema.json"), options: .atomic) }
         tensorDigests = CheckpointStore.tensorDigests(global)
         globalSHA256 = ModelDigest.combine(tensorDigests)
         accumulator = WeightedMeanAccumulator(layout: layout)
@@ -94,7 +113,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     deinit { sliceBuffer.deallocate() }
 
-    private var now: Double { -startUptime.remainingSeconds }
+    var now: Double { -startUptime.remainingSeconds }
 
     /// Committed rounds so far.
     public var committedRounds: UInt64 { engineLock.withLock { engine.modelVersion } }
@@ -124,6 +143,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
         ticker.name = "fedcoord-ticker"
         ticker.start()
+        if needsStandardization {
+            Thread { [self] in gatherStatisticsUntilFrozen() }.start()
+        }
         finished.wait()
         server.stop()
     }
@@ -145,7 +167,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
     }
 
-    private var isStopped: Bool { stateLock.withLock { stopped } }
+    var isStopped: Bool { stateLock.withLock { stopped } }
     private var isDone: Bool { configuration.rounds > 0 && committedRounds >= configuration.rounds }
 
     /// Re-reads the CRL without restarting.
@@ -165,7 +187,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         record.agent = agent
         record.address = connection.tls.remoteAddress?.description
         appendLog(record)
-        return Welcome(agentID: agent, federation: configuration.federation)
+        return Welcome(agentID: agent, federation: configuration.federation, modelSchemaJSON: schemaJSON)
     }
 
     /// The engine learns of an agent only once its Welcome is sent, so that no task can reach
@@ -173,6 +195,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     public func connectionJoined(_ connection: RPCConnection) {
         let agent = connection.peer.commonName
         guard stateLock.withLock({ connections[agent] === connection }) else { return }
+        // With a data schema, an agent becomes eligible once its data report matches.
+        guard schema == nil else { return }
         perform(engineLock.withLock { engine.agentConnected(agent, now: now) })
     }
 
@@ -181,6 +205,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         let wasCurrent: Bool = stateLock.withLock {
             guard connections[agent] === connection else { return false }
             connections.removeValue(forKey: agent)
+            pendingAgents.remove(agent)
             return true
         }
         guard wasCurrent else { return }
@@ -202,6 +227,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     public func handle(_ call: ServerCall) throws {
         switch call.method {
         case Methods.announceUpdate: try announce(call)
+        case Methods.reportData: try receiveDataReport(call)
         default: throw RPCError(.unimplemented, "\(call.method) is not a coordinator method")
         }
     }
@@ -214,6 +240,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         let agent = call.peer.commonName
         guard case .updateReady(let ready) = try call.receiveOnly() else {
             throw RPCError(.invalidArgument, "\(Methods.announceUpdate) takes an UpdateReady message")
+        }
+        if !ready.failure.isEmpty {
+            let reason = "the site's training failed: \(ready.failure)"
+            refuseUpdate(agent: agent, round: ready.roundID, reason: reason)
+            perform(engineLock.withLock { engine.trainingFailed(agent, roundID: ready.roundID, reason: reason, now: now) })
+            try call.send(.empty)
+            return
         }
         let waiter = AnnouncementWaiter(round: ready.roundID)
         let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
@@ -247,7 +280,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
     }
 
-    private func refuseUpdate(agent: String, round: UInt64, reason: String) {
+    func refuseUpdate(agent: String, round: UInt64, reason: String) {
         logger.warning("Update refused", metadata: ["agent": "\(agent)", "round": "\(round)", "reason": "\(reason)"])
         var record = RoundLogRecord(type: "update_refused")
         record.agent = agent
@@ -369,7 +402,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     // MARK: Actions
 
-    private func perform(_ actions: [RoundStateMachine.Action]) {
+    func perform(_ actions: [RoundStateMachine.Action]) {
         // Once stopping, nothing new starts: the round in flight is abandoned, committed state stays.
         if isStopped { return }
         for action in actions {
@@ -435,6 +468,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 task.deadlineUnixMs = UInt64((Date().timeIntervalSince1970 + attempt.deadline - now) * 1000)
                 task.seed = attempt.seed
                 task.tensorCount = UInt32(global.layout.tensors.count)
+                task.localOptimizer = configuration.task.localOptimizer
+                task.momentum = configuration.task.momentum
+                task.l2 = configuration.task.l2
+                if let standardization = stateLock.withLock({ standardization }) {
+                    task.featureMeans = standardization.means
+                    task.featureScales = standardization.scales
+                }
                 try call.send(.trainTask(task))
                 let sink = AbortableSink(call: call) { [self] in stateLock.withLock { broadcastAborts.contains(agent) } }
                 try global.values.withUnsafeBufferPointer { values in
@@ -467,7 +507,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 }
                 tensorDigests = CheckpointStore.tensorDigests(global)
                 globalSHA256 = ModelDigest.combine(tensorDigests)
-                try store.writeModel(global, version: round, metadata: ["round": "\(round)", "federation": configuration.federation])
+                try store.writeModel(global, version: round, metadata: checkpointMetadata(round: round))
                 try store.writeOptimizer(optimizer, layout: global.layout, version: round)
                 return globalSHA256.hexString
             }
@@ -480,6 +520,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 "round": "\(round)", "round.reported": "\(outcome.accepted.count)", "round.late": "\(outcome.late.count)",
                 "round.failed": "\(outcome.failed.count)", "round.seconds": "\(String(format: "%.2f", record.durationSeconds ?? 0))",
             ])
+            if schema != nil, configuration.evaluation.every > 0, round % UInt64(configuration.evaluation.every) == 0 {
+                evaluateGlobalModel(round: round, agents: outcome.accepted.keys.sorted())
+            }
             let next = engineLock.withLock { engine.committed(roundID: round, now: now) }
             if isDone {
                 stop()
@@ -522,7 +565,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         return record
     }
 
-    private func appendLog(_ record: RoundLogRecord) {
+    func appendLog(_ record: RoundLogRecord) {
         logLock.withLock {
             do { try roundLog.append(record) } catch {
                 logger.error("Cannot append to the round log", metadata: ["error": "\(error)"])

@@ -1,4 +1,5 @@
 import FedCore
+import FedLearn
 import FedWire
 import Foundation
 
@@ -30,21 +31,70 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         }
     }
 
+    /// What the federation trains: a model over site data (kind "logistic", "softmax" or "mlp",
+    /// with its feature columns and label), or raw tensors without data (kind "tensors", for
+    /// benchmarks with the agents' benchmark trainer).
     public struct Model: Codable, Sendable {
-        /// The tensors of the model, in order.
-        public var tensors: [TensorSpec]
-        /// "zeros", or "seeded" (uniform in [-0.05, 0.05) from `seed`).
+        public var kind = "tensors"
+        /// Kind "tensors": the tensors of the model, in order.
+        public var tensors: [TensorSpec] = []
+        /// Kind "tensors": "zeros", or "seeded" (uniform in [-0.05, 0.05) from `seed`).
         public var initialization = "zeros"
+        /// Seeds the initial weights (an MLP's Glorot-uniform weights; seeded tensors).
         public var seed: UInt64 = 1
+        public var features: [String] = []
+        public var label = ""
+        public var classes = 2
+        public var hidden: [Int] = []
+        public var standardize = true
+        public var missing: [String: ModelSchema.MissingValuePolicy] = [:]
         enum CodingKeys: String, CodingKey {
-            case tensors, seed
+            case kind, tensors, seed, features, label, classes, hidden, standardize, missing
             case initialization = "init"
         }
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            tensors = try c.decode([TensorSpec].self, forKey: .tensors)
+            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "tensors"
+            tensors = try c.decodeIfPresent([TensorSpec].self, forKey: .tensors) ?? []
             initialization = try c.decodeIfPresent(String.self, forKey: .initialization) ?? "zeros"
             seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
+            features = try c.decodeIfPresent([String].self, forKey: .features) ?? []
+            label = try c.decodeIfPresent(String.self, forKey: .label) ?? ""
+            classes = try c.decodeIfPresent(Int.self, forKey: .classes) ?? 2
+            hidden = try c.decodeIfPresent([Int].self, forKey: .hidden) ?? []
+            standardize = try c.decodeIfPresent(Bool.self, forKey: .standardize) ?? true
+            missing = try c.decodeIfPresent([String: ModelSchema.MissingValuePolicy].self, forKey: .missing) ?? [:]
+        }
+
+        /// The schema agents check their data against; nil for kind "tensors".
+        public var schema: ModelSchema? {
+            guard kind != "tensors", let kind = ModelSchema.Kind(rawValue: kind) else { return nil }
+            return ModelSchema(kind: kind, features: features, label: label, classes: classes, hidden: hidden, standardize: standardize,
+                               missing: missing)
+        }
+
+        /// The model's tensors.
+        public func layout() throws -> ModelLayout {
+            if let schema { return schema.layout }
+            return try ModelLayout(tensors)
+        }
+    }
+
+    /// Federated evaluation of the global model on the sites' holdouts.
+    public struct Evaluation: Codable, Sendable {
+        /// Evaluate after every `every`-th committed round (and never when 0).
+        public var every = 1
+        /// Seconds the agents have to answer.
+        public var timeoutSeconds = 30.0
+        enum CodingKeys: String, CodingKey {
+            case every
+            case timeoutSeconds = "timeout_seconds"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            every = try c.decodeIfPresent(Int.self, forKey: .every) ?? 1
+            timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? 30
         }
     }
 
@@ -54,8 +104,13 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         public var batchSize: UInt32 = 32
         public var learningRate = 0.1
         public var proximalMu = 0.0
+        /// "sgd" or "adam".
+        public var localOptimizer = "sgd"
+        public var momentum = 0.0
+        public var l2 = 0.0
         enum CodingKeys: String, CodingKey {
             case localEpochs = "local_epochs", batchSize = "batch_size", learningRate = "learning_rate", proximalMu = "proximal_mu"
+            case localOptimizer = "local_optimizer", momentum, l2
         }
         public init() {}
         public init(from decoder: any Decoder) throws {
@@ -64,6 +119,9 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             batchSize = try c.decodeIfPresent(UInt32.self, forKey: .batchSize) ?? 32
             learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? 0.1
             proximalMu = try c.decodeIfPresent(Double.self, forKey: .proximalMu) ?? 0
+            localOptimizer = try c.decodeIfPresent(String.self, forKey: .localOptimizer) ?? "sgd"
+            momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? 0
+            l2 = try c.decodeIfPresent(Double.self, forKey: .l2) ?? 0
         }
     }
 
@@ -78,12 +136,13 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     public var selection = RoundPolicy()
     public var optimizer = ServerOptimizer.Settings()
     public var task = Task()
+    public var evaluation = Evaluation()
     public var heartbeatIntervalSeconds = 5.0
     public var maxFrameBytes = 8 << 20
     public var keepCheckpoints = 5
 
     enum CodingKeys: String, CodingKey {
-        case listen, tls, federation, model, rounds, selection, optimizer, task
+        case listen, tls, federation, model, rounds, selection, optimizer, task, evaluation
         case stateDir = "state_dir", heartbeatIntervalSeconds = "heartbeat_interval_seconds", maxFrameBytes = "max_frame_bytes"
         case keepCheckpoints = "keep_checkpoints"
     }
@@ -99,6 +158,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         selection = try c.decodeIfPresent(RoundPolicy.self, forKey: .selection) ?? RoundPolicy()
         optimizer = try c.decodeIfPresent(ServerOptimizer.Settings.self, forKey: .optimizer) ?? ServerOptimizer.Settings()
         task = try c.decodeIfPresent(Task.self, forKey: .task) ?? Task()
+        evaluation = try c.decodeIfPresent(Evaluation.self, forKey: .evaluation) ?? Evaluation()
         heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
         maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? 8 << 20
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 5
@@ -109,14 +169,21 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         "listen": .object(["host": .any, "port": .any]),
         "tls": .object(["certificate": .any, "private_key": .any, "ca": .any, "crl": .any]),
         "state_dir": .any, "federation": .any, "rounds": .any,
-        "model": .object(["tensors": .any, "init": .any, "seed": .any]),
+        "model": .object([
+            "kind": .any, "tensors": .any, "init": .any, "seed": .any, "features": .any, "label": .any, "classes": .any, "hidden": .any,
+            "standardize": .any, "missing": .any,
+        ]),
+        "evaluation": .object(["every": .any, "timeout_seconds": .any]),
         "selection": .object([
             "target": .any, "overselect": .any, "min_available": .any, "min_updates": .any, "round_deadline_seconds": .any,
             "selection_timeout_seconds": .any, "collect_grace_seconds": .any, "max_retries": .any, "failure_backoff_seconds": .any,
             "max_concurrent_pulls": .any, "seed": .any,
         ]),
         "optimizer": .object(["kind": .any, "learning_rate": .any, "momentum": .any, "beta1": .any, "beta2": .any, "tau": .any]),
-        "task": .object(["local_epochs": .any, "batch_size": .any, "learning_rate": .any, "proximal_mu": .any]),
+        "task": .object([
+            "local_epochs": .any, "batch_size": .any, "learning_rate": .any, "proximal_mu": .any, "local_optimizer": .any, "momentum": .any,
+            "l2": .any,
+        ]),
         "heartbeat_interval_seconds": .any, "max_frame_bytes": .any, "keep_checkpoints": .any,
     ])
 
@@ -132,10 +199,29 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         typealias Failure = StrictConfiguration.ConfigurationError
         try selection.validate()
         try optimizer.validate()
-        guard !model.tensors.isEmpty else { throw Failure("model.tensors is empty: the model needs at least one tensor") }
-        _ = try ModelLayout(model.tensors)
-        guard ["zeros", "seeded"].contains(model.initialization) else {
-            throw Failure("model.init must be \"zeros\" or \"seeded\", not \"\(model.initialization)\"")
+        if model.kind == "tensors" {
+            guard !model.tensors.isEmpty else { throw Failure("model.tensors is empty: the model needs at least one tensor") }
+            _ = try ModelLayout(model.tensors)
+            guard ["zeros", "seeded"].contains(model.initialization) else {
+                throw Failure("model.init must be \"zeros\" or \"seeded\", not \"\(model.initialization)\"")
+            }
+        } else {
+            guard let schema = model.schema else {
+                throw Failure("model.kind must be \"logistic\", \"softmax\", \"mlp\" or \"tensors\", not \"\(model.kind)\"")
+            }
+            guard model.tensors.isEmpty else {
+                throw Failure("model.tensors is for kind \"tensors\" only; a \(model.kind) model's tensors follow from its features and layers")
+            }
+            do { try schema.validate() } catch { throw Failure("model: \(error)") }
+        }
+        guard ["sgd", "adam"].contains(task.localOptimizer) else {
+            throw Failure("task.local_optimizer must be \"sgd\" or \"adam\", not \"\(task.localOptimizer)\"")
+        }
+        guard task.momentum >= 0 && task.momentum < 1, task.l2 >= 0, task.proximalMu >= 0 else {
+            throw Failure("task.momentum must be in [0, 1); task.l2 and task.proximal_mu must not be negative")
+        }
+        guard evaluation.every >= 0, evaluation.timeoutSeconds > 0 else {
+            throw Failure("evaluation.every must be ≥ 0 (0: never) and evaluation.timeout_seconds positive")
         }
         guard heartbeatIntervalSeconds > 0 else { throw Failure("heartbeat_interval_seconds must be positive") }
         guard maxFrameBytes >= 64 * 1024 && maxFrameBytes <= 64 << 20 else {
@@ -151,6 +237,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
 
     /// The initial global model.
     public func initialModel() throws -> ModelParameters {
+        if let schema = model.schema { return schema.initialParameters(seed: model.seed) }
         let layout = try ModelLayout(model.tensors)
         guard model.initialization == "seeded" else { return ModelParameters(zerosFor: layout) }
         var sampler = SeededSampler(seed: model.seed)

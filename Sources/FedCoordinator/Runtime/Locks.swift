@@ -29,3 +29,16 @@ final class ReadWriteLock: @unchecked Sendable {
         return try body()
     }
 }
+
+/// A value shared by threads, only touched under its lock.
+final class Locked<Value>: @unchecked Sendable {
+    // @unchecked: `value` is guarded by `lock`.
+    private let lock = NSLock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
+        try lock.withLock { try body(&value) }
+    }
+}

@@ -1,7 +1,8 @@
 /// One line of the round log (JSON Lines). Field names are stable and documented in the README.
 ///
-/// `type` is one of: `coordinator_started`, `agent_connected`, `agent_refused`,
-/// `agent_disconnected`, `update_refused`, `attempt_failed`, `round`. Fields that do not apply
+/// `type` is one of: `coordinator_started`, `agent_connected`, `agent_refused`, `agent_eligible`,
+/// `agent_ineligible`, `agent_disconnected`, `standardization`, `update_refused`, `attempt_failed`,
+/// `round`, `evaluation`. Fields that do not apply
 /// to a type are omitted.
 public struct RoundLogRecord: Codable, Sendable, Equatable {
     /// Position in the log, from 1.
@@ -39,7 +40,15 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
     public var trainLoss: Double?
     public var evalLoss: Double?
     public var evalAccuracy: Double?
+    /// The example-weighted mean of the sites' ROC AUCs (sites whose holdout has one class left out).
     public var evalAUC: Double?
+    /// Examples the evaluation ran on, all sites together.
+    public var evalExamples: UInt64?
+    /// Standardization frozen before round 1 (record `standardization`).
+    public var featureMeans: [Double]?
+    public var featureScales: [Double]?
+    /// Rows of training data an agent reported (record `agent_eligible`).
+    public var rows: UInt64?
     public var modelSHA256: String?
     public var optimizer: String?
 
@@ -52,5 +61,6 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
         case durationSeconds = "duration_seconds", bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case trainSeconds = "train_seconds", transferSeconds = "transfer_seconds", trainLoss = "train_loss"
         case evalLoss = "eval_loss", evalAccuracy = "eval_accuracy", evalAUC = "eval_auc", modelSHA256 = "model_sha256"
+        case evalExamples = "eval_examples", featureMeans = "feature_means", featureScales = "feature_scales", rows
     }
 }

@@ -2,10 +2,14 @@ import Foundation
 
 /// The round table researchers read: one line per committed or failed round attempt.
 public enum RoundTable {
-    /// Renders the `round` and `attempt_failed` records of a log as a fixed-width table.
+    /// Renders the `round` and `attempt_failed` records of a log as a fixed-width table; a
+    /// round's `evaluation` record supplies its accuracy and AUC (the global model after the
+    /// round, on the sites' holdouts; AUC is the example-weighted mean of the sites' AUCs).
     public static func render(_ records: [RoundLogRecord]) -> String {
         let rows = records.filter { $0.type == "round" || $0.type == "attempt_failed" }
-        let widths = [6, 10, 9, 9, 5, 7, 9, 10, 11, 9]
+        var evaluations: [UInt64: RoundLogRecord] = [:]
+        for record in records where record.type == "evaluation" { if let round = record.round { evaluations[round] = record } }
+        let widths = [6, 10, 9, 9, 5, 7, 9, 10, 11, 9, 7]
         func line(_ cells: [String]) -> String {
             zip(cells, widths).enumerated().map { index, pair in
                 let (cell, width) = pair
@@ -13,15 +17,17 @@ public enum RoundTable {
                 return index < 2 ? cell + padding : padding + cell
             }.joined(separator: " ")
         }
-        var lines = [line(["round", "status", "selected", "reported", "late", "failed", "duration", "bytes", "train loss", "accuracy"])]
+        var lines = [line(["round", "status", "selected", "reported", "late", "failed", "duration", "bytes", "train loss", "accuracy", "AUC"])]
         for record in rows {
             let bytes = (record.bytesSent?.values.reduce(0, +) ?? 0) + (record.bytesReceived?.values.reduce(0, +) ?? 0)
+            let evaluation = record.type == "round" ? record.round.flatMap { evaluations[$0] } : nil
             let roundText = "\(record.round ?? 0)" + ((record.attempt ?? 0) > 0 ? ".\(record.attempt ?? 0)" : "")
             lines.append(line([
                 roundText, record.status ?? record.type, "\(record.selected?.count ?? 0)", "\(record.reported?.count ?? 0)",
                 "\(record.late?.count ?? 0)", "\(record.failed?.count ?? 0)", String(format: "%.2fs", record.durationSeconds ?? 0),
                 formatBytes(bytes), record.trainLoss.map { String(format: "%.4f", $0) } ?? "-",
-                record.evalAccuracy.map { String(format: "%.3f", $0) } ?? "-",
+                (evaluation?.evalAccuracy ?? record.evalAccuracy).map { String(format: "%.3f", $0) } ?? "-",
+                (evaluation?.evalAUC ?? record.evalAUC).map { String(format: "%.3f", $0) } ?? "-",
             ]))
             if let failed = record.failed, !failed.isEmpty {
                 for (agent, reason) in failed.sorted(by: { $0.key < $1.key }) { lines.append("       failed \(agent): \(reason)") }

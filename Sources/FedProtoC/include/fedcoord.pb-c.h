@@ -22,6 +22,7 @@ typedef struct Fedcoord__V1__Empty Fedcoord__V1__Empty;
 typedef struct Fedcoord__V1__Hello Fedcoord__V1__Hello;
 typedef struct Fedcoord__V1__DataSchemaSummary Fedcoord__V1__DataSchemaSummary;
 typedef struct Fedcoord__V1__Welcome Fedcoord__V1__Welcome;
+typedef struct Fedcoord__V1__DataReport Fedcoord__V1__DataReport;
 typedef struct Fedcoord__V1__Heartbeat Fedcoord__V1__Heartbeat;
 typedef struct Fedcoord__V1__TrainTask Fedcoord__V1__TrainTask;
 typedef struct Fedcoord__V1__TensorHeader Fedcoord__V1__TensorHeader;
@@ -32,6 +33,8 @@ typedef struct Fedcoord__V1__FetchUpdate Fedcoord__V1__FetchUpdate;
 typedef struct Fedcoord__V1__CancelTask Fedcoord__V1__CancelTask;
 typedef struct Fedcoord__V1__EvaluationRequest Fedcoord__V1__EvaluationRequest;
 typedef struct Fedcoord__V1__EvaluationResult Fedcoord__V1__EvaluationResult;
+typedef struct Fedcoord__V1__StatisticsRequest Fedcoord__V1__StatisticsRequest;
+typedef struct Fedcoord__V1__FeatureStatistics Fedcoord__V1__FeatureStatistics;
 
 
 /* --- enums --- */
@@ -61,7 +64,10 @@ typedef enum {
   FEDCOORD__V1__ENVELOPE__BODY_CANCEL_TASK = 19,
   FEDCOORD__V1__ENVELOPE__BODY_EVALUATION_REQUEST = 20,
   FEDCOORD__V1__ENVELOPE__BODY_EVALUATION_RESULT = 21,
-  FEDCOORD__V1__ENVELOPE__BODY_EMPTY = 22
+  FEDCOORD__V1__ENVELOPE__BODY_EMPTY = 22,
+  FEDCOORD__V1__ENVELOPE__BODY_DATA_REPORT = 23,
+  FEDCOORD__V1__ENVELOPE__BODY_STATISTICS_REQUEST = 24,
+  FEDCOORD__V1__ENVELOPE__BODY_FEATURE_STATISTICS = 25
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FEDCOORD__V1__ENVELOPE__BODY__CASE)
 } Fedcoord__V1__Envelope__BodyCase;
 
@@ -117,6 +123,9 @@ struct  Fedcoord__V1__Envelope
     Fedcoord__V1__EvaluationRequest *evaluation_request;
     Fedcoord__V1__EvaluationResult *evaluation_result;
     Fedcoord__V1__Empty *empty;
+    Fedcoord__V1__DataReport *data_report;
+    Fedcoord__V1__StatisticsRequest *statistics_request;
+    Fedcoord__V1__FeatureStatistics *feature_statistics;
   };
 };
 #define FEDCOORD__V1__ENVELOPE__INIT \
@@ -255,10 +264,37 @@ struct  Fedcoord__V1__Welcome
    * How often each side sends a heartbeat; a peer silent for three intervals is dead.
    */
   uint32_t heartbeat_interval_ms;
+  /*
+   * The federation's model schema (feature columns, label, classes, architecture, missing-value
+   * policies) as canonical JSON; empty when the federation trains a raw tensor model without data
+   * (benchmarks). The agent checks its data against it and answers with ReportData.
+   */
+  char *model_schema_json;
 };
 #define FEDCOORD__V1__WELCOME__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__welcome__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0 }
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Sent by the agent (request of Coordinator.ReportData) after a Welcome that carried a schema.
+ */
+struct  Fedcoord__V1__DataReport
+{
+  ProtobufCMessage base;
+  /*
+   * Rows and columns found; schema_sha256 is the SHA-256 of the model_schema_json the agent checked.
+   */
+  Fedcoord__V1__DataSchemaSummary *summary;
+  /*
+   * Empty when the data matches; else what does not match, for the operator ("site.csv line 17,
+   * column 'bmi': 'abc' is not a number").
+   */
+  char *problem;
+};
+#define FEDCOORD__V1__DATA_REPORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__data_report__descriptor) \
+    , NULL, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -321,10 +357,29 @@ struct  Fedcoord__V1__TrainTask
    * How many tensor streams follow.
    */
   uint32_t tensor_count;
+  /*
+   * The local optimizer: "sgd" or "adam".
+   */
+  char *local_optimizer;
+  /*
+   * SGD momentum (0 for none).
+   */
+  double momentum;
+  /*
+   * L2 penalty on the weights.
+   */
+  double l2;
+  /*
+   * The federation's frozen standardization, one value per feature column (empty: none).
+   */
+  size_t n_feature_means;
+  double *feature_means;
+  size_t n_feature_scales;
+  double *feature_scales;
 };
 #define FEDCOORD__V1__TRAIN_TASK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__train_task__descriptor) \
-    , 0, 0, {0,NULL}, 0, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, {0,NULL}, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL }
 
 
 /*
@@ -407,10 +462,15 @@ struct  Fedcoord__V1__UpdateReady
   double train_loss;
   double train_seconds;
   uint32_t tensor_count;
+  /*
+   * Set (and nothing is to be pulled) when local training failed: what went wrong, for the
+   * round log. The coordinator counts the agent as failed for the round; it stays connected.
+   */
+  char *failure;
 };
 #define FEDCOORD__V1__UPDATE_READY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__update_ready__descriptor) \
-    , 0, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 /*
@@ -451,10 +511,21 @@ struct  Fedcoord__V1__EvaluationRequest
   uint64_t round_id;
   uint64_t model_version;
   ProtobufCBinaryData model_sha256;
+  /*
+   * How many tensor streams follow.
+   */
+  uint32_t tensor_count;
+  /*
+   * The federation's frozen standardization (as in TrainTask).
+   */
+  size_t n_feature_means;
+  double *feature_means;
+  size_t n_feature_scales;
+  double *feature_scales;
 };
 #define FEDCOORD__V1__EVALUATION_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__evaluation_request__descriptor) \
-    , 0, 0, {0,NULL} }
+    , 0, 0, {0,NULL}, 0, 0,NULL, 0,NULL }
 
 
 /*
@@ -468,10 +539,49 @@ struct  Fedcoord__V1__EvaluationResult
   double loss;
   double accuracy;
   double roc_auc;
+  /*
+   * False when the holdout holds a single class, so that its ROC AUC is undefined.
+   */
+  protobuf_c_boolean has_roc_auc;
 };
 #define FEDCOORD__V1__EVALUATION_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__evaluation_result__descriptor) \
-    , 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * Sent by the coordinator (request of Agent.Statistics).
+ */
+struct  Fedcoord__V1__StatisticsRequest
+{
+  ProtobufCMessage base;
+  /*
+   * The feature count of the model schema, as a check.
+   */
+  uint32_t feature_count;
+};
+#define FEDCOORD__V1__STATISTICS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__statistics_request__descriptor) \
+    , 0 }
+
+
+/*
+ * Sent by the agent (answer to Agent.Statistics): per feature, in the schema's order, the count
+ * of values, their mean and the sum of squared deviations from the mean (Float64).
+ */
+struct  Fedcoord__V1__FeatureStatistics
+{
+  ProtobufCMessage base;
+  size_t n_counts;
+  uint64_t *counts;
+  size_t n_means;
+  double *means;
+  size_t n_m2;
+  double *m2;
+};
+#define FEDCOORD__V1__FEATURE_STATISTICS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__feature_statistics__descriptor) \
+    , 0,NULL, 0,NULL, 0,NULL }
 
 
 /* Fedcoord__V1__Envelope methods */
@@ -606,6 +716,25 @@ Fedcoord__V1__Welcome *
                       const uint8_t       *data);
 void   fedcoord__v1__welcome__free_unpacked
                      (Fedcoord__V1__Welcome *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__DataReport methods */
+void   fedcoord__v1__data_report__init
+                     (Fedcoord__V1__DataReport         *message);
+size_t fedcoord__v1__data_report__get_packed_size
+                     (const Fedcoord__V1__DataReport   *message);
+size_t fedcoord__v1__data_report__pack
+                     (const Fedcoord__V1__DataReport   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__data_report__pack_to_buffer
+                     (const Fedcoord__V1__DataReport   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__DataReport *
+       fedcoord__v1__data_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__data_report__free_unpacked
+                     (Fedcoord__V1__DataReport *message,
                       ProtobufCAllocator *allocator);
 /* Fedcoord__V1__Heartbeat methods */
 void   fedcoord__v1__heartbeat__init
@@ -797,6 +926,44 @@ Fedcoord__V1__EvaluationResult *
 void   fedcoord__v1__evaluation_result__free_unpacked
                      (Fedcoord__V1__EvaluationResult *message,
                       ProtobufCAllocator *allocator);
+/* Fedcoord__V1__StatisticsRequest methods */
+void   fedcoord__v1__statistics_request__init
+                     (Fedcoord__V1__StatisticsRequest         *message);
+size_t fedcoord__v1__statistics_request__get_packed_size
+                     (const Fedcoord__V1__StatisticsRequest   *message);
+size_t fedcoord__v1__statistics_request__pack
+                     (const Fedcoord__V1__StatisticsRequest   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__statistics_request__pack_to_buffer
+                     (const Fedcoord__V1__StatisticsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__StatisticsRequest *
+       fedcoord__v1__statistics_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__statistics_request__free_unpacked
+                     (Fedcoord__V1__StatisticsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__FeatureStatistics methods */
+void   fedcoord__v1__feature_statistics__init
+                     (Fedcoord__V1__FeatureStatistics         *message);
+size_t fedcoord__v1__feature_statistics__get_packed_size
+                     (const Fedcoord__V1__FeatureStatistics   *message);
+size_t fedcoord__v1__feature_statistics__pack
+                     (const Fedcoord__V1__FeatureStatistics   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__feature_statistics__pack_to_buffer
+                     (const Fedcoord__V1__FeatureStatistics   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__FeatureStatistics *
+       fedcoord__v1__feature_statistics__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__feature_statistics__free_unpacked
+                     (Fedcoord__V1__FeatureStatistics *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Fedcoord__V1__Envelope_Closure)
@@ -819,6 +986,9 @@ typedef void (*Fedcoord__V1__DataSchemaSummary_Closure)
                   void *closure_data);
 typedef void (*Fedcoord__V1__Welcome_Closure)
                  (const Fedcoord__V1__Welcome *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__DataReport_Closure)
+                 (const Fedcoord__V1__DataReport *message,
                   void *closure_data);
 typedef void (*Fedcoord__V1__Heartbeat_Closure)
                  (const Fedcoord__V1__Heartbeat *message,
@@ -850,6 +1020,12 @@ typedef void (*Fedcoord__V1__EvaluationRequest_Closure)
 typedef void (*Fedcoord__V1__EvaluationResult_Closure)
                  (const Fedcoord__V1__EvaluationResult *message,
                   void *closure_data);
+typedef void (*Fedcoord__V1__StatisticsRequest_Closure)
+                 (const Fedcoord__V1__StatisticsRequest *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__FeatureStatistics_Closure)
+                 (const Fedcoord__V1__FeatureStatistics *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -865,6 +1041,10 @@ struct Fedcoord__V1__Coordinator_Service
                           const Fedcoord__V1__UpdateReady *input,
                           Fedcoord__V1__Empty_Closure closure,
                           void *closure_data);
+  void (*report_data)(Fedcoord__V1__Coordinator_Service *service,
+                      const Fedcoord__V1__DataReport *input,
+                      Fedcoord__V1__Empty_Closure closure,
+                      void *closure_data);
 };
 typedef void (*Fedcoord__V1__Coordinator_ServiceDestroy)(Fedcoord__V1__Coordinator_Service *);
 void fedcoord__v1__coordinator__init (Fedcoord__V1__Coordinator_Service *service,
@@ -874,7 +1054,8 @@ void fedcoord__v1__coordinator__init (Fedcoord__V1__Coordinator_Service *service
 #define FEDCOORD__V1__COORDINATOR__INIT(function_prefix__) \
     { FEDCOORD__V1__COORDINATOR__BASE_INIT,\
       function_prefix__ ## join,\
-      function_prefix__ ## announce_update  }
+      function_prefix__ ## announce_update,\
+      function_prefix__ ## report_data  }
 void fedcoord__v1__coordinator__join(ProtobufCService *service,
                                      const Fedcoord__V1__Hello *input,
                                      Fedcoord__V1__Welcome_Closure closure,
@@ -883,6 +1064,10 @@ void fedcoord__v1__coordinator__announce_update(ProtobufCService *service,
                                                 const Fedcoord__V1__UpdateReady *input,
                                                 Fedcoord__V1__Empty_Closure closure,
                                                 void *closure_data);
+void fedcoord__v1__coordinator__report_data(ProtobufCService *service,
+                                            const Fedcoord__V1__DataReport *input,
+                                            Fedcoord__V1__Empty_Closure closure,
+                                            void *closure_data);
 typedef struct Fedcoord__V1__Agent_Service Fedcoord__V1__Agent_Service;
 struct Fedcoord__V1__Agent_Service
 {
@@ -903,6 +1088,10 @@ struct Fedcoord__V1__Agent_Service
                    const Fedcoord__V1__EvaluationRequest *input,
                    Fedcoord__V1__EvaluationResult_Closure closure,
                    void *closure_data);
+  void (*statistics)(Fedcoord__V1__Agent_Service *service,
+                     const Fedcoord__V1__StatisticsRequest *input,
+                     Fedcoord__V1__FeatureStatistics_Closure closure,
+                     void *closure_data);
 };
 typedef void (*Fedcoord__V1__Agent_ServiceDestroy)(Fedcoord__V1__Agent_Service *);
 void fedcoord__v1__agent__init (Fedcoord__V1__Agent_Service *service,
@@ -914,7 +1103,8 @@ void fedcoord__v1__agent__init (Fedcoord__V1__Agent_Service *service,
       function_prefix__ ## train,\
       function_prefix__ ## pull_update,\
       function_prefix__ ## cancel,\
-      function_prefix__ ## evaluate  }
+      function_prefix__ ## evaluate,\
+      function_prefix__ ## statistics  }
 void fedcoord__v1__agent__train(ProtobufCService *service,
                                 const Fedcoord__V1__TrainTask *input,
                                 Fedcoord__V1__Empty_Closure closure,
@@ -931,6 +1121,10 @@ void fedcoord__v1__agent__evaluate(ProtobufCService *service,
                                    const Fedcoord__V1__EvaluationRequest *input,
                                    Fedcoord__V1__EvaluationResult_Closure closure,
                                    void *closure_data);
+void fedcoord__v1__agent__statistics(ProtobufCService *service,
+                                     const Fedcoord__V1__StatisticsRequest *input,
+                                     Fedcoord__V1__FeatureStatistics_Closure closure,
+                                     void *closure_data);
 
 /* --- descriptors --- */
 
@@ -942,6 +1136,7 @@ extern const ProtobufCMessageDescriptor fedcoord__v1__empty__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__hello__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__data_schema_summary__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__welcome__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__data_report__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__train_task__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__tensor_header__descriptor;
@@ -952,6 +1147,8 @@ extern const ProtobufCMessageDescriptor fedcoord__v1__fetch_update__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__cancel_task__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__evaluation_request__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__evaluation_result__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__statistics_request__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__feature_statistics__descriptor;
 extern const ProtobufCServiceDescriptor fedcoord__v1__coordinator__descriptor;
 extern const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor;
 

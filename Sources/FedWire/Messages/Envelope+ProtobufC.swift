@@ -119,17 +119,7 @@ extension Envelope {
             m.protocol_version = v.protocolVersion
             m.software_version = arena.string(v.softwareVersion)
             m.agent_name = arena.string(v.agentName)
-            if let schema = v.schema {
-                var s = Fedcoord__V1__DataSchemaSummary()
-                fedcoord__v1__data_schema_summary__init(&s)
-                let columns: [UnsafeMutablePointer<CChar>?] = schema.featureColumns.map { arena.string($0) }
-                s.n_feature_columns = columns.count
-                s.feature_columns = arena.copy(columns)
-                s.label_column = arena.string(schema.labelColumn)
-                s.row_count = schema.rowCount
-                s.schema_sha256 = arena.bytes(schema.schemaSHA256)
-                m.schema = arena.box(s)
-            }
+            if let schema = v.schema { m.schema = arena.box(schemaSummary(schema, arena)) }
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_HELLO
             e.hello = arena.box(m)
         case .welcome(let v):
@@ -140,6 +130,7 @@ extension Envelope {
             m.agent_id = arena.string(v.agentID)
             m.federation = arena.string(v.federation)
             m.heartbeat_interval_ms = v.heartbeatIntervalMs
+            m.model_schema_json = arena.string(v.modelSchemaJSON)
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_WELCOME
             e.welcome = arena.box(m)
         case .heartbeat(let v):
@@ -163,6 +154,13 @@ extension Envelope {
             m.deadline_unix_ms = v.deadlineUnixMs
             m.seed = v.seed
             m.tensor_count = v.tensorCount
+            m.local_optimizer = arena.string(v.localOptimizer)
+            m.momentum = v.momentum
+            m.l2 = v.l2
+            m.n_feature_means = v.featureMeans.count
+            m.feature_means = arena.copy(v.featureMeans)
+            m.n_feature_scales = v.featureScales.count
+            m.feature_scales = arena.copy(v.featureScales)
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_TRAIN_TASK
             e.train_task = arena.box(m)
         case .tensorHeader(let v):
@@ -204,6 +202,7 @@ extension Envelope {
             m.train_loss = v.trainLoss
             m.train_seconds = v.trainSeconds
             m.tensor_count = v.tensorCount
+            m.failure = arena.string(v.failure)
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_UPDATE_READY
             e.update_ready = arena.box(m)
         case .fetchUpdate(let v):
@@ -226,6 +225,11 @@ extension Envelope {
             m.round_id = v.roundID
             m.model_version = v.modelVersion
             m.model_sha256 = arena.bytes(v.modelSHA256)
+            m.tensor_count = v.tensorCount
+            m.n_feature_means = v.featureMeans.count
+            m.feature_means = arena.copy(v.featureMeans)
+            m.n_feature_scales = v.featureScales.count
+            m.feature_scales = arena.copy(v.featureScales)
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_EVALUATION_REQUEST
             e.evaluation_request = arena.box(m)
         case .evaluationResult(let v):
@@ -235,9 +239,34 @@ extension Envelope {
             m.example_count = v.exampleCount
             m.loss = v.loss
             m.accuracy = v.accuracy
-            m.roc_auc = v.rocAUC
+            m.roc_auc = v.rocAUC ?? 0
+            m.has_roc_auc = v.rocAUC == nil ? 0 : 1
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_EVALUATION_RESULT
             e.evaluation_result = arena.box(m)
+        case .dataReport(let v):
+            var m = Fedcoord__V1__DataReport()
+            fedcoord__v1__data_report__init(&m)
+            m.summary = arena.box(schemaSummary(v.summary, arena))
+            m.problem = arena.string(v.problem)
+            e.body_case = FEDCOORD__V1__ENVELOPE__BODY_DATA_REPORT
+            e.data_report = arena.box(m)
+        case .statisticsRequest(let v):
+            var m = Fedcoord__V1__StatisticsRequest()
+            fedcoord__v1__statistics_request__init(&m)
+            m.feature_count = v.featureCount
+            e.body_case = FEDCOORD__V1__ENVELOPE__BODY_STATISTICS_REQUEST
+            e.statistics_request = arena.box(m)
+        case .featureStatistics(let v):
+            var m = Fedcoord__V1__FeatureStatistics()
+            fedcoord__v1__feature_statistics__init(&m)
+            m.n_counts = v.counts.count
+            m.counts = arena.copy(v.counts)
+            m.n_means = v.means.count
+            m.means = arena.copy(v.means)
+            m.n_m2 = v.m2.count
+            m.m2 = arena.copy(v.m2)
+            e.body_case = FEDCOORD__V1__ENVELOPE__BODY_FEATURE_STATISTICS
+            e.feature_statistics = arena.box(m)
         case .empty:
             var m = Fedcoord__V1__Empty()
             fedcoord__v1__empty__init(&m)
@@ -246,7 +275,30 @@ extension Envelope {
         }
     }
 
+    private static func schemaSummary(_ schema: DataSchemaSummary, _ arena: CArena) -> Fedcoord__V1__DataSchemaSummary {
+        var s = Fedcoord__V1__DataSchemaSummary()
+        fedcoord__v1__data_schema_summary__init(&s)
+        let columns: [UnsafeMutablePointer<CChar>?] = schema.featureColumns.map { arena.string($0) }
+        s.n_feature_columns = columns.count
+        s.feature_columns = arena.copy(columns)
+        s.label_column = arena.string(schema.labelColumn)
+        s.row_count = schema.rowCount
+        s.schema_sha256 = arena.bytes(schema.schemaSHA256)
+        return s
+    }
+
     // MARK: Decoding
+
+    private static func schemaSummary(_ s: Fedcoord__V1__DataSchemaSummary) -> DataSchemaSummary {
+        DataSchemaSummary(
+            featureColumns: (0..<s.n_feature_columns).map { string(s.feature_columns[$0]) },
+            labelColumn: string(s.label_column), rowCount: s.row_count, schemaSHA256: bytes(s.schema_sha256))
+    }
+
+    private static func array<T>(_ pointer: UnsafeMutablePointer<T>?, _ count: Int) -> [T] {
+        guard count > 0, let pointer else { return [] }
+        return Array(UnsafeBufferPointer(start: pointer, count: count))
+    }
 
     private static func string(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
         guard let pointer else { return "" }
@@ -269,17 +321,14 @@ extension Envelope {
         case FEDCOORD__V1__ENVELOPE__BODY_HELLO:
             guard let m = e.hello?.pointee else { throw missing("Hello") }
             var hello = Hello(protocolVersion: m.protocol_version, softwareVersion: string(m.software_version), agentName: string(m.agent_name))
-            if let s = m.schema?.pointee {
-                hello.schema = DataSchemaSummary(
-                    featureColumns: (0..<s.n_feature_columns).map { string(s.feature_columns[$0]) },
-                    labelColumn: string(s.label_column), rowCount: s.row_count, schemaSHA256: bytes(s.schema_sha256))
-            }
+            if let s = m.schema?.pointee { hello.schema = schemaSummary(s) }
             return .hello(hello)
         case FEDCOORD__V1__ENVELOPE__BODY_WELCOME:
             guard let m = e.welcome?.pointee else { throw missing("Welcome") }
             return .welcome(Welcome(
                 protocolVersion: m.protocol_version, softwareVersion: string(m.software_version), agentID: string(m.agent_id),
-                federation: string(m.federation), heartbeatIntervalMs: m.heartbeat_interval_ms))
+                federation: string(m.federation), heartbeatIntervalMs: m.heartbeat_interval_ms,
+                modelSchemaJSON: string(m.model_schema_json)))
         case FEDCOORD__V1__ENVELOPE__BODY_HEARTBEAT:
             guard let m = e.heartbeat?.pointee else { throw missing("Heartbeat") }
             return .heartbeat(Heartbeat(sequence: m.sequence, sentUnixMs: m.sent_unix_ms, activity: string(m.activity)))
@@ -296,6 +345,11 @@ extension Envelope {
             t.deadlineUnixMs = m.deadline_unix_ms
             t.seed = m.seed
             t.tensorCount = m.tensor_count
+            t.localOptimizer = string(m.local_optimizer)
+            t.momentum = m.momentum
+            t.l2 = m.l2
+            t.featureMeans = array(m.feature_means, m.n_feature_means)
+            t.featureScales = array(m.feature_scales, m.n_feature_scales)
             return .trainTask(t)
         case FEDCOORD__V1__ENVELOPE__BODY_TENSOR_HEADER:
             guard let m = e.tensor_header?.pointee else { throw missing("TensorHeader") }
@@ -320,6 +374,7 @@ extension Envelope {
             u.trainLoss = m.train_loss
             u.trainSeconds = m.train_seconds
             u.tensorCount = m.tensor_count
+            u.failure = string(m.failure)
             return .updateReady(u)
         case FEDCOORD__V1__ENVELOPE__BODY_FETCH_UPDATE:
             guard let m = e.fetch_update?.pointee else { throw missing("FetchUpdate") }
@@ -333,6 +388,9 @@ extension Envelope {
             r.roundID = m.round_id
             r.modelVersion = m.model_version
             r.modelSHA256 = bytes(m.model_sha256)
+            r.tensorCount = m.tensor_count
+            r.featureMeans = array(m.feature_means, m.n_feature_means)
+            r.featureScales = array(m.feature_scales, m.n_feature_scales)
             return .evaluationRequest(r)
         case FEDCOORD__V1__ENVELOPE__BODY_EVALUATION_RESULT:
             guard let m = e.evaluation_result?.pointee else { throw missing("EvaluationResult") }
@@ -341,10 +399,20 @@ extension Envelope {
             r.exampleCount = m.example_count
             r.loss = m.loss
             r.accuracy = m.accuracy
-            r.rocAUC = m.roc_auc
+            r.rocAUC = m.has_roc_auc != 0 ? m.roc_auc : nil
             return .evaluationResult(r)
         case FEDCOORD__V1__ENVELOPE__BODY_EMPTY:
             return .empty
+        case FEDCOORD__V1__ENVELOPE__BODY_DATA_REPORT:
+            guard let m = e.data_report?.pointee else { throw missing("DataReport") }
+            return .dataReport(DataReport(summary: m.summary.map { schemaSummary($0.pointee) } ?? DataSchemaSummary(), problem: string(m.problem)))
+        case FEDCOORD__V1__ENVELOPE__BODY_STATISTICS_REQUEST:
+            guard let m = e.statistics_request?.pointee else { throw missing("StatisticsRequest") }
+            return .statisticsRequest(StatisticsRequest(featureCount: m.feature_count))
+        case FEDCOORD__V1__ENVELOPE__BODY_FEATURE_STATISTICS:
+            guard let m = e.feature_statistics?.pointee else { throw missing("FeatureStatistics") }
+            return .featureStatistics(FeatureStatisticsMessage(
+                counts: array(m.counts, m.n_counts), means: array(m.means, m.n_means), m2: array(m.m2, m.n_m2)))
         default:
             throw WireError(.malformedFrame, "the envelope carries an unknown message (field \(e.body_case.rawValue))")
         }

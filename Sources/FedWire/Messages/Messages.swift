@@ -40,13 +40,43 @@ public struct Welcome: Sendable, Equatable {
     public var agentID = ""
     public var federation = ""
     public var heartbeatIntervalMs: UInt32 = 0
+    /// The federation's model schema as canonical JSON; empty for a raw tensor model.
+    public var modelSchemaJSON = ""
     public init(protocolVersion: UInt32 = fedcoordProtocolVersion, softwareVersion: String = "fedcoord \(fedcoordSoftwareVersion)",
-                agentID: String = "", federation: String = "", heartbeatIntervalMs: UInt32 = 0) {
+                agentID: String = "", federation: String = "", heartbeatIntervalMs: UInt32 = 0, modelSchemaJSON: String = "") {
         self.protocolVersion = protocolVersion
         self.softwareVersion = softwareVersion
         self.agentID = agentID
         self.federation = federation
         self.heartbeatIntervalMs = heartbeatIntervalMs
+        self.modelSchemaJSON = modelSchemaJSON
+    }
+}
+
+public struct DataReport: Sendable, Equatable {
+    public var summary: DataSchemaSummary
+    /// Empty when the data matches the schema.
+    public var problem: String
+    public init(summary: DataSchemaSummary, problem: String = "") {
+        self.summary = summary
+        self.problem = problem
+    }
+}
+
+public struct StatisticsRequest: Sendable, Equatable {
+    public var featureCount: UInt32
+    public init(featureCount: UInt32) { self.featureCount = featureCount }
+}
+
+/// The `FeatureStatistics` message: per feature, count, mean and sum of squared deviations.
+public struct FeatureStatisticsMessage: Sendable, Equatable {
+    public var counts: [UInt64]
+    public var means: [Double]
+    public var m2: [Double]
+    public init(counts: [UInt64], means: [Double], m2: [Double]) {
+        self.counts = counts
+        self.means = means
+        self.m2 = m2
     }
 }
 
@@ -72,6 +102,11 @@ public struct TrainTask: Sendable, Equatable {
     public var deadlineUnixMs: UInt64 = 0
     public var seed: UInt64 = 0
     public var tensorCount: UInt32 = 0
+    public var localOptimizer = "sgd"
+    public var momentum: Double = 0
+    public var l2: Double = 0
+    public var featureMeans: [Double] = []
+    public var featureScales: [Double] = []
     public init() {}
 }
 
@@ -122,6 +157,8 @@ public struct UpdateReady: Sendable, Equatable {
     public var trainLoss: Double = 0
     public var trainSeconds: Double = 0
     public var tensorCount: UInt32 = 0
+    /// Set when local training failed; nothing is to be pulled.
+    public var failure = ""
     public init() {}
 }
 
@@ -147,6 +184,9 @@ public struct EvaluationRequest: Sendable, Equatable {
     public var roundID: UInt64 = 0
     public var modelVersion: UInt64 = 0
     public var modelSHA256: [UInt8] = []
+    public var tensorCount: UInt32 = 0
+    public var featureMeans: [Double] = []
+    public var featureScales: [Double] = []
     public init() {}
 }
 
@@ -155,7 +195,8 @@ public struct EvaluationResult: Sendable, Equatable {
     public var exampleCount: UInt64 = 0
     public var loss: Double = 0
     public var accuracy: Double = 0
-    public var rocAUC: Double = 0
+    /// Nil when the holdout holds a single class.
+    public var rocAUC: Double?
     public init() {}
 }
 
@@ -174,6 +215,9 @@ public enum Message: Sendable {
     case evaluationRequest(EvaluationRequest)
     case evaluationResult(EvaluationResult)
     case empty
+    case dataReport(DataReport)
+    case statisticsRequest(StatisticsRequest)
+    case featureStatistics(FeatureStatisticsMessage)
 
     /// The message's name, for errors ("expected Welcome, got TensorChunk").
     public var name: String {
@@ -191,6 +235,9 @@ public enum Message: Sendable {
         case .evaluationRequest: "EvaluationRequest"
         case .evaluationResult: "EvaluationResult"
         case .empty: "Empty"
+        case .dataReport: "DataReport"
+        case .statisticsRequest: "StatisticsRequest"
+        case .featureStatistics: "FeatureStatistics"
         }
     }
 }

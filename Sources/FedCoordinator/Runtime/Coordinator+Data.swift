@@ -1,0 +1,149 @@
+import FedCore
+import FedLearn
+import FedWire
+import Foundation
+
+// The data side of a federation with a model schema: agents report whether their data matches,
+// and before round 1 a statistics round freezes the federation's standardization.
+
+extension Coordinator {
+    var needsStandardization: Bool { schema?.standardize == true && stateLock.withLock { standardization == nil } }
+
+    /// Metadata written into every checkpoint: enough to use the model without this project
+    /// (the feature order and the standardization to apply first).
+    func checkpointMetadata(round: UInt64) -> [String: String] {
+        var metadata = ["round": "\(round)", "federation": configuration.federation]
+        if let schema {
+            metadata["schema"] = schemaJSON
+            metadata["features"] = schema.features.joined(separator: ",")
+        }
+        if let standardization = stateLock.withLock({ standardization }),
+           let json = try? JSONEncoder().encode(standardization) {
+            metadata["standardization"] = String(decoding: json, as: UTF8.self)
+        }
+        return metadata
+    }
+
+    /// ReportData: the agent's data check. A match makes the agent eligible (after the
+    /// standardization is frozen); a mismatch is logged and answered FAILED_PRECONDITION.
+    func receiveDataReport(_ call: ServerCall) throws {
+        let agent = call.peer.commonName
+        guard case .dataReport(let report) = try call.receiveOnly() else {
+            throw RPCError(.invalidArgument, "\(Methods.reportData) takes a DataReport message")
+        }
+        guard let schema else {
+            throw RPCError(.failedPrecondition, "this federation trains a raw tensor model without a data schema; there is nothing to report")
+        }
+        var problem = report.problem
+        if problem.isEmpty {
+            let summary = report.summary
+            if summary.schemaSHA256 != schemaSHA256 {
+                problem = "the data was checked against another model schema than this federation's (schema hash differs)"
+            } else if summary.featureColumns != schema.features || summary.labelColumn != schema.label {
+                problem = "the columns reported (\(summary.featureColumns.joined(separator: ",")) → \(summary.labelColumn)) are not the schema's"
+            } else if summary.rowCount == 0 {
+                problem = "the site has no usable rows"
+            }
+        }
+        guard problem.isEmpty else {
+            logger.warning("Agent's data does not match the model schema; it will not be selected", metadata: [
+                "agent": "\(agent)", "problem": "\(problem)",
+            ])
+            var record = RoundLogRecord(type: "agent_ineligible")
+            record.agent = agent
+            record.reason = "data does not match the model schema: \(problem)"
+            appendLog(record)
+            throw RPCError(.failedPrecondition, "this site will not be selected: its data does not match the federation's model schema: \(problem)")
+        }
+        var record = RoundLogRecord(type: "agent_eligible")
+        record.agent = agent
+        record.rows = report.summary.rowCount
+        appendLog(record)
+        let current = stateLock.withLock { connections[agent] === call.connection }
+        if current {
+            let waits: Bool = stateLock.withLock {
+                guard schema.standardize && standardization == nil else { return false }
+                pendingAgents.insert(agent)
+                return true
+            }
+            if !waits { perform(engineLock.withLock { engine.agentConnected(agent, now: now) }) }
+        }
+        try call.send(.empty)
+    }
+
+    /// Runs statistics rounds until the standardization is frozen: as soon as `min_available`
+    /// eligible agents wait, each is asked for its per-feature count, mean and M2; the answers
+    /// are merged exactly, frozen and logged, and the waiting agents become selectable.
+    func gatherStatisticsUntilFrozen() {
+        guard let schema else { return }
+        while !isStopped && needsStandardization {
+            let ready = stateLock.withLock { pendingAgents.filter { connections[$0] != nil }.sorted() }
+            guard ready.count >= configuration.selection.minAvailable else {
+                usleep(100_000)
+                continue
+            }
+            let answers = collectStatistics(from: ready, featureCount: schema.features.count)
+            var merged = FeatureStatistics(featureCount: schema.features.count)
+            for agent in answers.keys.sorted() { merged.merge(answers[agent]!) }
+            guard answers.count >= configuration.selection.minAvailable else {
+                logger.warning("Too few agents answered the statistics round; retrying", metadata: [
+                    "answered": "\(answers.count)", "min_available": "\(configuration.selection.minAvailable)",
+                ])
+                usleep(1_000_000)
+                continue
+            }
+            let frozen = merged.standardization()
+            var record = RoundLogRecord(type: "standardization")
+            record.selected = answers.keys.sorted()
+            record.rows = merged.counts.max() ?? 0
+            record.featureMeans = frozen.means
+            record.featureScales = frozen.scales
+            do {
+                try logLock.withLock { try roundLog.append(record) }
+            } catch {
+                logger.error("Cannot record the standardization; retrying", metadata: ["error": "\(error)"])
+                usleep(1_000_000)
+                continue
+            }
+            logger.info("Federated standardization frozen", metadata: [
+                "agents": "\(answers.count)", "rows": "\(record.rows ?? 0)", "features": "\(frozen.means.count)",
+            ])
+            let waiting: [String] = stateLock.withLock {
+                standardization = frozen
+                defer { pendingAgents = [] }
+                return pendingAgents.sorted()
+            }
+            for agent in waiting { perform(engineLock.withLock { engine.agentConnected(agent, now: now) }) }
+        }
+    }
+
+    /// Asks `agents` for their statistics at once; returns the valid answers by agent.
+    private func collectStatistics(from agents: [String], featureCount: Int) -> [String: FeatureStatistics] {
+        let answers = Locked<[String: FeatureStatistics]>([:])
+        let group = DispatchGroup()
+        for agent in agents {
+            group.enter()
+            Thread { [self] in
+                defer { group.leave() }
+                do {
+                    guard let connection = stateLock.withLock({ connections[agent] }) else { return }
+                    let reply = try connection.unary(
+                        Methods.statistics, .statisticsRequest(StatisticsRequest(featureCount: UInt32(featureCount))),
+                        timeout: configuration.selection.roundDeadline)
+                    guard case .featureStatistics(let message) = reply else {
+                        throw RPCError(.invalidArgument, "Statistics answered \(reply.name), not FeatureStatistics")
+                    }
+                    let statistics = try FeatureStatistics(counts: message.counts, means: message.means, m2: message.m2)
+                    guard statistics.featureCount == featureCount else {
+                        throw RPCError(.invalidArgument, "statistics for \(statistics.featureCount) features; the model has \(featureCount)")
+                    }
+                    answers.withLock { $0[agent] = statistics }
+                } catch {
+                    logger.warning("No usable statistics from an agent", metadata: ["agent": "\(agent)", "error": "\(error)"])
+                }
+            }.start()
+        }
+        group.wait()
+        return answers.withLock { $0 }
+    }
+}

@@ -1,0 +1,101 @@
+import FedCore
+import FedLearn
+import FedWire
+import Foundation
+
+// Federated evaluation: after every `evaluation.every`-th commit, the round's participants
+// evaluate the new global model on their holdouts; the coordinator logs the example-weighted
+// means. Only aggregate metrics travel.
+
+extension Coordinator {
+    /// One site's answer.
+    struct SiteEvaluation {
+        var examples: UInt64
+        var loss: Double
+        var accuracy: Double
+        var rocAUC: Double?
+    }
+
+    /// Evaluates the model committed for `round` on `agents` and appends an `evaluation` record.
+    func evaluateGlobalModel(round: UInt64, agents: [String]) {
+        guard !agents.isEmpty else { return }
+        let answers = Locked<(results: [String: SiteEvaluation], failures: [String: String])>(([:], [:]))
+        let group = DispatchGroup()
+        for agent in agents {
+            group.enter()
+            Thread { [self] in
+                defer { group.leave() }
+                do {
+                    let result = try evaluate(on: agent, round: round)
+                    answers.withLock { $0.results[agent] = result }
+                } catch {
+                    answers.withLock { $0.failures[agent] = "\(error)" }
+                }
+            }.start()
+        }
+        group.wait()
+        let (results, failures) = answers.withLock { $0 }
+        var record = RoundLogRecord(type: "evaluation")
+        record.round = round
+        record.modelVersion = round
+        record.reported = results.keys.sorted()
+        if !failures.isEmpty { record.failed = failures }
+        record.examples = results.mapValues(\.examples)
+        let total = results.values.reduce(0) { $0 + $1.examples }
+        if total > 0 {
+            record.evalExamples = total
+            record.evalLoss = results.values.reduce(0) { $0 + $1.loss * Double($1.examples) } / Double(total)
+            record.evalAccuracy = results.values.reduce(0) { $0 + $1.accuracy * Double($1.examples) } / Double(total)
+            let withAUC = results.values.filter { $0.rocAUC != nil }
+            let aucWeight = withAUC.reduce(0) { $0 + $1.examples }
+            if aucWeight > 0 { record.evalAUC = withAUC.reduce(0) { $0 + $1.rocAUC! * Double($1.examples) } / Double(aucWeight) }
+        }
+        appendLog(record)
+        logger.info("Global model evaluated", metadata: [
+            "round": "\(round)", "eval.accuracy": "\(record.evalAccuracy.map { String(format: "%.4f", $0) } ?? "-")",
+            "eval.auc": "\(record.evalAUC.map { String(format: "%.4f", $0) } ?? "-")", "eval.examples": "\(total)",
+            "eval.failed": "\(failures.count)",
+        ])
+    }
+
+    /// Streams the global model to one agent with an EvaluationRequest and reads its metrics.
+    private func evaluate(on agent: String, round: UInt64) throws -> SiteEvaluation {
+        guard let connection = stateLock.withLock({ connections[agent] }) else {
+            throw WireError(.connectionClosed, "the agent is not connected")
+        }
+        let call = try connection.makeCall(method: Methods.evaluate, timeout: configuration.evaluation.timeoutSeconds)
+        defer { call.finish() }
+        try modelLock.withReadLock {
+            var request = EvaluationRequest()
+            request.roundID = round
+            request.modelVersion = round
+            request.modelSHA256 = globalSHA256
+            request.tensorCount = UInt32(global.layout.tensors.count)
+            if let standardization = stateLock.withLock({ standardization }) {
+                request.featureMeans = standardization.means
+                request.featureScales = standardization.scales
+            }
+            try call.send(.evaluationRequest(request))
+            let sink = AbortableSink(call: call) { false }
+            try global.values.withUnsafeBufferPointer { values in
+                for (index, spec) in global.layout.tensors.enumerated() {
+                    _ = try TensorStream.send(
+                        name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[global.layout.range(of: index)]),
+                        to: sink, knownSHA256: tensorDigests[index])
+                }
+            }
+        }
+        try call.finishSending()
+        guard case .evaluationResult(let result)? = try call.receive() else {
+            throw RPCError(.invalidArgument, "Evaluate did not answer an EvaluationResult")
+        }
+        try call.expectEnd()
+        guard result.exampleCount > 0, result.loss.isFinite, result.loss >= 0, (0...1).contains(result.accuracy),
+              result.rocAUC.map({ (0...1).contains($0) }) ?? true
+        else {
+            throw RPCError(.invalidArgument, "the evaluation result is out of range (examples \(result.exampleCount), loss \(result.loss), "
+                + "accuracy \(result.accuracy))")
+        }
+        return SiteEvaluation(examples: result.exampleCount, loss: result.loss, accuracy: result.accuracy, rocAUC: result.rocAUC)
+    }
+}

@@ -1,0 +1,176 @@
+import FedAgent
+import FedCoordinator
+import FedCore
+import FedLearn
+import FedWire
+import Foundation
+import Testing
+
+/// Local training on real hospital data (the breast-cancer sites) over loopback mTLS: the data
+/// check, federated standardization, FedAvg rounds and federated evaluation.
+@Suite("Learning end to end", .serialized)
+struct LearningEndToEndTests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().path + "/Fixtures/breast_cancer"
+    static func site(_ index: Int) -> String { fixtures + "/breast_cancer.site\(index).csv" }
+    static let test = fixtures + "/breast_cancer.test.csv"
+    static let features: [String] = {
+        let header = try! String(contentsOfFile: site(1), encoding: .utf8).split(separator: "\n")[0]
+        return header.split(separator: ",").map(String.init).filter { $0 != "label" }
+    }()
+    static let schema = ModelSchema(kind: .logistic, features: features, label: "label")
+
+    /// The README's reference set-up: logistic regression, FedAvg, one local epoch of SGD
+    /// (batch 32, lr 0.1), federated standardization; evaluation on the test file.
+    static func configuration(_ federation: Federation, rounds: Int, selection: [String: Any], evaluateEvery: Int = 10) throws
+        -> CoordinatorConfiguration
+    {
+        try federation.coordinatorConfiguration(rounds: rounds, selection: selection, extra: [
+            "model": ["kind": "logistic", "features": features, "label": "label"],
+            "task": ["local_epochs": 1, "batch_size": 32, "learning_rate": 0.1],
+            "optimizer": ["kind": "fedavg", "learning_rate": 1.0],
+            "evaluation": ["every": evaluateEvery, "timeout_seconds": 20],
+        ])
+    }
+
+    static func trainers(holdout: String? = test) -> [String: any LocalTrainer] {
+        Dictionary(uniqueKeysWithValues: DevelopmentFederation.defaultAgents.enumerated().map { index, name in
+            (name, SiteTrainer(files: .init(csv: site(index + 1), holdoutFraction: 0, holdoutCSV: holdout)) as any LocalTrainer)
+        })
+    }
+
+    /// Accuracy and AUC of the committed model on the test file, computed here from the checkpoint
+    /// and the standardization in the round log.
+    static func testMetrics(_ configuration: CoordinatorConfiguration, version: UInt64) throws -> EvaluationMetrics {
+        let store = try CheckpointStore(directory: configuration.stateDir)
+        let model = try store.readModel(version: version)
+        let records = try RoundLog.verify(path: store.logPath)
+        let frozen = try #require(records.first { $0.type == "standardization" })
+        let standardization = Standardization(means: frozen.featureMeans ?? [], scales: frozen.featureScales ?? [])
+        let data = try Dataset.load(csv: test, schema: schema)
+        return EvaluationMetrics.evaluate(schema: schema, parameters: model.values, inputs: data.standardized(with: standardization), labels: data.labels)
+    }
+
+    @Test("5 breast-cancer sites, 30 FedAvg rounds: test accuracy ≥ 0.93 and ROC AUC ≥ 0.985, evaluated federatedly too")
+    func accuracy() throws {
+        let federation = try Federation()
+        let configuration = try Self.configuration(federation, rounds: 30, selection: [
+            "target": 5, "min_available": 5, "min_updates": 5, "round_deadline_seconds": 30, "selection_timeout_seconds": 0.2,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers())
+        #expect(coordinator.waitUntilFinished(seconds: 180), "30 rounds did not finish")
+        _ = agents
+        let metrics = try Self.testMetrics(configuration, version: 30)
+        print(String(format: "breast cancer, 5 sites, 30 rounds: test accuracy %.4f, ROC AUC %.4f", metrics.accuracy, metrics.rocAUC ?? 0))
+        // Reference: 0.946 / 0.992 (0.939–0.956 over ten seeds).
+        #expect(metrics.accuracy >= 0.93, "test accuracy \(metrics.accuracy)")
+        #expect((metrics.rocAUC ?? 0) >= 0.985, "test ROC AUC \(String(describing: metrics.rocAUC))")
+        let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
+        // Standardization from all five sites' 455 rows, before round 1.
+        let frozen = try #require(records.first { $0.type == "standardization" })
+        #expect(frozen.selected?.count == 5 && frozen.rows == 455)
+        #expect(records.firstIndex { $0.type == "standardization" }! < records.firstIndex { $0.type == "round" }!)
+        #expect(records.filter { $0.type == "agent_eligible" }.count == 5)
+        // Every site evaluated on the test file: the federated figures equal the direct ones.
+        let evaluation = try #require(records.last { $0.type == "evaluation" })
+        #expect(evaluation.round == 30 && evaluation.reported?.count == 5 && evaluation.evalExamples == 5 * 114)
+        #expect(abs((evaluation.evalAccuracy ?? 0) - metrics.accuracy) < 1e-9)
+        #expect(abs((evaluation.evalAUC ?? 0) - (metrics.rocAUC ?? 0)) < 1e-9)
+        #expect(records.filter { $0.type == "evaluation" }.map(\.round) == [10, 20, 30])
+        let table = RoundTable.render(records)
+        #expect(table.contains("AUC") && table.contains(String(format: "%.3f", metrics.accuracy)))
+    }
+
+    @Test("One of the five sites missing from every round: test accuracy still ≥ 0.93")
+    func oneSiteMissing() throws {
+        let federation = try Federation()
+        let configuration = try Self.configuration(federation, rounds: 30, selection: [
+            "target": 4, "overselect": 1.0, "min_available": 5, "min_updates": 4, "round_deadline_seconds": 30,
+            "selection_timeout_seconds": 0.2, "seed": 5,
+        ], evaluateEvery: 0)
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers(holdout: nil))
+        #expect(coordinator.waitUntilFinished(seconds: 180), "30 rounds did not finish")
+        _ = agents
+        let metrics = try Self.testMetrics(configuration, version: 30)
+        print(String(format: "breast cancer, 4 of 5 sites per round, 30 rounds: test accuracy %.4f, ROC AUC %.4f", metrics.accuracy, metrics.rocAUC ?? 0))
+        #expect(metrics.accuracy >= 0.93, "test accuracy \(metrics.accuracy)")
+        let rounds = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath).filter { $0.type == "round" }
+        #expect(rounds.count == 30 && rounds.allSatisfy { $0.reported?.count == 4 && $0.selected?.count == 4 })
+        // The missing site changes from round to round.
+        let missing = Set(rounds.map { Set(DevelopmentFederation.defaultAgents).subtracting($0.selected ?? []).first ?? "" })
+        #expect(missing.count >= 3)
+    }
+
+    @Test("5 sites × 5 rounds with the real trainer: the committed model equals an independent replay of the weighted mean")
+    func replay() throws {
+        let federation = try Federation()
+        let configuration = try Self.configuration(federation, rounds: 5, selection: [
+            "target": 5, "min_available": 5, "min_updates": 5, "round_deadline_seconds": 30, "selection_timeout_seconds": 0.2,
+        ], evaluateEvery: 0)
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers(holdout: nil))
+        #expect(coordinator.waitUntilFinished(seconds: 60), "5 rounds did not finish")
+        _ = agents
+        let store = try CheckpointStore(directory: configuration.stateDir)
+        let records = try RoundLog.verify(path: store.logPath)
+        // The standardization, recomputed from the five files.
+        var statistics = FeatureStatistics(featureCount: Self.features.count)
+        let sites = try (1...5).map { try Dataset.load(csv: Self.site($0), schema: Self.schema) }
+        for site in sites { statistics.merge(site.statistics()) }
+        let standardization = statistics.standardization()
+        let frozen = try #require(records.first { $0.type == "standardization" })
+        for (got, want) in zip(frozen.featureMeans ?? [], standardization.means) { #expect(abs(got - want) <= 1e-9 * max(1, abs(want))) }
+        // Each round: every site trains from the global model with the round's logged seed; the
+        // new model is the example-weighted mean of the results (FedAvg, η = 1).
+        var global = Self.schema.initialParameters(seed: configuration.model.seed).values
+        for round in records.filter({ $0.type == "round" }) {
+            var settings = TrainingSettings()
+            settings.seed = try #require(round.seed)
+            var sum = [Double](repeating: 0, count: global.count)
+            var total = 0.0
+            for site in sites {
+                let result = try LocalTraining.train(
+                    schema: Self.schema, global: global, inputs: site.standardized(with: standardization), labels: site.labels, settings: settings)
+                for index in global.indices { sum[index] += Double(result.exampleCount) * Double(result.parameters[index] - global[index]) }
+                total += Double(result.exampleCount)
+            }
+            global = global.indices.map { Float(Double(global[$0]) + sum[$0] / total) }
+        }
+        let committed = try store.readModel(version: 5).values
+        let error = zip(committed, global).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }.squareRoot()
+        let norm = global.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
+        #expect(error / norm <= 1e-6, "relative error \(error / norm)")
+    }
+
+    @Test("A site whose data does not match the schema is told why, logged and never selected; the others train")
+    func schemaMismatch() throws {
+        let federation = try Federation()
+        let broken = federation.directory + "/broken.csv"
+        // Site 2's file without its 'worst_area' column.
+        let lines = try String(contentsOfFile: Self.site(2), encoding: .utf8).split(separator: "\n").map { line -> String in
+            var fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            fields.remove(at: Self.features.firstIndex(of: "worst_area")!)
+            return fields.joined(separator: ",")
+        }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: broken, atomically: true, encoding: .utf8)
+        let configuration = try Self.configuration(federation, rounds: 3, selection: [
+            "target": 5, "min_available": 4, "min_updates": 4, "round_deadline_seconds": 30, "selection_timeout_seconds": 0.5,
+        ], evaluateEvery: 0)
+        let coordinator = try RunningCoordinator(configuration)
+        var trainers = Self.trainers(holdout: nil)
+        trainers["hospital-b"] = SiteTrainer(files: .init(csv: broken, holdoutFraction: 0))
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: trainers)
+        #expect(eventually(20) { agents.agents["hospital-b"]?.dataRefusal != nil })
+        let refusal = try #require(agents.agents["hospital-b"]?.dataRefusal)
+        #expect(refusal.contains("no column 'worst_area'"), "\(refusal)")
+        // Refused, yet still connected: fixing the data and restarting the agent is all it takes.
+        #expect(agents.agents["hospital-b"]?.isConnected == true)
+        #expect(coordinator.waitUntilFinished(seconds: 60), "3 rounds did not finish")
+        let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
+        let ineligible = try #require(records.first { $0.type == "agent_ineligible" })
+        #expect(ineligible.agent == "hospital-b" && (ineligible.reason ?? "").contains("worst_area"))
+        let rounds = records.filter { $0.type == "round" }
+        #expect(rounds.count == 3 && rounds.allSatisfy { !($0.selected ?? []).contains("hospital-b") && $0.reported?.count == 4 })
+    }
+}
