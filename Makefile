@@ -4,7 +4,7 @@ SWIFT ?= swift
 PROTOS := $(wildcard proto/*.proto)
 DEV_CERTS := certs/dev
 
-.PHONY: all deps build release test bench certs proto demo clean
+.PHONY: all deps build release test bench bench-venv certs proto demo clean
 
 all: build
 
@@ -23,9 +23,17 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --parallel --num-workers 2
 
-## bench: release build, then the wire benchmarks (figures, not pass/fail).
-bench: release
+## bench: release build, then the transport, round and local-training benchmarks (figures, not pass/fail).
+## scikit-learn, the local-training peer, goes into the git-ignored .bench/venv on first use.
+bench: release bench-venv
 	.build/release/fedbench wire
+	.build/release/fedbench rounds
+	.build/release/fedbench train
+
+bench-venv:
+	@test -x .bench/venv/bin/python && .bench/venv/bin/python -c "import sklearn" 2>/dev/null || \
+		(python3 -m venv .bench/venv && .bench/venv/bin/pip install --quiet scikit-learn)
+	@.bench/venv/bin/python -c "import sklearn; print(sklearn.__version__)" > .bench/venv/sklearn-version
 
 ## certs: a development federation (CA, coordinator, hospital-a … hospital-e, empty CRL) in certs/dev.
 certs: release

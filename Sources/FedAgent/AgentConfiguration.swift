@@ -36,7 +36,7 @@ public struct AgentConfiguration: Codable, Sendable {
         public var kind = "local"
         public var examples: UInt64 = 100
         public var step: Float = 0.001
-        /// Seconds the benchmark trainer takes per task (to play a straggler).
+        /// Extra seconds every task takes (to play a slow site in demos and straggler drills).
         public var delaySeconds = 0.0
         /// Extra random delay per task, uniform in [0, delay_jitter_seconds).
         public var delayJitterSeconds = 0.0
@@ -180,16 +180,19 @@ public struct AgentConfiguration: Codable, Sendable {
 
     /// The trainer the configuration names.
     public func makeTrainer() -> any LocalTrainer {
+        let site: any LocalTrainer
         switch (trainer.kind, data) {
         case ("local", let data?):
-            return SiteTrainer(files: data.files)
+            site = SiteTrainer(files: data.files)
         case ("command", let data?):
             let work = trainer.workDir ?? NSTemporaryDirectory() + "fedagent-\(getpid())"
-            return CommandTrainer(command: trainer.command, timeoutSeconds: trainer.timeoutSeconds, workDirectory: work, files: data.files)
+            site = CommandTrainer(command: trainer.command, timeoutSeconds: trainer.timeoutSeconds, workDirectory: work, files: data.files)
         default:
             return BenchmarkTrainer(
                 step: trainer.step, exampleCount: trainer.examples, delaySeconds: trainer.delaySeconds,
                 delayJitterSeconds: trainer.delayJitterSeconds)
         }
+        guard trainer.delaySeconds > 0 || trainer.delayJitterSeconds > 0 else { return site }
+        return SlowedTrainer(site, delaySeconds: trainer.delaySeconds, delayJitterSeconds: trainer.delayJitterSeconds)
     }
 }

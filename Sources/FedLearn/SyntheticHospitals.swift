@@ -82,8 +82,8 @@ public enum SyntheticHospitals {
             let smoker = uniform() < p.smokerRate ? 1 : 0
             let prior = poisson(max(0.05, 0.3 + 0.025 * (age - 50)))
             let stay = max(1, Int(exp(normal(1.1 + 0.01 * (age - 60), 0.5)).rounded()))
-            let logit = -1.7 + p.riskShift + 0.035 * (age - 60) + 0.06 * (bmi - 27) + 0.012 * (systolic - 130) + 0.008 * (glucose - 100)
-                + 0.004 * (cholesterol - 200) + 0.6 * Double(smoker) + 0.45 * Double(prior) + 0.09 * Double(stay - 4) + 0.15 * Double(sex)
+            let logit = -1.6 + p.riskShift + 0.07 * (age - 60) + 0.12 * (bmi - 27) + 0.025 * (systolic - 130) + 0.018 * (glucose - 100)
+                + 0.008 * (cholesterol - 200) + 1.1 * Double(smoker) + 0.8 * Double(prior) + 0.2 * Double(stay - 4) + 0.3 * Double(sex)
             let readmitted = uniform() < 1 / (1 + exp(-logit)) ? 1 : 0
             lines.append(String(
                 format: "%@%06d,%.0f,%d,%.1f,%.0f,%.0f,%.0f,%d,%d,%d,%d", idPrefix, row, age, sex, bmi, systolic, glucose, cholesterol, smoker, prior,
