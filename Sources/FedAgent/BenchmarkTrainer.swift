@@ -28,14 +28,7 @@ public struct BenchmarkTrainer: LocalTrainer {
     }
 
     public func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult {
-        var jitter = SplitMix64(seed: task.seed ^ UInt64(task.roundID) &* 0x9E37_79B9)
-        let extra = delayJitterSeconds > 0 ? Double(jitter.next() >> 11) / Double(1 << 53) * delayJitterSeconds : 0
-        let until = Deadline.after(seconds: delaySeconds + extra)
-        while !until.hasPassed {
-            if isCancelled() { throw TrainingCancelled() }
-            usleep(10_000)
-        }
-        if isCancelled() { throw TrainingCancelled() }
+        try SlowedTrainer.wait(for: task, delaySeconds: delaySeconds, jitterSeconds: delayJitterSeconds, isCancelled: isCancelled)
         // The delta never changes for a given size: computed once, so that benchmarks measure
         // the federation rather than this stand-in.
         let delta = cache.delta(count: global.layout.parameterCount) { Self.delta(count: $0, step: step) }

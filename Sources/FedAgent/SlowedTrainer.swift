@@ -24,13 +24,20 @@ public struct SlowedTrainer: LocalTrainer {
     }
 
     public func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult {
+        try Self.wait(for: task, delaySeconds: delaySeconds, jitterSeconds: delayJitterSeconds, isCancelled: isCancelled)
+        return try base.train(task: task, global: global, isCancelled: isCancelled)
+    }
+
+    /// Sleeps `delaySeconds` plus a jitter in [0, jitterSeconds) drawn from the task's seed and
+    /// round (a straggler in some rounds, not others); throws ``TrainingCancelled`` on cancel.
+    static func wait(for task: TrainTask, delaySeconds: Double, jitterSeconds: Double, isCancelled: () -> Bool) throws {
         var jitter = SplitMix64(seed: task.seed ^ UInt64(task.roundID) &* 0x9E37_79B9)
-        let extra = delayJitterSeconds > 0 ? Double(jitter.next() >> 11) / Double(1 << 53) * delayJitterSeconds : 0
+        let extra = jitterSeconds > 0 ? Double(jitter.next() >> 11) / Double(1 << 53) * jitterSeconds : 0
         let until = Deadline.after(seconds: delaySeconds + extra)
         while !until.hasPassed {
             if isCancelled() { throw TrainingCancelled() }
             usleep(10_000)
         }
-        return try base.train(task: task, global: global, isCancelled: isCancelled)
+        if isCancelled() { throw TrainingCancelled() }
     }
 }

@@ -119,31 +119,27 @@ extension Coordinator {
 
     /// Asks `agents` for their statistics at once; returns the valid answers by agent.
     private func collectStatistics(from agents: [String], featureCount: Int) -> [String: FeatureStatistics] {
-        let answers = Locked<[String: FeatureStatistics]>([:])
-        let group = DispatchGroup()
-        for agent in agents {
-            group.enter()
-            Thread { [self] in
-                defer { group.leave() }
-                do {
-                    guard let connection = stateLock.withLock({ connections[agent] }) else { return }
-                    let reply = try connection.unary(
-                        Methods.statistics, .statisticsRequest(StatisticsRequest(featureCount: UInt32(featureCount))),
-                        timeout: configuration.selection.roundDeadline)
-                    guard case .featureStatistics(let message) = reply else {
-                        throw RPCError(.invalidArgument, "Statistics answered \(reply.name), not FeatureStatistics")
-                    }
-                    let statistics = try FeatureStatistics(counts: message.counts, means: message.means, m2: message.m2)
-                    guard statistics.featureCount == featureCount else {
-                        throw RPCError(.invalidArgument, "statistics for \(statistics.featureCount) features; the model has \(featureCount)")
-                    }
-                    answers.withLock { $0[agent] = statistics }
-                } catch {
-                    logger.warning("No usable statistics from an agent", metadata: ["agent": "\(agent)", "error": "\(error)"])
-                }
-            }.start()
+        let outcomes = fanOut(to: agents) { [self] agent -> FeatureStatistics in
+            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+            let reply = try connection.unary(
+                Methods.statistics, .statisticsRequest(StatisticsRequest(featureCount: UInt32(featureCount))),
+                timeout: configuration.selection.roundDeadline)
+            guard case .featureStatistics(let message) = reply else {
+                throw RPCError(.invalidArgument, "Statistics answered \(reply.name), not FeatureStatistics")
+            }
+            let statistics = try FeatureStatistics(counts: message.counts, means: message.means, m2: message.m2)
+            guard statistics.featureCount == featureCount else {
+                throw RPCError(.invalidArgument, "statistics for \(statistics.featureCount) features; the model has \(featureCount)")
+            }
+            return statistics
         }
-        group.wait()
-        return answers.withLock { $0 }
+        var answers: [String: FeatureStatistics] = [:]
+        for (agent, outcome) in outcomes {
+            switch outcome {
+            case .success(let statistics): answers[agent] = statistics
+            case .failure(let error): logger.warning("No usable statistics from an agent", metadata: ["agent": "\(agent)", "error": "\(error)"])
+            }
+        }
+        return answers
     }
 }

@@ -19,22 +19,13 @@ extension Coordinator {
     /// Evaluates the model committed for `round` on `agents` and appends an `evaluation` record.
     func evaluateGlobalModel(round: UInt64, agents: [String]) {
         guard !agents.isEmpty else { return }
-        let answers = Locked<(results: [String: SiteEvaluation], failures: [String: String])>(([:], [:]))
-        let group = DispatchGroup()
-        for agent in agents {
-            group.enter()
-            Thread { [self] in
-                defer { group.leave() }
-                do {
-                    let result = try evaluate(on: agent, round: round)
-                    answers.withLock { $0.results[agent] = result }
-                } catch {
-                    answers.withLock { $0.failures[agent] = "\(error)" }
-                }
-            }.start()
+        var results: [String: SiteEvaluation] = [:], failures: [String: String] = [:]
+        for (agent, outcome) in fanOut(to: agents, { [self] in try evaluate(on: $0, round: round) }) {
+            switch outcome {
+            case .success(let result): results[agent] = result
+            case .failure(let error): failures[agent] = "\(error)"
+            }
         }
-        group.wait()
-        let (results, failures) = answers.withLock { $0 }
         var record = RoundLogRecord(type: "evaluation")
         record.round = round
         record.modelVersion = round

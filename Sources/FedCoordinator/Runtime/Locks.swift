@@ -42,3 +42,20 @@ final class Locked<Value>: @unchecked Sendable {
         try lock.withLock { try body(&value) }
     }
 }
+
+/// Runs `body` for every agent at once, each on its own thread (blocking calls never run on the
+/// cooperative pool), and collects what each returned or threw.
+func fanOut<Result>(to agents: [String], _ body: @escaping @Sendable (String) throws -> Result) -> [String: Swift.Result<Result, any Error>] {
+    let answers = Locked<[String: Swift.Result<Result, any Error>]>([:])
+    let group = DispatchGroup()
+    for agent in agents {
+        group.enter()
+        Thread {
+            defer { group.leave() }
+            let outcome = Swift.Result { try body(agent) }
+            answers.withLock { $0[agent] = outcome }
+        }.start()
+    }
+    group.wait()
+    return answers.withLock { $0 }
+}
