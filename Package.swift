@@ -30,6 +30,9 @@ let package = Package(
         // Local learning: CSV data against the model schema, models, local optimizers, metrics,
         // federated standardization statistics, synthetic hospitals. No network.
         .target(name: "FedLearn", dependencies: ["FedCore"], swiftSettings: strictSettings),
+        // Secure aggregation FLSECAGG-v1 (shared/design/secagg.md): OpenSSL primitives, Shamir,
+        // quantization, the graph, and the agent's and coordinator's protocol state, without I/O.
+        .target(name: "FedSecAgg", dependencies: ["COpenSSL", "FedCore"], swiftSettings: strictSettings),
         .target(
             name: "FedWire",
             dependencies: [
@@ -77,6 +80,7 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .testTarget(name: "FedSecAggTests", dependencies: ["FedSecAgg", "FedCore"], swiftSettings: strictSettings),
         .testTarget(name: "FedLearnTests", dependencies: ["FedLearn", "FedCore"], swiftSettings: strictSettings),
         .testTarget(name: "FedCoreTests", dependencies: ["FedCore"], swiftSettings: strictSettings),
         .testTarget(name: "FedCoordinatorTests", dependencies: ["FedCoordinator", "FedCore"], swiftSettings: strictSettings),

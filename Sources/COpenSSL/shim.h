@@ -13,6 +13,8 @@
 #include <openssl/bn.h>
 #include <openssl/rand.h>
 #include <openssl/crypto.h>
+#include <openssl/kdf.h>
+#include <openssl/core_names.h>
 #include <malloc.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -94,5 +96,32 @@ static inline int shim_tune_malloc_for_large_buffers(void) {
     return a && b && c;
 }
 static inline void shim_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
+// MARK: secure aggregation (FLSECAGG-v1) primitives
+
+/// HKDF-SHA256 (extract and expand, RFC 5869) with a fetched HKDF; returns 1 on success.
+static inline int shim_hkdf_sha256(EVP_KDF *kdf, const unsigned char *ikm, size_t ikm_len, const unsigned char *salt,
+                                   size_t salt_len, const unsigned char *info, size_t info_len, unsigned char *out,
+                                   size_t out_len) {
+    EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(kdf);
+    if (kctx == NULL) return 0;
+    OSSL_PARAM params[5];
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikm_len);
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, salt_len);
+    params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, info_len);
+    params[4] = OSSL_PARAM_construct_end();
+    int rc = EVP_KDF_derive(kctx, out, out_len, params);
+    EVP_KDF_CTX_free(kctx);
+    return rc;
+}
+/// The 16-byte GCM tag after EVP_EncryptFinal_ex.
+static inline int shim_gcm_get_tag(EVP_CIPHER_CTX *ctx, unsigned char *tag) {
+    return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, tag);
+}
+/// The expected 16-byte GCM tag, before EVP_DecryptFinal_ex.
+static inline int shim_gcm_set_tag(EVP_CIPHER_CTX *ctx, unsigned char *tag) {
+    return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 16, tag);
+}
 
 #endif

@@ -1,0 +1,103 @@
+import COpenSSL
+import Foundation
+
+/// The FLSECAGG-v1 PRG (§3.7): a 32-byte seed → a stream of `uint32` elements in `Z_{2^32}`,
+/// AES-128-CTR keystream (key = seed[0..16), initial counter block = seed[16..32), 128-bit
+/// big-endian counter) read as little-endian `uint32`s.
+///
+/// Masks are never materialized whole: ``apply(to:count:subtract:)`` folds the next elements
+/// into a caller's buffer through a 256 KiB keystream scratch. One generator per thread; cost:
+/// AES-CTR over 4 bytes per element plus one add.
+public final class MaskGenerator {
+    nonisolated(unsafe) private static let cipher: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-128-CTR", nil)
+    /// Read-only zeros: CTR "encrypts" them into pure keystream.
+    nonisolated(unsafe) private static let zeros = UnsafeMutableRawPointer(calloc(1, scratchBytes)!)
+    static let scratchBytes = 256 << 10
+
+    private let context: OpaquePointer
+    private let scratch: UnsafeMutableRawPointer
+    /// Keystream bytes generated but not yet consumed (fewer than 16, after a seek).
+    private var pending: [UInt8] = []
+
+    /// Starts the stream of `seed` at element `startElement` (counter block `IV + start/4`).
+    public init(seed: [UInt8], startElement: UInt64 = 0) throws {
+        guard seed.count == 32, let cipher = Self.cipher, let context = EVP_CIPHER_CTX_new() else {
+            throw SecAggError(.internalError, "the mask generator needs a 32-byte seed and AES-128-CTR")
+        }
+        self.context = context
+        scratch = UnsafeMutableRawPointer.allocate(byteCount: Self.scratchBytes, alignment: 64)
+        var counter = Array(seed[16..<32])
+        // 128-bit big-endian add of start/4 blocks.
+        var carry = startElement / 4
+        for index in stride(from: 15, through: 0, by: -1) where carry > 0 {
+            let sum = UInt64(counter[index]) + (carry & 0xFF)
+            counter[index] = UInt8(sum & 0xFF)
+            carry = (carry >> 8) + (sum >> 8)
+        }
+        guard EVP_EncryptInit_ex2(context, cipher, Array(seed[0..<16]), counter, nil) == 1 else {
+            EVP_CIPHER_CTX_free(context)
+            scratch.deallocate()
+            throw SecAggError(.internalError, "AES-128-CTR initialisation failed")
+        }
+        let skip = Int(startElement % 4) * 4
+        if skip > 0 {
+            var block = [UInt8](repeating: 0, count: 16)
+            keystream(into: &block, count: 16)
+            pending = Array(block[skip...])
+        }
+    }
+
+    deinit {
+        EVP_CIPHER_CTX_free(context)
+        scratch.deallocate()
+    }
+
+    private func keystream(into buffer: UnsafeMutableRawPointer, count: Int) {
+        var length: Int32 = 0
+        let ok = EVP_EncryptUpdate(context, buffer.assumingMemoryBound(to: UInt8.self), &length,
+                                   Self.zeros.assumingMemoryBound(to: UInt8.self), Int32(count))
+        precondition(ok == 1 && Int(length) == count, "AES-128-CTR keystream failed")
+    }
+
+    private func keystream(into bytes: inout [UInt8], count: Int) {
+        bytes.withUnsafeMutableBytes { keystream(into: $0.baseAddress!, count: count) }
+    }
+
+    /// Adds (or subtracts) the next `count` mask elements into `target`, wrapping mod 2^32.
+    public func apply(to target: UnsafeMutablePointer<UInt32>, count: Int, subtract: Bool = false) {
+        var done = 0
+        while done < count && !pending.isEmpty {
+            let value = pending.prefix(4).enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * $1.offset) }
+            pending.removeFirst(4)
+            target[done] = subtract ? target[done] &- value : target[done] &+ value
+            done += 1
+        }
+        while done < count {
+            let elements = min(count - done, Self.scratchBytes / 4)
+            keystream(into: scratch, count: elements * 4)
+            let mask = scratch.assumingMemoryBound(to: UInt32.self)
+            let out = target + done
+            if subtract {
+                for index in 0..<elements { out[index] &-= UInt32(littleEndian: mask[index]) }
+            } else {
+                for index in 0..<elements { out[index] &+= UInt32(littleEndian: mask[index]) }
+            }
+            done += elements
+        }
+    }
+
+    /// The next `count` elements, as an array (tests, and small vectors).
+    public func next(_ count: Int) -> [UInt32] {
+        var out = [UInt32](repeating: 0, count: count)
+        out.withUnsafeMutableBufferPointer { apply(to: $0.baseAddress!, count: count) }
+        return out
+    }
+
+    /// The next `count` raw keystream bytes (Shamir coefficient draws in tests).
+    public func nextBytes(_ count: Int) -> [UInt8] {
+        precondition(pending.isEmpty, "nextBytes after a mid-block seek")
+        var out = [UInt8](repeating: 0, count: count)
+        keystream(into: &out, count: count)
+        return out
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+
+/// Fixed-point quantization of a weighted update into `Z_{2^32}` (§3.9): element 0 is the count
+/// canary (1), element 1 the weight `w' = min(w, W_max)`, then each parameter as
+/// `ω · clamp(δ, −c, c) · 2^e` with unbiased stochastic rounding, two's complement.
+public struct Quantizer: Sendable {
+    public let scaleExponent: Int32
+    public let clip: Double
+    public let maxWeight: UInt32
+
+    public init(scaleExponent: Int32, clip: Double, maxWeight: UInt32) {
+        self.scaleExponent = scaleExponent
+        self.clip = clip
+        self.maxWeight = maxWeight
+    }
+
+    public init(_ config: SecAggConfig) {
+        self.init(scaleExponent: config.scaleExponent, clip: config.clip, maxWeight: config.maxWeight)
+    }
+
+    var scale: Double { Double(sign: .plus, exponent: Int(scaleExponent), significand: 1) }
+
+    /// The largest `e` with `N · (c · 2^e + 1) + B_noise ≤ 2^31 − 1`.
+    public static func scaleExponent(agents: Int, clip: Double, noiseBound: Double = 0) -> Int32 {
+        var e: Int32 = 0
+        while e < 60 && Double(agents) * (clip * Double(sign: .plus, exponent: Int(e + 1), significand: 1) + 1) + noiseBound <= Double(Int32.max) {
+            e += 1
+        }
+        return e
+    }
+
+    /// `x_u` for a Float32 update (each value widened to Float64), with `examples` examples;
+    /// `rounding` is the 32-byte `seed_rnd`.
+    /// - Throws: `BAD_INPUT` on a NaN or infinity (never sent).
+    public func quantize(_ delta: UnsafeBufferPointer<Float>, examples: UInt64, rounding: [UInt8], into x: UnsafeMutableBufferPointer<UInt32>) throws {
+        try quantize(count: delta.count, { Double(delta[$0]) }, examples: examples, rounding: rounding, into: x)
+    }
+
+    /// `x_u` for `count` values given by `value(j)` in Float64 (§3.9's exact operation order).
+    public func quantize(count parameterCount: Int, _ value: (Int) -> Double, examples: UInt64, rounding: [UInt8],
+                         into x: UnsafeMutableBufferPointer<UInt32>) throws {
+        precondition(x.count == parameterCount + 2, "L = m + 2")
+        let weight = UInt32(min(examples, UInt64(maxWeight)))
+        let omega = Double(weight) / Double(maxWeight)
+        x[0] = 1
+        x[1] = weight
+        let generator = try MaskGenerator(seed: rounding, startElement: 2)
+        let chunk = 1 << 16
+        var randoms = [UInt32](repeating: 0, count: chunk)
+        var start = 0
+        let scale = self.scale
+        while start < parameterCount {
+            let count = min(chunk, parameterCount - start)
+            for i in 0..<count { randoms[i] = 0 }
+            randoms.withUnsafeMutableBufferPointer { generator.apply(to: $0.baseAddress!, count: count) }
+            for i in 0..<count {
+                let d = value(start + i)
+                guard d.isFinite else { throw SecAggError(.badInput, "the update holds a NaN or infinity at element \(start + i)") }
+                let v = (omega * min(max(d, -clip), clip)) * scale
+                let f = v.rounded(.down)
+                let threshold = (v - f) * 4_294_967_296.0
+                let q = f + (Double(randoms[i]) < threshold ? 1 : 0)
+                x[2 + start + i] = UInt32(bitPattern: Int32(q))
+            }
+            start += count
+        }
+    }
+
+    /// The weighted mean update from the unmasked sum `z`, after the canary checks.
+    ///
+    /// - Throws: `UNMASK_MISMATCH` when the count is not the number of survivors or the total
+    ///   weight is out of range: a mask did not cancel.
+    public func dequantizedMean(_ z: UnsafeBufferPointer<UInt32>, survivors: Int) throws -> (mean: (Int) -> Double, totalWeight: UInt32) {
+        guard z.count >= 2, Int(z[0]) == survivors else {
+            throw SecAggError(.unmaskMismatch, "the count canary is \(z.first ?? 0), not the \(survivors) survivors: a mask did not cancel")
+        }
+        let total = z[1]
+        guard total > 0, UInt64(total) <= UInt64(survivors) * UInt64(maxWeight) else {
+            throw SecAggError(.unmaskMismatch, "the total weight \(total) is out of range for \(survivors) survivors")
+        }
+        let factor = Double(maxWeight) / Double(total) / scale
+        let base = z.baseAddress!
+        return ({ j in Double(Int32(bitPattern: base[2 + j])) * factor }, total)
+    }
+}
