@@ -151,8 +151,9 @@ public final class SecAggCoordinatorSession {
         guard sum.count == Int(config.vectorLength) else { throw SecAggError(.internalError, "the masked sum has the wrong length") }
         let (bShares, sShares) = try collectShares()
         let t = Int(config.threshold)
+        var cache = Shamir.LagrangeCache()
         for u in u3.sorted() {
-            var b = try Shamir.combine(bShares[u]!, threshold: t)
+            var b = try Shamir.combine(bShares[u]!, threshold: t, cache: &cache)
             defer { SecAggCrypto.cleanse(&b) }
             guard SecAggDerivation.selfMaskCommitment(b: b, sessionID: sessionID, index: u) == commitments[u] else {
                 throw SecAggError(.unmaskMismatch, "survivor \(u)'s reconstructed self-mask seed does not match its commitment")
@@ -162,7 +163,7 @@ public final class SecAggCoordinatorSession {
             SecAggCrypto.cleanse(&seed)
         }
         for d in dropped.sorted() {
-            var key = try Shamir.combine(sShares[d]!, threshold: t)
+            var key = try Shamir.combine(sShares[d]!, threshold: t, cache: &cache)
             defer { SecAggCrypto.cleanse(&key) }
             guard try SecAggCrypto.x25519PublicKey(privateKey: key) == advertised[d]!.maskingKey else {
                 throw SecAggError(.unmaskMismatch, "dropped agent \(d)'s reconstructed masking key does not match its public key")

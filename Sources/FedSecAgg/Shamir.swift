@@ -91,12 +91,31 @@ public enum Shamir {
     /// - Throws: fewer than `t` shares; a malformed share; a result out of the chunks' ranges
     ///   (what a wrong or tampered share usually gives).
     public static func combine(_ shares: [UInt32: [UInt8]], threshold t: Int) throws -> [UInt8] {
+        var cache = LagrangeCache()
+        return try combine(shares, threshold: t, cache: &cache)
+    }
+
+    /// Lagrange coefficients at 0, by holder set: a round reconstructs many secrets from the same
+    /// holders (with the complete graph, all of them), so each set is inverted once.
+    public struct LagrangeCache {
+        var coefficients: [[UInt128]: [UInt128]] = [:]
+        public init() {}
+        mutating func lambdas(_ xs: [UInt128]) -> [UInt128] {
+            if let known = coefficients[xs] { return known }
+            let lambdas = Shamir.lambdas(xs)
+            coefficients[xs] = lambdas
+            return lambdas
+        }
+    }
+
+    /// ``combine(_:threshold:)`` reusing Lagrange coefficients across calls.
+    public static func combine(_ shares: [UInt32: [UInt8]], threshold t: Int, cache: inout LagrangeCache) throws -> [UInt8] {
         guard shares.count >= t, t >= 1 else { throw SecAggError.insufficientShares(shares.count, t) }
         let xs = shares.keys.sorted().prefix(t).map { UInt128($0) }
         guard xs.allSatisfy({ $0 > 0 && $0 < prime }), shares.values.allSatisfy({ $0.count == 48 }) else {
             throw SecAggError(.inconsistent, "a share is malformed (index 0 or not 48 bytes)")
         }
-        let chunks = interpolateAtZero(xs: xs, shares: shares)
+        let chunks = interpolateAtZero(xs: xs, lambdas: cache.lambdas(xs), shares: shares)
         guard chunks[0] < 1 << 120, chunks[1] < 1 << 120, chunks[2] < 1 << 16 else {
             throw SecAggError(.unmaskMismatch, "the shares do not reconstruct a valid secret (a share is wrong)")
         }
@@ -106,12 +125,25 @@ public enum Shamir {
     /// Lagrange interpolation at 0 of the three chunks, without the range check (tests show what
     /// fewer than `t` shares give).
     static func interpolateAtZero(xs: [UInt128], shares: [UInt32: [UInt8]]) -> [UInt128] {
+        interpolateAtZero(xs: xs, lambdas: lambdas(xs), shares: shares)
+    }
+
+    /// `λ_i = Π_{l≠i} x_l · (x_l − x_i)^{-1}`, one inversion per coefficient.
+    static func lambdas(_ xs: [UInt128]) -> [UInt128] {
+        xs.enumerated().map { i, xi in
+            var numerator: UInt128 = 1, denominator: UInt128 = 1
+            for (l, xl) in xs.enumerated() where l != i {
+                numerator = multiply(numerator, xl)
+                denominator = multiply(denominator, subtract(xl, xi))
+            }
+            return multiply(numerator, inverse(denominator))
+        }
+    }
+
+    static func interpolateAtZero(xs: [UInt128], lambdas: [UInt128], shares: [UInt32: [UInt8]]) -> [UInt128] {
         var chunks: [UInt128] = [0, 0, 0]
         for (i, xi) in xs.enumerated() {
-            var lambda: UInt128 = 1
-            for (l, xl) in xs.enumerated() where l != i {
-                lambda = multiply(lambda, multiply(xl, inverse(subtract(xl, xi))))
-            }
+            let lambda = lambdas[i]
             let share = shares[UInt32(xi)]!
             for j in 0..<3 {
                 chunks[j] = add(chunks[j], multiply(lambda, integer(share[(16 * j)..<(16 * j + 16)])))

@@ -1,0 +1,304 @@
+import FedCore
+import Foundation
+import Testing
+@testable import FedSecAgg
+
+/// Runs whole FLSECAGG-v1 attempts in memory: `n` agents, dropouts at chosen stages.
+struct Simulation {
+    var n: Int
+    var degree: Int
+    var threshold: Int
+    var minSurvivors = 3
+    var parameters: Int
+    /// Stage (0 advertise, 1 share, 2 masked input, 3 unmask) → agents that go silent there.
+    var drops: [Int: Set<UInt32>] = [:]
+    var seed: UInt64 = 1
+
+    var roster: [String] { (1...n).map { "agent-\($0)" } }
+
+    func config() -> SecAggConfig {
+        SecAggConfig(
+            roundID: 11, sessionNonce: SecAggCrypto.sha256([1]), roster: roster, neighborDegree: UInt32(degree), threshold: UInt32(threshold),
+            minSurvivors: UInt32(minSurvivors), graphSeed: SecAggCrypto.sha256([UInt8(truncatingIfNeeded: seed)]), vectorLength: UInt64(parameters + 2),
+            scaleExponent: Quantizer.scaleExponent(agents: n, clip: 1), clip: 1, maxWeight: 1000, modelSHA256: SecAggCrypto.sha256([3]))
+    }
+
+    /// Each agent's update and example count.
+    func inputs() -> [(delta: [Float], examples: UInt64)] {
+        var random = SplitMix64(seed: seed)
+        return (0..<n).map { _ in
+            ((0..<parameters).map { _ in Float(Double(random.next() >> 11) / Double(1 << 53) * 2.4 - 1.2) }, 1 + random.next() % 1000)
+        }
+    }
+
+    /// `Σ_{u∈U3} x_u` computed directly from the quantized inputs.
+    func expectedSum(survivors: Set<UInt32>) throws -> [UInt32] {
+        let quantizer = Quantizer(config())
+        var sum = [UInt32](repeating: 0, count: parameters + 2)
+        for (i, input) in inputs().enumerated() where survivors.contains(UInt32(i + 1)) {
+            var x = [UInt32](repeating: 0, count: parameters + 2)
+            try input.delta.withUnsafeBufferPointer { delta in
+                try x.withUnsafeMutableBufferPointer {
+                    try quantizer.quantize(delta, examples: input.examples, rounding: DeterministicSecAggRandomness().secret(.rounding, index: UInt32(i + 1)), into: $0)
+                }
+            }
+            for j in sum.indices { sum[j] &+= x[j] }
+        }
+        return sum
+    }
+
+    struct Outcome {
+        var sum: [UInt32]
+        var survivors: Set<UInt32>
+        var dropped: Set<UInt32>
+        var maskedInputs: [UInt32: [UInt32]]
+    }
+
+    /// One attempt; throws what the coordinator (or an agent) throws.
+    func run() throws -> Outcome {
+        let config = config()
+        let randomness = DeterministicSecAggRandomness()
+        let agents = try (1...n).map {
+            try SecAggAgentSession(config: config, index: UInt32($0), agentID: roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
+                                   parameterCount: parameters, lastRoundID: nil, randomness: randomness)
+        }
+        let coordinator = try SecAggCoordinatorSession(config: config)
+        func alive(_ stage: Int, _ u: UInt32) -> Bool { !(0...stage).contains { drops[$0]?.contains(u) ?? false } }
+        for agent in agents where alive(0, agent.index) { try coordinator.receiveKeys(agent.keys, from: roster[Int(agent.index) - 1]) }
+        let keys = try coordinator.closeAdvertising()
+        for agent in agents where alive(1, agent.index) && coordinator.u1.contains(agent.index) {
+            let response = try agent.shareKeys(keys)
+            try coordinator.receiveShares(from: roster[Int(agent.index) - 1], commitment: response.commitment, envelopes: response.outgoing)
+        }
+        let incoming = try coordinator.closeSharing()
+        var sum = [UInt32](repeating: 0, count: parameters + 2)
+        var masked: [UInt32: [UInt32]] = [:]
+        let updates = inputs()
+        for agent in agents where coordinator.u2.contains(agent.index) {
+            try agent.receiveMaskedInputRequest(survivors: coordinator.u2.sorted(), incoming: incoming[agent.index]!)
+            guard alive(2, agent.index) else { continue }
+            let y = try updates[Int(agent.index) - 1].delta.withUnsafeBufferPointer {
+                try agent.maskedInput(delta: $0, examples: updates[Int(agent.index) - 1].examples)
+            }
+            masked[agent.index] = y
+            for j in sum.indices { sum[j] &+= y[j] }
+        }
+        try coordinator.closeMaskedInput(survivors: Set(masked.keys))
+        for agent in agents where coordinator.u3.contains(agent.index) && alive(3, agent.index) {
+            try coordinator.receiveUnmask(
+                from: roster[Int(agent.index) - 1],
+                shares: agent.unmask(survivors: coordinator.u3.sorted(), dropped: coordinator.dropped.sorted()))
+        }
+        try sum.withUnsafeMutableBufferPointer { try coordinator.removeMasks(from: $0) }
+        return Outcome(sum: sum, survivors: coordinator.u3, dropped: coordinator.dropped, maskedInputs: masked)
+    }
+}
+
+@Suite("FLSECAGG-v1 protocol")
+struct ProtocolTests {
+    @Test("1. Masks cancel exactly: complete and sparse graphs, N from 3 to 40, m ∈ {1, 3, 1000}")
+    func cancellation() throws {
+        var random = SplitMix64(seed: 99)
+        for trial in 0..<12 {
+            let n = 3 + Int(random.next() % 38)
+            let sparse = n >= 6 && trial % 2 == 1
+            // Sparse: an even degree in 2 … N − 2; complete: N − 1. The threshold: a bare majority of the holders.
+            let degree = sparse ? 2 * (1 + Int(random.next() % UInt64((n - 2) / 2))) : n - 1
+            let threshold = max(2, (degree + 1) / 2 + 1)
+            let m = [1, 3, 1000][trial % 3]
+            var simulation = Simulation(n: n, degree: degree, threshold: threshold, parameters: m, seed: UInt64(trial))
+            simulation.minSurvivors = sparse ? 3 : max(3, threshold)
+            let outcome = try simulation.run()
+            #expect(outcome.sum == (try simulation.expectedSum(survivors: outcome.survivors)), "N \(n) k \(degree) t \(threshold) m \(m)")
+            #expect(outcome.sum[0] == UInt32(n))
+        }
+        // Sign antisymmetry on a sparse graph: every pair's masks are added by exactly one side.
+        let config = Simulation(n: 12, degree: 4, threshold: 3, parameters: 1).config()
+        let graph = try SecAggGraph(config: config, configDigest: config.configDigest())
+        for u in UInt32(1)...12 {
+            #expect(graph.neighbours(of: u).count == 4)
+            for v in graph.neighbours(of: u) {
+                #expect(graph.neighbours(of: v).contains(u))
+                #expect(SecAggDerivation.addsPairwiseMask(u, over: v) != SecAggDerivation.addsPairwiseMask(v, over: u))
+            }
+        }
+    }
+
+    @Test("2. Dropouts at every stage: up to D_max the sum over U3 is exact; one more and the attempt aborts", arguments: 0...3)
+    func dropouts(stage: Int) throws {
+        let n = 8, dMax = 2
+        for count in 0...(dMax + 1) {
+            var simulation = Simulation(n: n, degree: n - 1, threshold: n - dMax, parameters: 50, seed: UInt64(10 * stage + count))
+            simulation.minSurvivors = n - dMax
+            simulation.drops[stage] = Set((0..<count).map { UInt32(8 - $0 * 3 % 8) })
+            if count <= dMax {
+                let outcome = try simulation.run()
+                #expect(outcome.sum == (try simulation.expectedSum(survivors: outcome.survivors)), "stage \(stage), \(count) dropped")
+                if stage == 2 { #expect(outcome.dropped.count == count) }
+            } else {
+                #expect(throws: SecAggError.self, "stage \(stage), \(count) dropped must abort") { try simulation.run() }
+            }
+        }
+    }
+
+    @Test("3. Reconstruction needs t shares; a corrupted revealed share is caught by the commitment or the public key")
+    func corruptedShares() throws {
+        var random = SystemCoefficientSource()
+        let secret = SecAggCrypto.privateRandom(32)
+        for t in 2...6 {
+            let shares = Shamir.split(secret, threshold: t, holders: Array(1...7), coefficients: &random)
+            #expect(try Shamir.combine(shares.filter { $0.key <= UInt32(t) }, threshold: t) == secret)
+            #expect(try Shamir.combine(shares.filter { $0.key > UInt32(7 - t) }, threshold: t) == secret)
+            #expect(throws: SecAggError.self) { try Shamir.combine(shares.filter { $0.key < UInt32(t) }, threshold: t) }
+        }
+        // End to end: one survivor lies about a b-share.
+        let simulation = Simulation(n: 5, degree: 4, threshold: 3, parameters: 10)
+        let config = simulation.config()
+        let randomness = DeterministicSecAggRandomness()
+        let agents = try (1...5).map {
+            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
+                                   parameterCount: 10, lastRoundID: nil, randomness: randomness)
+        }
+        let coordinator = try SecAggCoordinatorSession(config: config)
+        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: simulation.roster[i]) }
+        let keys = try coordinator.closeAdvertising()
+        for (i, agent) in agents.enumerated() {
+            let response = try agent.shareKeys(keys)
+            try coordinator.receiveShares(from: simulation.roster[i], commitment: response.commitment, envelopes: response.outgoing)
+        }
+        let incoming = try coordinator.closeSharing()
+        var sum = [UInt32](repeating: 0, count: 12)
+        for agent in agents {
+            try agent.receiveMaskedInputRequest(survivors: [1, 2, 3, 4, 5], incoming: incoming[agent.index]!)
+            let y = try [Float](repeating: 0.1, count: 10).withUnsafeBufferPointer { try agent.maskedInput(delta: $0, examples: 5) }
+            for j in sum.indices { sum[j] &+= y[j] }
+        }
+        try coordinator.closeMaskedInput(survivors: [1, 2, 3, 4, 5])
+        for (i, agent) in agents.prefix(3).enumerated() {
+            var shares = try agent.unmask(survivors: [1, 2, 3, 4, 5], dropped: [])
+            if i == 0 { shares[1].share[20] ^= 1 }
+            try coordinator.receiveUnmask(from: simulation.roster[i], shares: shares)
+        }
+        #expect(throws: SecAggError.self) { try sum.withUnsafeMutableBufferPointer { try coordinator.removeMasks(from: $0) } }
+    }
+
+    /// An agent that has reached the unmask stage, for the refusal tests.
+    func agentAtUnmask() throws -> (SecAggAgentSession, Simulation) {
+        let simulation = Simulation(n: 5, degree: 4, threshold: 3, parameters: 4)
+        let config = simulation.config()
+        let randomness = DeterministicSecAggRandomness()
+        let agents = try (1...5).map {
+            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
+                                   parameterCount: 4, lastRoundID: nil, randomness: randomness)
+        }
+        let coordinator = try SecAggCoordinatorSession(config: config)
+        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: simulation.roster[i]) }
+        let keys = try coordinator.closeAdvertising()
+        for (i, agent) in agents.enumerated() {
+            let response = try agent.shareKeys(keys)
+            try coordinator.receiveShares(from: simulation.roster[i], commitment: response.commitment, envelopes: response.outgoing)
+        }
+        let incoming = try coordinator.closeSharing()
+        try agents[0].receiveMaskedInputRequest(survivors: [1, 2, 3, 4, 5], incoming: incoming[1]!)
+        _ = try [Float](repeating: 0.5, count: 4).withUnsafeBufferPointer { try agents[0].maskedInput(delta: $0, examples: 3) }
+        #expect(throws: SecAggError.self) { _ = try [Float](repeating: 0.5, count: 4).withUnsafeBufferPointer { try agents[0].maskedInput(delta: $0, examples: 3) } }
+        return (agents[0], simulation)
+    }
+
+    @Test("4. Inconsistent or repeated unmask requests are refused and reveal nothing", arguments: [
+        ("overlap", [UInt32(1), 2, 3, 4], [UInt32(4), 5]), ("missing agent", [1, 2, 3], [4]), ("extra agent", [1, 2, 3], [4, 5, 6]),
+        ("self dropped", [2, 3, 4], [1, 5]), ("too few survivors", [1, 2], [3, 4, 5]), ("duplicate", [1, 1, 2, 3], [4, 5]),
+    ])
+    func refusals(name: String, survivors: [UInt32], dropped: [UInt32]) throws {
+        let (agent, _) = try agentAtUnmask()
+        #expect(throws: SecAggError.self, "\(name)") { try agent.unmask(survivors: survivors, dropped: dropped) }
+        // It still answers a consistent request once, the same request again identically, and a different one never.
+        let first = try agent.unmask(survivors: [1, 2, 3], dropped: [4, 5])
+        #expect(first.filter { $0.kind == .selfMask }.map(\.owner) == [1, 2, 3])
+        #expect(first.filter { $0.kind == .maskingKey }.map(\.owner) == [4, 5])
+        #expect(try agent.unmask(survivors: [1, 2, 3], dropped: [4, 5]) == first)
+        #expect(throws: SecAggError.self) { try agent.unmask(survivors: [1, 2, 3, 4], dropped: [5]) }
+        #expect(agent.erased)
+    }
+
+    @Test("5. Inconsistent views fail closed: another model hash, another key list, a tampered envelope")
+    func inconsistentViews() throws {
+        let simulation = Simulation(n: 4, degree: 3, threshold: 3, parameters: 2)
+        let config = simulation.config()
+        let randomness = DeterministicSecAggRandomness()
+        #expect(throws: SecAggError.self) {
+            try SecAggAgentSession(config: config, index: 1, agentID: "agent-1", receivedModelSHA256: SecAggCrypto.sha256([9]), parameterCount: 2,
+                                   lastRoundID: nil, randomness: randomness)
+        }
+        #expect(throws: SecAggError.self) {
+            try SecAggAgentSession(config: config, index: 1, agentID: "agent-2", receivedModelSHA256: config.modelSHA256, parameterCount: 2,
+                                   lastRoundID: nil, randomness: randomness)
+        }
+        #expect(throws: SecAggError.self) {
+            try SecAggAgentSession(config: config, index: 1, agentID: "agent-1", receivedModelSHA256: config.modelSHA256, parameterCount: 2,
+                                   lastRoundID: 11, randomness: randomness)
+        }
+        let agents = try (1...4).map {
+            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
+                                   parameterCount: 2, lastRoundID: nil, randomness: randomness)
+        }
+        let keys = agents.map(\.keys)
+        let responses = try agents.map { try $0.shareKeys(keys) }
+        // Agent 2 was shown a different key list for agent 4 (a lying coordinator): its session id differs, so nothing decrypts.
+        var other = agents[3].keys
+        other.maskingKey = try SecAggCrypto.x25519PublicKey(privateKey: SecAggCrypto.sha256([7]))
+        let liar = try SecAggAgentSession(config: config, index: 2, agentID: "agent-2", receivedModelSHA256: config.modelSHA256, parameterCount: 2,
+                                          lastRoundID: nil, randomness: randomness)
+        _ = try liar.shareKeys([keys[0], keys[1], keys[2], other])
+        let toTwo = responses.enumerated().filter { $0.offset != 1 }.map { EncryptedShare(peer: UInt32($0.offset + 1), ciphertext: $0.element.outgoing.first { $0.peer == 2 }!.ciphertext) }
+        #expect(throws: SecAggError.self) { try liar.receiveMaskedInputRequest(survivors: [1, 2, 3, 4], incoming: toTwo) }
+        // A tampered envelope fails authentication; a missing one is refused.
+        var tampered = toTwo
+        tampered[0].ciphertext[10] ^= 1
+        #expect(throws: SecAggError.self) { try agents[1].receiveMaskedInputRequest(survivors: [1, 2, 3, 4], incoming: tampered) }
+        #expect(throws: SecAggError.self) { try agents[1].receiveMaskedInputRequest(survivors: [1, 2, 3, 4], incoming: Array(toTwo.dropFirst())) }
+        try agents[1].receiveMaskedInputRequest(survivors: [1, 2, 3, 4], incoming: toTwo)
+        // Duplicated public keys in the list are refused.
+        let fresh = try SecAggAgentSession(config: config, index: 1, agentID: "agent-1", receivedModelSHA256: config.modelSHA256, parameterCount: 2,
+                                           lastRoundID: nil, randomness: randomness)
+        var duplicated = keys
+        duplicated[2].encryptionKey = duplicated[3].encryptionKey
+        #expect(throws: SecAggError.self) { try fresh.shareKeys(duplicated) }
+        #expect(throws: SecAggError.self) { try SecAggCrypto.x25519(privateKey: SecAggCrypto.sha256([1]), peerPublicKey: [UInt8](repeating: 0, count: 32)) }
+    }
+
+    @Test("6. Quantization: boundaries, N agents all at +c or −c without wrapping, NaN refused, unbiased rounding, deterministic")
+    func quantization() throws {
+        let n = 100
+        let e = Quantizer.scaleExponent(agents: n, clip: 1)
+        #expect(e == 24)  // the spec's example: N = 100, c = 1 → e = 24
+        #expect(Quantizer.scaleExponent(agents: 1000, clip: 1) == 21 && Quantizer.scaleExponent(agents: 10, clip: 1) == 27)
+        let quantizer = Quantizer(scaleExponent: e, clip: 1, maxWeight: 1)
+        let rounding = SecAggCrypto.sha256([5])
+        for sign in [Float(1), -1] {
+            var x = [UInt32](repeating: 0, count: 6)
+            try [sign * 7, sign, sign * 0.999_999, sign * 1e30].withUnsafeBufferPointer { delta in
+                try x.withUnsafeMutableBufferPointer { try quantizer.quantize(delta, examples: 1, rounding: rounding, into: $0) }
+            }
+            var sum = [Int64](repeating: 0, count: 6)
+            for _ in 0..<n { for j in 0..<6 { sum[j] += Int64(Int32(bitPattern: x[j])) } }
+            let wrapped = sum.map { UInt32(truncatingIfNeeded: $0) }
+            for j in 2..<6 { #expect(Int64(Int32(bitPattern: wrapped[j])) == sum[j], "no wrap at ±c with \(n) agents") }
+            #expect(abs(Double(Int32(bitPattern: x[2])) - Double(sign) * Double(1 << e)) <= 1)
+        }
+        #expect(throws: SecAggError.self) {
+            var x = [UInt32](repeating: 0, count: 3)
+            try [Float.nan].withUnsafeBufferPointer { d in try x.withUnsafeMutableBufferPointer { try quantizer.quantize(d, examples: 1, rounding: rounding, into: $0) } }
+        }
+        // Unbiased stochastic rounding: 10^6 draws of a value a third of the way between two levels.
+        let count = 1_000_000
+        let value = (1.0 / 3.0) / Double(1 << e)
+        var x = [UInt32](repeating: 0, count: count + 2)
+        try x.withUnsafeMutableBufferPointer { try quantizer.quantize(count: count, { _ in value }, examples: 1, rounding: rounding, into: $0) }
+        let mean = x[2...].reduce(0.0) { $0 + Double(Int32(bitPattern: $1)) } / Double(count)
+        #expect(abs(mean - 1.0 / 3.0) < 0.002, "mean \(mean)")
+        var again = [UInt32](repeating: 0, count: count + 2)
+        try again.withUnsafeMutableBufferPointer { try quantizer.quantize(count: count, { _ in value }, examples: 1, rounding: rounding, into: $0) }
+        #expect(again == x)
+    }
+}
