@@ -36,7 +36,7 @@ let package = Package(
         .target(
             name: "FedWire",
             dependencies: [
-                "COpenSSL", "CProtobufC", "FedProtoC",
+                "COpenSSL", "CProtobufC", "FedProtoC", "FedSecAgg",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -44,13 +44,13 @@ let package = Package(
         // Round engine (pure state machine), round log, checkpoints, the coordinator's runtime.
         .target(
             name: "FedCoordinator",
-            dependencies: ["FedCore", "FedLearn", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         // The agent's runtime: dial, reconnect, train, announce, stream the update.
         .target(
             name: "FedAgent",
-            dependencies: ["FedCore", "FedLearn", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .executableTarget(

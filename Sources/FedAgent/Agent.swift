@@ -1,5 +1,6 @@
 import FedCore
 import FedLearn
+import FedSecAgg
 import FedWire
 import Foundation
 import Logging
@@ -22,6 +23,34 @@ public final class Agent: @unchecked Sendable {
     private var joins = 0
     private var outcomes: [UInt64: RPCStatus] = [:]
     private var dataProblem: String?
+    /// The last secure round id seen: older or repeated ones are replays.
+    private var lastSecureRoundID: UInt64?
+    private let secureRandomness: any SecAggRandomness
+    /// This agent's identity as the coordinator establishes it: its certificate's CN.
+    private let identity: String
+    private var plannedDropout: SecureStage?
+
+    /// The stages of a secure round, for dropout drills.
+    public enum SecureStage: Int, Sendable, CaseIterable {
+        case advertiseKeys, shareKeys, maskedInput, unmask
+    }
+
+    /// Drills and tests: in the next secure round, drop the connection (as a crash or a network
+    /// cut would) when the coordinator reaches `stage`, then reconnect as usual.
+    public func planDropout(at stage: SecureStage) { lock.withLock { plannedDropout = stage } }
+
+    /// Drops the connection if a dropout is planned at `stage` (once); returns whether it did.
+    private func dropIfPlanned(_ stage: SecureStage) -> Bool {
+        let connection: RPCConnection? = lock.withLock {
+            guard plannedDropout == stage else { return nil }
+            plannedDropout = nil
+            return self.connection
+        }
+        guard let connection else { return false }
+        logger.warning("Dropping out of the secure round as planned", metadata: ["stage": "\(stage)"])
+        connection.close()
+        return true
+    }
 
     /// One task: the global model it starts from, and its update once trained.
     final class Job: @unchecked Sendable {
@@ -31,14 +60,23 @@ public final class Agent: @unchecked Sendable {
         var cancelled = false
         var update: TrainingResult?
         var trainSeconds = 0.0
-        init(task: TrainTask, global: ModelParameters) {
+        /// Under secure aggregation: the attempt's protocol state (its own lock serializes it),
+        /// and the masked input once computed.
+        let secure: SecAggAgentSession?
+        let secureLock = NSLock()
+        var masked: [UInt32]?
+        init(task: TrainTask, global: ModelParameters, secure: SecAggAgentSession? = nil) {
             self.task = task
             self.global = global
+            self.secure = secure
         }
     }
 
-    public init(configuration: AgentConfiguration, trainer: (any LocalTrainer)? = nil, logger: Logger) throws {
+    public init(configuration: AgentConfiguration, trainer: (any LocalTrainer)? = nil, logger: Logger,
+                secureRandomness: any SecAggRandomness = SystemSecAggRandomness()) throws {
         self.configuration = configuration
+        self.secureRandomness = secureRandomness
+        identity = try Certificate(pemFile: configuration.tls.certificate).identity.commonName
         self.trainer = trainer ?? configuration.makeTrainer()
         self.logger = logger
         context = try TLSContext(configuration: .makeClientConfiguration(
@@ -144,12 +182,16 @@ public final class Agent: @unchecked Sendable {
         case Methods.pullUpdate: try sendUpdate(call)
         case Methods.cancel:
             guard case .cancelTask(let cancel) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "CancelTask expected") }
-            lock.withLock {
-                if let job, job.task.roundID == cancel.roundID { job.cancelled = true }
+            let cancelled: Job? = lock.withLock {
+                guard let job, job.task.roundID == cancel.roundID else { return nil }
+                job.cancelled = true
+                return job
             }
+            if let secure = cancelled?.secure { cancelled?.secureLock.withLock { secure.erase() } }
             logger.info("Task cancelled", metadata: ["round": "\(cancel.roundID)", "reason": "\(cancel.reason)"])
             try call.send(.empty)
         case Methods.evaluate: try evaluate(call)
+        case Methods.shareKeys, Methods.maskedInput, Methods.unmask: try handleSecureStage(call)
         case Methods.statistics:
             guard case .statisticsRequest(let request) = try call.receiveOnly() else {
                 throw RPCError(.invalidArgument, "StatisticsRequest expected")
@@ -192,12 +234,35 @@ public final class Agent: @unchecked Sendable {
     private func receiveTask(_ call: ServerCall) throws {
         guard case .trainTask(let task) = try call.receive() else { throw RPCError(.invalidArgument, "Train starts with a TrainTask") }
         let global = try receiveModel(from: call, tensorCount: task.tensorCount, sha256: task.modelSHA256)
-        let job = Job(task: task, global: global)
+        var session: SecAggAgentSession?
+        if let secure = task.secureAggregation {
+            do {
+                session = try SecAggAgentSession(
+                    config: secure.config, index: secure.index, agentID: identity,
+                    receivedModelSHA256: task.modelSHA256, parameterCount: global.layout.parameterCount,
+                    lastRoundID: lock.withLock { lastSecureRoundID }, randomness: secureRandomness)
+            } catch {
+                logger.warning("Secure aggregation refused", metadata: ["round": "\(task.roundID)", "reason": "\(error)"])
+                throw RPCError(.failedPrecondition, "secure aggregation refused: \(error)")
+            }
+            lock.withLock { lastSecureRoundID = secure.config.roundID }
+        } else if configuration.policy.requireSecureAggregation {
+            logger.warning("Plaintext round refused by this site's policy", metadata: ["round": "\(task.roundID)"])
+            throw RPCError(.permissionDenied, "this site's policy requires secure aggregation (policy.require_secure_aggregation); "
+                + "round \(task.roundID) was offered without it and is refused")
+        }
+        let job = Job(task: task, global: global, secure: session)
         lock.withLock {
             self.job?.cancelled = true
             self.job = job
         }
-        logger.info("Task received", metadata: ["round": "\(task.roundID)", "model.version": "\(task.modelVersion)"])
+        if let session {
+            if dropIfPlanned(.advertiseKeys) { throw RPCError(.unavailable, "dropped out") }
+            try call.send(.advertiseKeys(AdvertiseKeysMessage(roundID: session.config.roundID, keys: session.keys)))
+        }
+        logger.info("Task received", metadata: [
+            "round": "\(task.roundID)", "model.version": "\(task.modelVersion)", "secure_aggregation": "\(session != nil)",
+        ])
         Thread { [self] in train(job) }.start()
     }
 
@@ -258,7 +323,65 @@ public final class Agent: @unchecked Sendable {
             return true
         }
         guard proceed else { return }
+        if job.secure != nil { maskAndAnnounce(job) } else { announce(job) }
+    }
+
+    /// Under secure aggregation the update is announced once it is trained and the masked-input
+    /// request has arrived, whichever comes last; it is masked exactly once.
+    private func maskAndAnnounce(_ job: Job) {
+        guard let secure = job.secure, let update = lock.withLock({ job.cancelled ? nil : job.update }) else { return }
+        let masked: [UInt32]? = job.secureLock.withLock {
+            guard secure.canMask else { return nil }
+            do {
+                return try update.delta.withUnsafeBufferPointer { try secure.maskedInput(delta: $0, examples: update.exampleCount) }
+            } catch {
+                logger.error("Cannot mask the update", metadata: ["round": "\(job.task.roundID)", "error": "\(error)"])
+                return nil
+            }
+        }
+        guard let masked else { return }
+        lock.withLock { job.masked = masked }
         announce(job)
+    }
+
+    /// ShareKeys, MaskedInput and Unmask: the stages of the secure round in flight.
+    private func handleSecureStage(_ call: ServerCall) throws {
+        let request = try call.receiveOnly()
+        let roundID: UInt64
+        switch request {
+        case .shareKeysRequest(let r): roundID = r.roundID
+        case .maskedInputRequest(let r): roundID = r.roundID
+        case .unmaskRequest(let r): roundID = r.roundID
+        default: throw RPCError(.invalidArgument, "\(call.method) does not take \(request.name)")
+        }
+        guard let job = lock.withLock({ self.job }), let secure = job.secure, secure.config.roundID == roundID else {
+            throw RPCError(.failedPrecondition, "no secure round \(roundID) is in progress here")
+        }
+        let stage: SecureStage = switch request {
+        case .shareKeysRequest: .shareKeys
+        case .maskedInputRequest: .maskedInput
+        default: .unmask
+        }
+        if dropIfPlanned(stage) { throw RPCError(.unavailable, "dropped out") }
+        do {
+            switch request {
+            case .shareKeysRequest(let r):
+                let (commitment, outgoing) = try job.secureLock.withLock { try secure.shareKeys(r.keys) }
+                try call.send(.shareKeysResponse(ShareKeysResponse(roundID: roundID, index: secure.index, commitment: commitment, outgoing: outgoing)))
+            case .maskedInputRequest(let r):
+                try job.secureLock.withLock { try secure.receiveMaskedInputRequest(survivors: r.survivors, incoming: r.incoming) }
+                try call.send(.empty)
+                Thread { [self] in maskAndAnnounce(job) }.start()
+            case .unmaskRequest(let r):
+                let shares = try job.secureLock.withLock { try secure.unmask(survivors: r.survivors, dropped: r.dropped) }
+                logger.info("Unmask answered", metadata: ["round": "\(job.task.roundID)", "survivors": "\(r.survivors.count)", "dropped": "\(r.dropped.count)"])
+                try call.send(.unmaskResponse(UnmaskResponse(roundID: roundID, index: secure.index, shares: shares)))
+            default: break
+            }
+        } catch let error as SecAggError {
+            logger.warning("Secure aggregation request refused; nothing revealed", metadata: ["round": "\(job.task.roundID)", "reason": "\(error)"])
+            throw RPCError(.failedPrecondition, "refused: \(error)")
+        }
     }
 
     /// Tells the coordinator the update is ready; the answer arrives once it has been pulled.
@@ -312,6 +435,12 @@ public final class Agent: @unchecked Sendable {
         ready.trainLoss = update.loss
         ready.trainSeconds = job.trainSeconds
         ready.tensorCount = UInt32(job.global.layout.tensors.count)
+        if let masked = job.masked {
+            // The weight travels masked inside the vector; the announcement does not reveal it.
+            ready.exampleCount = 1
+            ready.updateBytes = UInt64(masked.count * 4)
+            ready.tensorCount = 1
+        }
         return ready
     }
 
@@ -324,6 +453,10 @@ public final class Agent: @unchecked Sendable {
             throw RPCError(.notFound, "no update for round \(fetch.roundID) is held here")
         }
         try call.send(.updateReady(Self.header(job, update)))
+        if let masked = lock.withLock({ job.masked }) {
+            _ = try masked.withUnsafeBufferPointer { try TensorStream.send(name: "masked_input", words: $0, to: call) }
+            return
+        }
         let layout = job.global.layout
         try update.delta.withUnsafeBufferPointer { delta in
             for (index, spec) in layout.tensors.enumerated() {

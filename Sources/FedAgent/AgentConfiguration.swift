@@ -96,8 +96,21 @@ public struct AgentConfiguration: Codable, Sendable {
         }
     }
 
+    /// What this site accepts, whatever the coordinator asks.
+    public struct Policy: Codable, Sendable {
+        /// Refuse (PERMISSION_DENIED) any round that does not run under secure aggregation.
+        public var requireSecureAggregation = false
+        enum CodingKeys: String, CodingKey { case requireSecureAggregation = "require_secure_aggregation" }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            requireSecureAggregation = try c.decodeIfPresent(Bool.self, forKey: .requireSecureAggregation) ?? false
+        }
+    }
+
     public var coordinator: Coordinator
     public var tls: TLSFiles
+    public var policy = Policy()
     public var trainer = Trainer()
     public var data: DataFiles?
     public var heartbeatIntervalSeconds = 5.0
@@ -107,7 +120,7 @@ public struct AgentConfiguration: Codable, Sendable {
     public var maxFrameBytes = 8 << 20
 
     enum CodingKeys: String, CodingKey {
-        case coordinator, tls, trainer, data
+        case coordinator, tls, trainer, data, policy
         case heartbeatIntervalSeconds = "heartbeat_interval_seconds", reconnectInitialSeconds = "reconnect_initial_seconds"
         case reconnectMaxSeconds = "reconnect_max_seconds", maxFrameBytes = "max_frame_bytes"
     }
@@ -123,6 +136,7 @@ public struct AgentConfiguration: Codable, Sendable {
         tls = try c.decode(TLSFiles.self, forKey: .tls)
         trainer = try c.decodeIfPresent(Trainer.self, forKey: .trainer) ?? Trainer()
         data = try c.decodeIfPresent(DataFiles.self, forKey: .data)
+        policy = try c.decodeIfPresent(Policy.self, forKey: .policy) ?? Policy()
         heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
         reconnectInitialSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectInitialSeconds) ?? 0.5
         reconnectMaxSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectMaxSeconds) ?? 30
@@ -137,6 +151,7 @@ public struct AgentConfiguration: Codable, Sendable {
             "timeout_seconds": .any, "work_dir": .any,
         ]),
         "data": .object(["csv": .any, "holdout_fraction": .any, "holdout_csv": .any, "seed": .any]),
+        "policy": .object(["require_secure_aggregation": .any]),
         "heartbeat_interval_seconds": .any, "reconnect_initial_seconds": .any, "reconnect_max_seconds": .any, "max_frame_bytes": .any,
     ])
 

@@ -907,7 +907,412 @@ void   fedcoord__v1__feature_statistics__free_unpacked
   assert(message->base.descriptor == &fedcoord__v1__feature_statistics__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[23] =
+void   fedcoord__v1__sec_agg_parameters__init
+                     (Fedcoord__V1__SecAggParameters         *message)
+{
+  static const Fedcoord__V1__SecAggParameters init_value = FEDCOORD__V1__SEC_AGG_PARAMETERS__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__sec_agg_parameters__get_packed_size
+                     (const Fedcoord__V1__SecAggParameters *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__sec_agg_parameters__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__sec_agg_parameters__pack
+                     (const Fedcoord__V1__SecAggParameters *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__sec_agg_parameters__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__sec_agg_parameters__pack_to_buffer
+                     (const Fedcoord__V1__SecAggParameters *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__sec_agg_parameters__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__SecAggParameters *
+       fedcoord__v1__sec_agg_parameters__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__SecAggParameters *)
+     protobuf_c_message_unpack (&fedcoord__v1__sec_agg_parameters__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__sec_agg_parameters__free_unpacked
+                     (Fedcoord__V1__SecAggParameters *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__sec_agg_parameters__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__advertise_keys__init
+                     (Fedcoord__V1__AdvertiseKeys         *message)
+{
+  static const Fedcoord__V1__AdvertiseKeys init_value = FEDCOORD__V1__ADVERTISE_KEYS__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__advertise_keys__get_packed_size
+                     (const Fedcoord__V1__AdvertiseKeys *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__advertise_keys__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__advertise_keys__pack
+                     (const Fedcoord__V1__AdvertiseKeys *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__advertise_keys__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__advertise_keys__pack_to_buffer
+                     (const Fedcoord__V1__AdvertiseKeys *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__advertise_keys__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__AdvertiseKeys *
+       fedcoord__v1__advertise_keys__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__AdvertiseKeys *)
+     protobuf_c_message_unpack (&fedcoord__v1__advertise_keys__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__advertise_keys__free_unpacked
+                     (Fedcoord__V1__AdvertiseKeys *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__advertise_keys__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__encrypted_share__init
+                     (Fedcoord__V1__EncryptedShare         *message)
+{
+  static const Fedcoord__V1__EncryptedShare init_value = FEDCOORD__V1__ENCRYPTED_SHARE__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__encrypted_share__get_packed_size
+                     (const Fedcoord__V1__EncryptedShare *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__encrypted_share__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__encrypted_share__pack
+                     (const Fedcoord__V1__EncryptedShare *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__encrypted_share__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__encrypted_share__pack_to_buffer
+                     (const Fedcoord__V1__EncryptedShare *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__encrypted_share__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__EncryptedShare *
+       fedcoord__v1__encrypted_share__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__EncryptedShare *)
+     protobuf_c_message_unpack (&fedcoord__v1__encrypted_share__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__encrypted_share__free_unpacked
+                     (Fedcoord__V1__EncryptedShare *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__encrypted_share__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__share_keys_request__init
+                     (Fedcoord__V1__ShareKeysRequest         *message)
+{
+  static const Fedcoord__V1__ShareKeysRequest init_value = FEDCOORD__V1__SHARE_KEYS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__share_keys_request__get_packed_size
+                     (const Fedcoord__V1__ShareKeysRequest *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__share_keys_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__share_keys_request__pack
+                     (const Fedcoord__V1__ShareKeysRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__share_keys_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__share_keys_request__pack_to_buffer
+                     (const Fedcoord__V1__ShareKeysRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__share_keys_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__ShareKeysRequest *
+       fedcoord__v1__share_keys_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__ShareKeysRequest *)
+     protobuf_c_message_unpack (&fedcoord__v1__share_keys_request__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__share_keys_request__free_unpacked
+                     (Fedcoord__V1__ShareKeysRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__share_keys_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__share_keys_response__init
+                     (Fedcoord__V1__ShareKeysResponse         *message)
+{
+  static const Fedcoord__V1__ShareKeysResponse init_value = FEDCOORD__V1__SHARE_KEYS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__share_keys_response__get_packed_size
+                     (const Fedcoord__V1__ShareKeysResponse *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__share_keys_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__share_keys_response__pack
+                     (const Fedcoord__V1__ShareKeysResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__share_keys_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__share_keys_response__pack_to_buffer
+                     (const Fedcoord__V1__ShareKeysResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__share_keys_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__ShareKeysResponse *
+       fedcoord__v1__share_keys_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__ShareKeysResponse *)
+     protobuf_c_message_unpack (&fedcoord__v1__share_keys_response__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__share_keys_response__free_unpacked
+                     (Fedcoord__V1__ShareKeysResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__share_keys_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__masked_input_request__init
+                     (Fedcoord__V1__MaskedInputRequest         *message)
+{
+  static const Fedcoord__V1__MaskedInputRequest init_value = FEDCOORD__V1__MASKED_INPUT_REQUEST__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__masked_input_request__get_packed_size
+                     (const Fedcoord__V1__MaskedInputRequest *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__masked_input_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__masked_input_request__pack
+                     (const Fedcoord__V1__MaskedInputRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__masked_input_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__masked_input_request__pack_to_buffer
+                     (const Fedcoord__V1__MaskedInputRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__masked_input_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__MaskedInputRequest *
+       fedcoord__v1__masked_input_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__MaskedInputRequest *)
+     protobuf_c_message_unpack (&fedcoord__v1__masked_input_request__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__masked_input_request__free_unpacked
+                     (Fedcoord__V1__MaskedInputRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__masked_input_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__unmask_request__init
+                     (Fedcoord__V1__UnmaskRequest         *message)
+{
+  static const Fedcoord__V1__UnmaskRequest init_value = FEDCOORD__V1__UNMASK_REQUEST__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__unmask_request__get_packed_size
+                     (const Fedcoord__V1__UnmaskRequest *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__unmask_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__unmask_request__pack
+                     (const Fedcoord__V1__UnmaskRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__unmask_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__unmask_request__pack_to_buffer
+                     (const Fedcoord__V1__UnmaskRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__unmask_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__UnmaskRequest *
+       fedcoord__v1__unmask_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__UnmaskRequest *)
+     protobuf_c_message_unpack (&fedcoord__v1__unmask_request__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__unmask_request__free_unpacked
+                     (Fedcoord__V1__UnmaskRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__unmask_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__revealed_share__init
+                     (Fedcoord__V1__RevealedShare         *message)
+{
+  static const Fedcoord__V1__RevealedShare init_value = FEDCOORD__V1__REVEALED_SHARE__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__revealed_share__get_packed_size
+                     (const Fedcoord__V1__RevealedShare *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__revealed_share__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__revealed_share__pack
+                     (const Fedcoord__V1__RevealedShare *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__revealed_share__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__revealed_share__pack_to_buffer
+                     (const Fedcoord__V1__RevealedShare *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__revealed_share__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__RevealedShare *
+       fedcoord__v1__revealed_share__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__RevealedShare *)
+     protobuf_c_message_unpack (&fedcoord__v1__revealed_share__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__revealed_share__free_unpacked
+                     (Fedcoord__V1__RevealedShare *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__revealed_share__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   fedcoord__v1__unmask_response__init
+                     (Fedcoord__V1__UnmaskResponse         *message)
+{
+  static const Fedcoord__V1__UnmaskResponse init_value = FEDCOORD__V1__UNMASK_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__unmask_response__get_packed_size
+                     (const Fedcoord__V1__UnmaskResponse *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__unmask_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__unmask_response__pack
+                     (const Fedcoord__V1__UnmaskResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__unmask_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__unmask_response__pack_to_buffer
+                     (const Fedcoord__V1__UnmaskResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__unmask_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__UnmaskResponse *
+       fedcoord__v1__unmask_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__UnmaskResponse *)
+     protobuf_c_message_unpack (&fedcoord__v1__unmask_response__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__unmask_response__free_unpacked
+                     (Fedcoord__V1__UnmaskResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__unmask_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[29] =
 {
   {
     "call_id",
@@ -1185,8 +1590,81 @@ static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "advertise_keys",
+    26,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, advertise_keys),
+    &fedcoord__v1__advertise_keys__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "share_keys_request",
+    27,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, share_keys_request),
+    &fedcoord__v1__share_keys_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "share_keys_response",
+    28,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, share_keys_response),
+    &fedcoord__v1__share_keys_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "masked_input_request",
+    29,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, masked_input_request),
+    &fedcoord__v1__masked_input_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unmask_request",
+    30,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, unmask_request),
+    &fedcoord__v1__unmask_request__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "unmask_response",
+    31,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, unmask_response),
+    &fedcoord__v1__unmask_response__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__envelope__field_indices_by_name[] = {
+  23,   /* field[23] = advertise_keys */
   0,   /* field[0] = call_id */
   5,   /* field[5] = cancel */
   16,   /* field[16] = cancel_task */
@@ -1199,8 +1677,11 @@ static const unsigned fedcoord__v1__envelope__field_indices_by_name[] = {
   15,   /* field[15] = fetch_update */
   9,   /* field[9] = heartbeat */
   7,   /* field[7] = hello */
+  26,   /* field[26] = masked_input_request */
   3,   /* field[3] = metadata */
   1,   /* field[1] = method */
+  24,   /* field[24] = share_keys_request */
+  25,   /* field[25] = share_keys_response */
   21,   /* field[21] = statistics_request */
   6,   /* field[6] = status */
   12,   /* field[12] = tensor_chunk */
@@ -1208,6 +1689,8 @@ static const unsigned fedcoord__v1__envelope__field_indices_by_name[] = {
   13,   /* field[13] = tensor_trailer */
   2,   /* field[2] = timeout_ms */
   10,   /* field[10] = train_task */
+  27,   /* field[27] = unmask_request */
+  28,   /* field[28] = unmask_response */
   14,   /* field[14] = update_ready */
   8,   /* field[8] = welcome */
 };
@@ -1215,7 +1698,7 @@ static const ProtobufCIntRange fedcoord__v1__envelope__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 7 },
-  { 0, 23 }
+  { 0, 29 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__envelope__descriptor =
 {
@@ -1225,7 +1708,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__envelope__descriptor =
   "Fedcoord__V1__Envelope",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__Envelope),
-  23,
+  29,
   fedcoord__v1__envelope__field_descriptors,
   fedcoord__v1__envelope__field_indices_by_name,
   2,  fedcoord__v1__envelope__number_ranges,
@@ -1724,7 +2207,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__heartbeat__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__heartbeat__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptors[15] =
+static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptors[16] =
 {
   {
     "round_id",
@@ -1906,6 +2389,18 @@ static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptor
     0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "secure_aggregation",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__TrainTask, secure_aggregation),
+    &fedcoord__v1__sec_agg_parameters__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__train_task__field_indices_by_name[] = {
   4,   /* field[4] = batch_size */
@@ -1921,13 +2416,14 @@ static const unsigned fedcoord__v1__train_task__field_indices_by_name[] = {
   11,   /* field[11] = momentum */
   6,   /* field[6] = proximal_mu */
   0,   /* field[0] = round_id */
+  15,   /* field[15] = secure_aggregation */
   8,   /* field[8] = seed */
   9,   /* field[9] = tensor_count */
 };
 static const ProtobufCIntRange fedcoord__v1__train_task__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 15 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__train_task__descriptor =
 {
@@ -1937,7 +2433,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__train_task__descriptor =
   "Fedcoord__V1__TrainTask",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__TrainTask),
-  15,
+  16,
   fedcoord__v1__train_task__field_descriptors,
   fedcoord__v1__train_task__field_indices_by_name,
   1,  fedcoord__v1__train_task__number_ranges,
@@ -2662,17 +3158,790 @@ const ProtobufCMessageDescriptor fedcoord__v1__feature_statistics__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__feature_statistics__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue fedcoord__v1__dtype__enum_values_by_number[2] =
+static const ProtobufCFieldDescriptor fedcoord__v1__sec_agg_parameters__field_descriptors[18] =
+{
+  {
+    "protocol_version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, protocol_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "round_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, round_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "session_nonce",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, session_nonce),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "roster",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Fedcoord__V1__SecAggParameters, n_roster),
+    offsetof(Fedcoord__V1__SecAggParameters, roster),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "neighbor_degree",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, neighbor_degree),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "threshold",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, threshold),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "min_survivors",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, min_survivors),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "graph_seed",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, graph_seed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "vector_length",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, vector_length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "scale_exponent",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, scale_exponent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "clip",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, clip),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "max_weight",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, max_weight),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "model_sha256",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, model_sha256),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dp_mode",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, dp_mode),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dp_local_stddev",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, dp_local_stddev),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dp_l2_clip",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, dp_l2_clip),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stage_timeout_ms",
+    17,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Fedcoord__V1__SecAggParameters, n_stage_timeout_ms),
+    offsetof(Fedcoord__V1__SecAggParameters, stage_timeout_ms),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "your_index",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, your_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__sec_agg_parameters__field_indices_by_name[] = {
+  10,   /* field[10] = clip */
+  15,   /* field[15] = dp_l2_clip */
+  14,   /* field[14] = dp_local_stddev */
+  13,   /* field[13] = dp_mode */
+  7,   /* field[7] = graph_seed */
+  11,   /* field[11] = max_weight */
+  6,   /* field[6] = min_survivors */
+  12,   /* field[12] = model_sha256 */
+  4,   /* field[4] = neighbor_degree */
+  0,   /* field[0] = protocol_version */
+  3,   /* field[3] = roster */
+  1,   /* field[1] = round_id */
+  9,   /* field[9] = scale_exponent */
+  2,   /* field[2] = session_nonce */
+  16,   /* field[16] = stage_timeout_ms */
+  5,   /* field[5] = threshold */
+  8,   /* field[8] = vector_length */
+  17,   /* field[17] = your_index */
+};
+static const ProtobufCIntRange fedcoord__v1__sec_agg_parameters__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 18 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__sec_agg_parameters__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.SecAggParameters",
+  "SecAggParameters",
+  "Fedcoord__V1__SecAggParameters",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__SecAggParameters),
+  18,
+  fedcoord__v1__sec_agg_parameters__field_descriptors,
+  fedcoord__v1__sec_agg_parameters__field_indices_by_name,
+  1,  fedcoord__v1__sec_agg_parameters__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__sec_agg_parameters__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__advertise_keys__field_descriptors[4] =
+{
+  {
+    "round_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__AdvertiseKeys, round_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "index",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__AdvertiseKeys, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "c_pk",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__AdvertiseKeys, c_pk),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "s_pk",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__AdvertiseKeys, s_pk),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__advertise_keys__field_indices_by_name[] = {
+  2,   /* field[2] = c_pk */
+  1,   /* field[1] = index */
+  0,   /* field[0] = round_id */
+  3,   /* field[3] = s_pk */
+};
+static const ProtobufCIntRange fedcoord__v1__advertise_keys__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__advertise_keys__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.AdvertiseKeys",
+  "AdvertiseKeys",
+  "Fedcoord__V1__AdvertiseKeys",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__AdvertiseKeys),
+  4,
+  fedcoord__v1__advertise_keys__field_descriptors,
+  fedcoord__v1__advertise_keys__field_indices_by_name,
+  1,  fedcoord__v1__advertise_keys__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__advertise_keys__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__encrypted_share__field_descriptors[2] =
+{
+  {
+    "peer_index",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__EncryptedShare, peer_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ciphertext",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__EncryptedShare, ciphertext),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__encrypted_share__field_indices_by_name[] = {
+  1,   /* field[1] = ciphertext */
+  0,   /* field[0] = peer_index */
+};
+static const ProtobufCIntRange fedcoord__v1__encrypted_share__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__encrypted_share__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.EncryptedShare",
+  "EncryptedShare",
+  "Fedcoord__V1__EncryptedShare",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__EncryptedShare),
+  2,
+  fedcoord__v1__encrypted_share__field_descriptors,
+  fedcoord__v1__encrypted_share__field_indices_by_name,
+  1,  fedcoord__v1__encrypted_share__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__encrypted_share__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__share_keys_request__field_descriptors[2] =
+{
+  {
+    "round_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__ShareKeysRequest, round_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "u1_keys",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__ShareKeysRequest, n_u1_keys),
+    offsetof(Fedcoord__V1__ShareKeysRequest, u1_keys),
+    &fedcoord__v1__advertise_keys__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__share_keys_request__field_indices_by_name[] = {
+  0,   /* field[0] = round_id */
+  1,   /* field[1] = u1_keys */
+};
+static const ProtobufCIntRange fedcoord__v1__share_keys_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__share_keys_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.ShareKeysRequest",
+  "ShareKeysRequest",
+  "Fedcoord__V1__ShareKeysRequest",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__ShareKeysRequest),
+  2,
+  fedcoord__v1__share_keys_request__field_descriptors,
+  fedcoord__v1__share_keys_request__field_indices_by_name,
+  1,  fedcoord__v1__share_keys_request__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__share_keys_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__share_keys_response__field_descriptors[4] =
+{
+  {
+    "round_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__ShareKeysResponse, round_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "index",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__ShareKeysResponse, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "b_commitment",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__ShareKeysResponse, b_commitment),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "outgoing",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__ShareKeysResponse, n_outgoing),
+    offsetof(Fedcoord__V1__ShareKeysResponse, outgoing),
+    &fedcoord__v1__encrypted_share__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__share_keys_response__field_indices_by_name[] = {
+  2,   /* field[2] = b_commitment */
+  1,   /* field[1] = index */
+  3,   /* field[3] = outgoing */
+  0,   /* field[0] = round_id */
+};
+static const ProtobufCIntRange fedcoord__v1__share_keys_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__share_keys_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.ShareKeysResponse",
+  "ShareKeysResponse",
+  "Fedcoord__V1__ShareKeysResponse",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__ShareKeysResponse),
+  4,
+  fedcoord__v1__share_keys_response__field_descriptors,
+  fedcoord__v1__share_keys_response__field_indices_by_name,
+  1,  fedcoord__v1__share_keys_response__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__share_keys_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__masked_input_request__field_descriptors[3] =
+{
+  {
+    "round_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__MaskedInputRequest, round_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "u2",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Fedcoord__V1__MaskedInputRequest, n_u2),
+    offsetof(Fedcoord__V1__MaskedInputRequest, u2),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "incoming",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__MaskedInputRequest, n_incoming),
+    offsetof(Fedcoord__V1__MaskedInputRequest, incoming),
+    &fedcoord__v1__encrypted_share__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__masked_input_request__field_indices_by_name[] = {
+  2,   /* field[2] = incoming */
+  0,   /* field[0] = round_id */
+  1,   /* field[1] = u2 */
+};
+static const ProtobufCIntRange fedcoord__v1__masked_input_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__masked_input_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.MaskedInputRequest",
+  "MaskedInputRequest",
+  "Fedcoord__V1__MaskedInputRequest",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__MaskedInputRequest),
+  3,
+  fedcoord__v1__masked_input_request__field_descriptors,
+  fedcoord__v1__masked_input_request__field_indices_by_name,
+  1,  fedcoord__v1__masked_input_request__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__masked_input_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__unmask_request__field_descriptors[3] =
+{
+  {
+    "round_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__UnmaskRequest, round_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "survivors",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Fedcoord__V1__UnmaskRequest, n_survivors),
+    offsetof(Fedcoord__V1__UnmaskRequest, survivors),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dropped",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Fedcoord__V1__UnmaskRequest, n_dropped),
+    offsetof(Fedcoord__V1__UnmaskRequest, dropped),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__unmask_request__field_indices_by_name[] = {
+  2,   /* field[2] = dropped */
+  0,   /* field[0] = round_id */
+  1,   /* field[1] = survivors */
+};
+static const ProtobufCIntRange fedcoord__v1__unmask_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__unmask_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.UnmaskRequest",
+  "UnmaskRequest",
+  "Fedcoord__V1__UnmaskRequest",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__UnmaskRequest),
+  3,
+  fedcoord__v1__unmask_request__field_descriptors,
+  fedcoord__v1__unmask_request__field_indices_by_name,
+  1,  fedcoord__v1__unmask_request__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__unmask_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__revealed_share__field_descriptors[3] =
+{
+  {
+    "owner_index",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__RevealedShare, owner_index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "masking_key",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__RevealedShare, masking_key),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "share",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__RevealedShare, share),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__revealed_share__field_indices_by_name[] = {
+  1,   /* field[1] = masking_key */
+  0,   /* field[0] = owner_index */
+  2,   /* field[2] = share */
+};
+static const ProtobufCIntRange fedcoord__v1__revealed_share__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__revealed_share__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.RevealedShare",
+  "RevealedShare",
+  "Fedcoord__V1__RevealedShare",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__RevealedShare),
+  3,
+  fedcoord__v1__revealed_share__field_descriptors,
+  fedcoord__v1__revealed_share__field_indices_by_name,
+  1,  fedcoord__v1__revealed_share__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__revealed_share__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__unmask_response__field_descriptors[3] =
+{
+  {
+    "round_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__UnmaskResponse, round_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "index",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__UnmaskResponse, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shares",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__UnmaskResponse, n_shares),
+    offsetof(Fedcoord__V1__UnmaskResponse, shares),
+    &fedcoord__v1__revealed_share__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__unmask_response__field_indices_by_name[] = {
+  1,   /* field[1] = index */
+  0,   /* field[0] = round_id */
+  2,   /* field[2] = shares */
+};
+static const ProtobufCIntRange fedcoord__v1__unmask_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__unmask_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.UnmaskResponse",
+  "UnmaskResponse",
+  "Fedcoord__V1__UnmaskResponse",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__UnmaskResponse),
+  3,
+  fedcoord__v1__unmask_response__field_descriptors,
+  fedcoord__v1__unmask_response__field_indices_by_name,
+  1,  fedcoord__v1__unmask_response__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__unmask_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue fedcoord__v1__dtype__enum_values_by_number[3] =
 {
   { "DTYPE_UNSPECIFIED", "FEDCOORD__V1__DTYPE__DTYPE_UNSPECIFIED", 0 },
   { "DTYPE_FLOAT32", "FEDCOORD__V1__DTYPE__DTYPE_FLOAT32", 1 },
+  { "DTYPE_UINT32", "FEDCOORD__V1__DTYPE__DTYPE_UINT32", 2 },
 };
 static const ProtobufCIntRange fedcoord__v1__dtype__value_ranges[] = {
-{0, 0},{0, 2}
+{0, 0},{0, 3}
 };
-static const ProtobufCEnumValueIndex fedcoord__v1__dtype__enum_values_by_name[2] =
+static const ProtobufCEnumValueIndex fedcoord__v1__dtype__enum_values_by_name[3] =
 {
   { "DTYPE_FLOAT32", 1 },
+  { "DTYPE_UINT32", 2 },
   { "DTYPE_UNSPECIFIED", 0 },
 };
 const ProtobufCEnumDescriptor fedcoord__v1__dtype__descriptor =
@@ -2682,9 +3951,9 @@ const ProtobufCEnumDescriptor fedcoord__v1__dtype__descriptor =
   "DType",
   "Fedcoord__V1__DType",
   "fedcoord.v1",
-  2,
+  3,
   fedcoord__v1__dtype__enum_values_by_number,
-  2,
+  3,
   fedcoord__v1__dtype__enum_values_by_name,
   1,
   fedcoord__v1__dtype__value_ranges,
@@ -2743,20 +4012,26 @@ void fedcoord__v1__coordinator__init (Fedcoord__V1__Coordinator_Service *service
                                      &fedcoord__v1__coordinator__descriptor,
                                      (ProtobufCServiceDestroy) destroy);
 }
-static const ProtobufCMethodDescriptor fedcoord__v1__agent__method_descriptors[5] =
+static const ProtobufCMethodDescriptor fedcoord__v1__agent__method_descriptors[8] =
 {
   { "Train", &fedcoord__v1__train_task__descriptor, &fedcoord__v1__empty__descriptor },
   { "PullUpdate", &fedcoord__v1__fetch_update__descriptor, &fedcoord__v1__tensor_chunk__descriptor },
   { "Cancel", &fedcoord__v1__cancel_task__descriptor, &fedcoord__v1__empty__descriptor },
   { "Evaluate", &fedcoord__v1__evaluation_request__descriptor, &fedcoord__v1__evaluation_result__descriptor },
   { "Statistics", &fedcoord__v1__statistics_request__descriptor, &fedcoord__v1__feature_statistics__descriptor },
+  { "ShareKeys", &fedcoord__v1__share_keys_request__descriptor, &fedcoord__v1__share_keys_response__descriptor },
+  { "MaskedInput", &fedcoord__v1__masked_input_request__descriptor, &fedcoord__v1__empty__descriptor },
+  { "Unmask", &fedcoord__v1__unmask_request__descriptor, &fedcoord__v1__unmask_response__descriptor },
 };
 const unsigned fedcoord__v1__agent__method_indices_by_name[] = {
   2,        /* Cancel */
   3,        /* Evaluate */
+  6,        /* MaskedInput */
   1,        /* PullUpdate */
+  5,        /* ShareKeys */
   4,        /* Statistics */
-  0         /* Train */
+  0,        /* Train */
+  7         /* Unmask */
 };
 const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor =
 {
@@ -2765,7 +4040,7 @@ const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor =
   "Agent",
   "Fedcoord__V1__Agent",
   "fedcoord.v1",
-  5,
+  8,
   fedcoord__v1__agent__method_descriptors,
   fedcoord__v1__agent__method_indices_by_name
 };
@@ -2808,6 +4083,30 @@ void fedcoord__v1__agent__statistics(ProtobufCService *service,
 {
   assert(service->descriptor == &fedcoord__v1__agent__descriptor);
   service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void fedcoord__v1__agent__share_keys(ProtobufCService *service,
+                                     const Fedcoord__V1__ShareKeysRequest *input,
+                                     Fedcoord__V1__ShareKeysResponse_Closure closure,
+                                     void *closure_data)
+{
+  assert(service->descriptor == &fedcoord__v1__agent__descriptor);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void fedcoord__v1__agent__masked_input(ProtobufCService *service,
+                                       const Fedcoord__V1__MaskedInputRequest *input,
+                                       Fedcoord__V1__Empty_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &fedcoord__v1__agent__descriptor);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
+void fedcoord__v1__agent__unmask(ProtobufCService *service,
+                                 const Fedcoord__V1__UnmaskRequest *input,
+                                 Fedcoord__V1__UnmaskResponse_Closure closure,
+                                 void *closure_data)
+{
+  assert(service->descriptor == &fedcoord__v1__agent__descriptor);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void fedcoord__v1__agent__init (Fedcoord__V1__Agent_Service *service,
                                 Fedcoord__V1__Agent_ServiceDestroy destroy)

@@ -62,6 +62,7 @@ final class RoundBenchmark {
                  "rounds": \(rounds + 1),
                  "selection": {"target": \(point.agents), "min_available": \(point.agents), "min_updates": \(point.agents),
                                "round_deadline_seconds": 600, "selection_timeout_seconds": 0.1, "collect_grace_seconds": 600},
+                 "secure_aggregation": {"enabled": false},
                  "heartbeat_interval_seconds": 5}
                 """
             try coordinatorJSON.write(toFile: directory + "/coordinator.json", atomically: true, encoding: .utf8)

@@ -39,6 +39,8 @@ final class Federation: @unchecked Sendable {
             "rounds": rounds,
             "selection": selection,
             "heartbeat_interval_seconds": 0.5,
+            // Plaintext unless a test turns secure aggregation on (it is on by default in the product).
+            "secure_aggregation": ["enabled": false],
         ]
         for (key, value) in extra { json[key] = value }
         let path = directory + "/coordinator.json"

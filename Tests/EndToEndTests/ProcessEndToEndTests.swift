@@ -51,7 +51,8 @@ struct ProcessEndToEndTests {
               "model": {"tensors": [{"name": "w", "shape": [128, 32]}, {"name": "b", "shape": [32]}], "init": "seeded", "seed": 5},
               "rounds": \(rounds),
               "selection": {"target": 5, "min_available": 5, "min_updates": 5, "round_deadline_seconds": 20,
-                            "selection_timeout_seconds": 0.2, "failure_backoff_seconds": 0.5}\(extra),
+                            "selection_timeout_seconds": 0.2, "failure_backoff_seconds": 0.5},
+              "secure_aggregation": {"enabled": false}\(extra),
               "heartbeat_interval_seconds": 0.5
             }
             """
@@ -147,12 +148,14 @@ struct ProcessEndToEndTests {
         ("--set selection.colour=1", "unknown field 'selection.colour'"),
         ("--set tls.certificate=\"/nowhere/coordinator.crt\"", "/nowhere/coordinator.crt"),
         ("--set optimizer.kind=\"sgd\"", "optimizer.kind"),
+        ("--set secure_aggregation.enabled=true --set strategy=\"median\"", "needs each site's individual update, which secure aggregation hides"),
+        ("--set secure_aggregation.enabled=true --set selection.min_updates=2", "secure aggregation needs at least 3 survivors"),
     ])
     func badConfiguration(override: String, message: String) throws {
         let fedcoord = try executable("fedcoord")
         let federation = try Federation()
         let config = try Self.writeConfiguration(federation, port: try freePort(), rounds: 1)
-        let parts = override.split(separator: " ", maxSplits: 1).map(String.init)
+        let parts = override.split(separator: " ").map(String.init)
         let (status, errors) = try runProcess(fedcoord, ["serve", "--config", config] + parts)
         #expect(status != 0)
         #expect(errors.contains(message), "stderr: \(errors)")

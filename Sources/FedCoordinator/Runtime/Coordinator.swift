@@ -1,5 +1,6 @@
 import FedCore
 import FedLearn
+import FedSecAgg
 import FedWire
 import Foundation
 import Logging
@@ -31,10 +32,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var tensorDigests: [[UInt8]]  // modelLock
     private var optimizer: ServerOptimizer  // modelLock
     /// Lock order: engineLock → accumulatorLock, and modelLock → accumulatorLock.
-    private let accumulatorLock = NSLock()
+    let accumulatorLock = NSLock()
     private var accumulator: WeightedMeanAccumulator  // accumulatorLock
     /// Reused to read spooled updates back into the accumulator.
-    private let sliceBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)  // accumulatorLock
+    let sliceBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)  // accumulatorLock
     private let layout: ModelLayout
     /// The federation's data schema (nil for a raw tensor model), as published in every Welcome.
     let schema: ModelSchema?
@@ -44,6 +45,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var standardization: Standardization?  // stateLock
     /// Agents whose data matches, waiting for the standardization before they can be selected.
     var pendingAgents: Set<String> = []  // stateLock
+    /// The attempt in flight under secure aggregation.
+    var secureRound: SecureRound?  // stateLock
 
     let stateLock = NSLock()
     var connections: [String: RPCConnection] = [:]  // stateLock
@@ -318,6 +321,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             guard header.roundID == roundID, header.modelVersion == version else {
                 throw PullFailure(reason: "the update is for round \(header.roundID) / model \(header.modelVersion), not \(roundID) / \(version)", refused: true)
             }
+            let secure = currentSecureRound(roundID)
+            if let secure {
+                try receiveMaskedInput(from: call, into: spool, length: Int(secure.config.vectorLength))
+            } else {
             for (index, spec) in layout.tensors.enumerated() {
                 guard case .tensorHeader(let tensor)? = try call.receive() else {
                     throw PullFailure(reason: "the update has \(index) tensor(s); the model has \(layout.tensors.count)", refused: true)
@@ -338,9 +345,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     try spool.append(bytes)
                 }
             }
+            }
             try call.expectEnd()
-            guard spool.bytesWritten == layout.byteCount else {
-                throw PullFailure(reason: "the update holds \(spool.bytesWritten) bytes; the model has \(layout.byteCount)", refused: true)
+            let expectedBytes = secure.map { Int($0.config.vectorLength) * 4 } ?? layout.byteCount
+            guard spool.bytesWritten == expectedBytes else {
+                throw PullFailure(reason: "the update holds \(spool.bytesWritten) bytes; \(expectedBytes) were expected", refused: true)
             }
             stateLock.withLock {
                 stats.bytesReceived[agent] = UInt64(spool.bytesWritten)
@@ -353,10 +362,14 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 if result.0 == .accept {
                     accumulatorLock.withLock {
                         do {
-                            try spool.forEachSlice(using: sliceBuffer) { offset, values in
-                                accumulator.add(values, at: offset, weight: header.exampleCount)
+                            if let secure {
+                                try addMasked(spool, into: secure, buffer: sliceBuffer)
+                            } else {
+                                try spool.forEachSlice(using: sliceBuffer) { offset, values in
+                                    accumulator.add(values, at: offset, weight: header.exampleCount)
+                                }
+                                accumulator.finishUpdate(weight: header.exampleCount)
                             }
-                            accumulator.finishUpdate(weight: header.exampleCount)
                         } catch {
                             addError = error
                         }
@@ -383,6 +396,18 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             resolveWaiter(agent, round: roundID, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
             perform(engineLock.withLock { engine.pullFailed(agent, roundID: roundID, reason: failure.reason, now: now) })
         }
+    }
+
+    /// Reads a masked input: one UINT32 tensor "masked_input" of `length` elements (no finiteness
+    /// check: masked values are uniform in Z_2^32).
+    private func receiveMaskedInput(from call: ClientCall, into spool: UpdateSpool, length: Int) throws {
+        guard case .tensorHeader(let tensor)? = try call.receive() else {
+            throw PullFailure(reason: "the masked input did not start with its tensor header", refused: true)
+        }
+        guard tensor.name == "masked_input", tensor.dtype == .uint32, tensor.shape == [UInt64(length)] else {
+            throw PullFailure(reason: "the masked input is '\(tensor.name)' \(tensor.shape); expected 'masked_input' [\(length)] of UINT32", refused: true)
+        }
+        _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(length * 4)) { _, bytes in try spool.append(bytes) }
     }
 
     /// The index of the first NaN or infinity among little-endian Float32 values that may sit at
@@ -412,7 +437,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 stateLock.withLock {
                     stats = RoundStats()
                     broadcastAborts = []
+                    secureRound = nil
                 }
+                startSecureRound(attempt)
                 logger.info("Round started", metadata: [
                     "round": "\(attempt.roundID)", "round.attempt": "\(attempt.attempt)", "round.seed": "\(attempt.seed)",
                     "round.selected": "\(attempt.invited.joined(separator: ","))",
@@ -424,10 +451,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             case .cancel(let agent, let roundID, let reason):
                 stateLock.withLock { _ = broadcastAborts.insert(agent) }
                 resolveWaiter(agent, round: roundID, RPCStatus(.deadlineExceeded, reason))
-                Thread { [self] in
-                    guard let connection = stateLock.withLock({ connections[agent] }) else { return }
-                    _ = try? connection.unary(Methods.cancel, .cancelTask(CancelTask(roundID: roundID, reason: reason)), timeout: 5)
-                }.start()
+                sendCancel(agent, roundID: roundID, reason: reason)
             case .aggregate(let outcome):
                 Thread { [self] in commit(outcome) }.start()
             case .attemptFailed(let outcome, let reason, let willRetry):
@@ -447,6 +471,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     /// Sends the task and the global model (streamed from memory, hashed once per round).
     private func sendTask(_ agent: String, _ attempt: RoundStateMachine.Attempt) {
+        let secure = currentSecureRound(attempt.roundID)
+        defer { secure?.trainCallEnded(agent) }
         broadcastSlots.wait()
         defer { broadcastSlots.signal() }
         do {
@@ -475,6 +501,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     task.featureMeans = standardization.means
                     task.featureScales = standardization.scales
                 }
+                if let secure, let index = secure.withSession({ $0.index(of: agent) }) {
+                    task.secureAggregation = SecureAggregationTask(config: secure.config, index: index)
+                }
                 try call.send(.trainTask(task))
                 let sink = AbortableSink(call: call) { [self] in stateLock.withLock { broadcastAborts.contains(agent) } }
                 try global.values.withUnsafeBufferPointer { values in
@@ -488,6 +517,12 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 }
             }
             try call.finishSending()
+            if let secure {
+                guard case .advertiseKeys(let advertised)? = try call.receive(), advertised.roundID == secure.config.roundID else {
+                    throw RPCError(.invalidArgument, "the agent did not answer the secure task with its keys")
+                }
+                try secure.withSession { try $0.receiveKeys(advertised.keys, from: agent) }
+            }
             try call.expectEnd()
             stateLock.withLock { stats.bytesSent[agent] = sent }
         } catch {
@@ -500,10 +535,18 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     private func commit(_ outcome: RoundStateMachine.Outcome) {
         let round = outcome.attempt.roundID
         do {
+            var unmasked: UnmaskOutcome?
+            let secure = currentSecureRound(round)
             let hash: String = try modelLock.withWriteLock {
-                accumulatorLock.withLock {
-                    optimizer.step(model: &global.values) { accumulator.meanValue(at: $0) }
-                    accumulator.reset()
+                if let secure {
+                    unmasked = try unmask(secure, accepted: outcome.accepted.keys.sorted()) { mean in
+                        optimizer.step(model: &global.values) { mean($0) }
+                    }
+                } else {
+                    accumulatorLock.withLock {
+                        optimizer.step(model: &global.values) { accumulator.meanValue(at: $0) }
+                        accumulator.reset()
+                    }
                 }
                 tensorDigests = CheckpointStore.tensorDigests(global)
                 globalSHA256 = ModelDigest.combine(tensorDigests)
@@ -512,6 +555,14 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 return globalSHA256.hexString
             }
             var record = roundRecord(outcome, status: "committed")
+            if let unmasked {
+                record.secureAggregation = true
+                record.survivors = unmasked.survivors
+                record.recoveredDropouts = unmasked.recovered
+                record.totalWeight = UInt64(unmasked.totalWeight)
+                // The per-site weights travelled masked; only their total is known.
+                record.examples = nil
+            }
             record.modelVersion = round
             record.modelSHA256 = hash
             try logLock.withLock { try roundLog.append(record) }

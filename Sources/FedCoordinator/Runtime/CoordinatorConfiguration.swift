@@ -80,6 +80,43 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         }
     }
 
+    /// Secure aggregation (FLSECAGG-v1): the coordinator learns only the sum of the survivors'
+    /// updates. On by default.
+    public struct SecureAggregation: Codable, Sendable {
+        public var enabled = true
+        /// Dropouts tolerated over the four stages, as a fraction of the invited agents:
+        /// `D_max = floor(N × fraction)`, threshold `t = N − D_max` (complete graph).
+        public var maxDropoutFraction = 0.3
+        /// Agents assumed to collude with a curious coordinator; the threshold stays above it.
+        public var collusion = 0
+        /// Per-coordinate clip of the update before quantization.
+        public var clip = 2.0
+        /// Example counts above this weigh as this much (`W_max`); smaller keeps more precision.
+        public var maxWeight: UInt32 = 10_000
+        /// "auto" (complete up to 200 agents, SecAgg+ beyond), "complete" or "sparse".
+        public var graph = "auto"
+        /// Deadlines of the key stages and of the unmask stage (the masked-input deadline is the round's).
+        public var keysTimeoutSeconds = 10.0
+        public var unmaskTimeoutSeconds = 10.0
+        enum CodingKeys: String, CodingKey {
+            case enabled, collusion, clip, graph
+            case maxDropoutFraction = "max_dropout_fraction", maxWeight = "max_weight"
+            case keysTimeoutSeconds = "keys_timeout_seconds", unmaskTimeoutSeconds = "unmask_timeout_seconds"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? true
+            maxDropoutFraction = try c.decodeIfPresent(Double.self, forKey: .maxDropoutFraction) ?? 0.3
+            collusion = try c.decodeIfPresent(Int.self, forKey: .collusion) ?? 0
+            clip = try c.decodeIfPresent(Double.self, forKey: .clip) ?? 2
+            maxWeight = try c.decodeIfPresent(UInt32.self, forKey: .maxWeight) ?? 10_000
+            graph = try c.decodeIfPresent(String.self, forKey: .graph) ?? "auto"
+            keysTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .keysTimeoutSeconds) ?? 10
+            unmaskTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .unmaskTimeoutSeconds) ?? 10
+        }
+    }
+
     /// Federated evaluation of the global model on the sites' holdouts.
     public struct Evaluation: Codable, Sendable {
         /// Evaluate after every `every`-th committed round (and never when 0).
@@ -137,12 +174,17 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     public var optimizer = ServerOptimizer.Settings()
     public var task = Task()
     public var evaluation = Evaluation()
+    public var secureAggregation = SecureAggregation()
+    /// How updates are combined: "mean" (the weighted mean, then the server optimizer). The
+    /// robust strategies "median", "trimmed_mean" and "krum" need individual updates.
+    public var strategy = "mean"
     public var heartbeatIntervalSeconds = 5.0
     public var maxFrameBytes = 8 << 20
     public var keepCheckpoints = 5
 
     enum CodingKeys: String, CodingKey {
-        case listen, tls, federation, model, rounds, selection, optimizer, task, evaluation
+        case listen, tls, federation, model, rounds, selection, optimizer, task, evaluation, strategy
+        case secureAggregation = "secure_aggregation"
         case stateDir = "state_dir", heartbeatIntervalSeconds = "heartbeat_interval_seconds", maxFrameBytes = "max_frame_bytes"
         case keepCheckpoints = "keep_checkpoints"
     }
@@ -159,6 +201,8 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         optimizer = try c.decodeIfPresent(ServerOptimizer.Settings.self, forKey: .optimizer) ?? ServerOptimizer.Settings()
         task = try c.decodeIfPresent(Task.self, forKey: .task) ?? Task()
         evaluation = try c.decodeIfPresent(Evaluation.self, forKey: .evaluation) ?? Evaluation()
+        secureAggregation = try c.decodeIfPresent(SecureAggregation.self, forKey: .secureAggregation) ?? SecureAggregation()
+        strategy = try c.decodeIfPresent(String.self, forKey: .strategy) ?? "mean"
         heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
         maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? 8 << 20
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 5
@@ -174,6 +218,11 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             "standardize": .any, "missing": .any,
         ]),
         "evaluation": .object(["every": .any, "timeout_seconds": .any]),
+        "secure_aggregation": .object([
+            "enabled": .any, "max_dropout_fraction": .any, "collusion": .any, "clip": .any, "max_weight": .any, "graph": .any,
+            "keys_timeout_seconds": .any, "unmask_timeout_seconds": .any,
+        ]),
+        "strategy": .any,
         "selection": .object([
             "target": .any, "overselect": .any, "min_available": .any, "min_updates": .any, "round_deadline_seconds": .any,
             "selection_timeout_seconds": .any, "collect_grace_seconds": .any, "max_retries": .any, "failure_backoff_seconds": .any,
@@ -219,6 +268,34 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         }
         guard task.momentum >= 0 && task.momentum < 1, task.l2 >= 0, task.proximalMu >= 0 else {
             throw Failure("task.momentum must be in [0, 1); task.l2 and task.proximal_mu must not be negative")
+        }
+        switch strategy {
+        case "mean": break
+        case "median", "trimmed_mean", "krum":
+            guard !secureAggregation.enabled else {
+                throw Failure("strategy \"\(strategy)\" needs each site's individual update, which secure aggregation hides by design; "
+                    + "use strategy \"mean\", or set secure_aggregation.enabled false")
+            }
+            throw Failure("strategy \"\(strategy)\" is not available in this version; use \"mean\"")
+        default:
+            throw Failure("strategy must be \"mean\" (or, without secure aggregation, a robust strategy), not \"\(strategy)\"")
+        }
+        if secureAggregation.enabled {
+            let s = secureAggregation
+            guard selection.minAvailable >= 3, selection.minUpdates >= 3 else {
+                throw Failure("secure aggregation needs at least 3 survivors (with 2, each would learn the other's update): "
+                    + "set selection.min_available and selection.min_updates to 3 or more")
+            }
+            guard s.maxDropoutFraction >= 0, s.maxDropoutFraction < 1, s.collusion >= 0 else {
+                throw Failure("secure_aggregation.max_dropout_fraction must be in [0, 1) and collusion ≥ 0")
+            }
+            guard s.clip > 0, s.clip.isFinite, s.maxWeight >= 1 else { throw Failure("secure_aggregation.clip and max_weight must be positive") }
+            guard ["auto", "complete", "sparse"].contains(s.graph) else {
+                throw Failure("secure_aggregation.graph must be \"auto\", \"complete\" or \"sparse\", not \"\(s.graph)\"")
+            }
+            guard s.keysTimeoutSeconds > 0, s.unmaskTimeoutSeconds > 0 else {
+                throw Failure("secure_aggregation.keys_timeout_seconds and unmask_timeout_seconds must be positive")
+            }
         }
         guard evaluation.every >= 0, evaluation.timeoutSeconds > 0 else {
             throw Failure("evaluation.every must be ≥ 0 (0: never) and evaluation.timeout_seconds positive")

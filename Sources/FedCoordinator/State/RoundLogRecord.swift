@@ -49,6 +49,12 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
     public var featureScales: [Double]?
     /// Rows of training data an agent reported (record `agent_eligible`).
     public var rows: UInt64?
+    /// Secure aggregation: on for the round; whose masked inputs were summed (U3); whose masks
+    /// were recovered from their neighbours' shares after they dropped (D); the total weight.
+    public var secureAggregation: Bool?
+    public var survivors: [String]?
+    public var recoveredDropouts: [String]?
+    public var totalWeight: UInt64?
     public var modelSHA256: String?
     public var optimizer: String?
 
@@ -62,5 +68,6 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
         case trainSeconds = "train_seconds", transferSeconds = "transfer_seconds", trainLoss = "train_loss"
         case evalLoss = "eval_loss", evalAccuracy = "eval_accuracy", evalAUC = "eval_auc", modelSHA256 = "model_sha256"
         case evalExamples = "eval_examples", featureMeans = "feature_means", featureScales = "feature_scales", rows
+        case secureAggregation = "secure_aggregation", survivors, recoveredDropouts = "recovered_dropouts", totalWeight = "total_weight"
     }
 }

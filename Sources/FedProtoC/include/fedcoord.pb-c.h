@@ -35,6 +35,15 @@ typedef struct Fedcoord__V1__EvaluationRequest Fedcoord__V1__EvaluationRequest;
 typedef struct Fedcoord__V1__EvaluationResult Fedcoord__V1__EvaluationResult;
 typedef struct Fedcoord__V1__StatisticsRequest Fedcoord__V1__StatisticsRequest;
 typedef struct Fedcoord__V1__FeatureStatistics Fedcoord__V1__FeatureStatistics;
+typedef struct Fedcoord__V1__SecAggParameters Fedcoord__V1__SecAggParameters;
+typedef struct Fedcoord__V1__AdvertiseKeys Fedcoord__V1__AdvertiseKeys;
+typedef struct Fedcoord__V1__EncryptedShare Fedcoord__V1__EncryptedShare;
+typedef struct Fedcoord__V1__ShareKeysRequest Fedcoord__V1__ShareKeysRequest;
+typedef struct Fedcoord__V1__ShareKeysResponse Fedcoord__V1__ShareKeysResponse;
+typedef struct Fedcoord__V1__MaskedInputRequest Fedcoord__V1__MaskedInputRequest;
+typedef struct Fedcoord__V1__UnmaskRequest Fedcoord__V1__UnmaskRequest;
+typedef struct Fedcoord__V1__RevealedShare Fedcoord__V1__RevealedShare;
+typedef struct Fedcoord__V1__UnmaskResponse Fedcoord__V1__UnmaskResponse;
 
 
 /* --- enums --- */
@@ -44,7 +53,11 @@ typedef struct Fedcoord__V1__FeatureStatistics Fedcoord__V1__FeatureStatistics;
  */
 typedef enum _Fedcoord__V1__DType {
   FEDCOORD__V1__DTYPE__DTYPE_UNSPECIFIED = 0,
-  FEDCOORD__V1__DTYPE__DTYPE_FLOAT32 = 1
+  FEDCOORD__V1__DTYPE__DTYPE_FLOAT32 = 1,
+  /*
+   * Elements of Z_2^32 (secure aggregation's masked inputs), little-endian.
+   */
+  FEDCOORD__V1__DTYPE__DTYPE_UINT32 = 2
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FEDCOORD__V1__DTYPE)
 } Fedcoord__V1__DType;
 
@@ -67,7 +80,13 @@ typedef enum {
   FEDCOORD__V1__ENVELOPE__BODY_EMPTY = 22,
   FEDCOORD__V1__ENVELOPE__BODY_DATA_REPORT = 23,
   FEDCOORD__V1__ENVELOPE__BODY_STATISTICS_REQUEST = 24,
-  FEDCOORD__V1__ENVELOPE__BODY_FEATURE_STATISTICS = 25
+  FEDCOORD__V1__ENVELOPE__BODY_FEATURE_STATISTICS = 25,
+  FEDCOORD__V1__ENVELOPE__BODY_ADVERTISE_KEYS = 26,
+  FEDCOORD__V1__ENVELOPE__BODY_SHARE_KEYS_REQUEST = 27,
+  FEDCOORD__V1__ENVELOPE__BODY_SHARE_KEYS_RESPONSE = 28,
+  FEDCOORD__V1__ENVELOPE__BODY_MASKED_INPUT_REQUEST = 29,
+  FEDCOORD__V1__ENVELOPE__BODY_UNMASK_REQUEST = 30,
+  FEDCOORD__V1__ENVELOPE__BODY_UNMASK_RESPONSE = 31
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FEDCOORD__V1__ENVELOPE__BODY__CASE)
 } Fedcoord__V1__Envelope__BodyCase;
 
@@ -126,6 +145,12 @@ struct  Fedcoord__V1__Envelope
     Fedcoord__V1__DataReport *data_report;
     Fedcoord__V1__StatisticsRequest *statistics_request;
     Fedcoord__V1__FeatureStatistics *feature_statistics;
+    Fedcoord__V1__AdvertiseKeys *advertise_keys;
+    Fedcoord__V1__ShareKeysRequest *share_keys_request;
+    Fedcoord__V1__ShareKeysResponse *share_keys_response;
+    Fedcoord__V1__MaskedInputRequest *masked_input_request;
+    Fedcoord__V1__UnmaskRequest *unmask_request;
+    Fedcoord__V1__UnmaskResponse *unmask_response;
   };
 };
 #define FEDCOORD__V1__ENVELOPE__INIT \
@@ -376,10 +401,14 @@ struct  Fedcoord__V1__TrainTask
   double *feature_means;
   size_t n_feature_scales;
   double *feature_scales;
+  /*
+   * Set when the round runs under secure aggregation: the attempt's parameters (FLSECAGG-v1 §4).
+   */
+  Fedcoord__V1__SecAggParameters *secure_aggregation;
 };
 #define FEDCOORD__V1__TRAIN_TASK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__train_task__descriptor) \
-    , 0, 0, {0,NULL}, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL }
+    , 0, 0, {0,NULL}, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL, NULL }
 
 
 /*
@@ -582,6 +611,183 @@ struct  Fedcoord__V1__FeatureStatistics
 #define FEDCOORD__V1__FEATURE_STATISTICS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__feature_statistics__descriptor) \
     , 0,NULL, 0,NULL, 0,NULL }
+
+
+/*
+ * Part of TrainTask: one attempt's SecAggConfig (spec §4) and the agent's index in its roster.
+ */
+struct  Fedcoord__V1__SecAggParameters
+{
+  ProtobufCMessage base;
+  uint32_t protocol_version;
+  /*
+   * Strictly increasing per attempt: (FL round id << 16) | attempt.
+   */
+  uint64_t round_id;
+  ProtobufCBinaryData session_nonce;
+  /*
+   * Agent ids (certificate CNs); index i is entry i - 1.
+   */
+  size_t n_roster;
+  char **roster;
+  uint32_t neighbor_degree;
+  uint32_t threshold;
+  uint32_t min_survivors;
+  ProtobufCBinaryData graph_seed;
+  uint64_t vector_length;
+  int32_t scale_exponent;
+  double clip;
+  uint32_t max_weight;
+  ProtobufCBinaryData model_sha256;
+  /*
+   * 0 none, 1 discrete Gaussian, 2 Skellam.
+   */
+  uint32_t dp_mode;
+  double dp_local_stddev;
+  double dp_l2_clip;
+  /*
+   * Advertise keys, share keys, masked input, unmask.
+   */
+  size_t n_stage_timeout_ms;
+  uint32_t *stage_timeout_ms;
+  uint32_t your_index;
+};
+#define FEDCOORD__V1__SEC_AGG_PARAMETERS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__sec_agg_parameters__descriptor) \
+    , 0, 0, {0,NULL}, 0,NULL, 0, 0, 0, {0,NULL}, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0 }
+
+
+/*
+ * Sent by the agent as the answer to a Train call whose task has secure_aggregation set.
+ */
+struct  Fedcoord__V1__AdvertiseKeys
+{
+  ProtobufCMessage base;
+  uint64_t round_id;
+  uint32_t index;
+  /*
+   * Raw X25519 public keys, 32 bytes each.
+   */
+  ProtobufCBinaryData c_pk;
+  ProtobufCBinaryData s_pk;
+};
+#define FEDCOORD__V1__ADVERTISE_KEYS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__advertise_keys__descriptor) \
+    , 0, 0, {0,NULL}, {0,NULL} }
+
+
+/*
+ * A sealed share envelope (121 bytes), relayed by the coordinator.
+ */
+struct  Fedcoord__V1__EncryptedShare
+{
+  ProtobufCMessage base;
+  /*
+   * The recipient (agent to coordinator) or the sender (coordinator to agent).
+   */
+  uint32_t peer_index;
+  ProtobufCBinaryData ciphertext;
+};
+#define FEDCOORD__V1__ENCRYPTED_SHARE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__encrypted_share__descriptor) \
+    , 0, {0,NULL} }
+
+
+/*
+ * Sent by the coordinator (request of Agent.ShareKeys): every stage-0 survivor's keys.
+ */
+struct  Fedcoord__V1__ShareKeysRequest
+{
+  ProtobufCMessage base;
+  uint64_t round_id;
+  size_t n_u1_keys;
+  Fedcoord__V1__AdvertiseKeys **u1_keys;
+};
+#define FEDCOORD__V1__SHARE_KEYS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__share_keys_request__descriptor) \
+    , 0, 0,NULL }
+
+
+/*
+ * Sent by the agent (answer to Agent.ShareKeys).
+ */
+struct  Fedcoord__V1__ShareKeysResponse
+{
+  ProtobufCMessage base;
+  uint64_t round_id;
+  uint32_t index;
+  ProtobufCBinaryData b_commitment;
+  size_t n_outgoing;
+  Fedcoord__V1__EncryptedShare **outgoing;
+};
+#define FEDCOORD__V1__SHARE_KEYS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__share_keys_response__descriptor) \
+    , 0, 0, {0,NULL}, 0,NULL }
+
+
+/*
+ * Sent by the coordinator (request of Agent.MaskedInput).
+ */
+struct  Fedcoord__V1__MaskedInputRequest
+{
+  ProtobufCMessage base;
+  uint64_t round_id;
+  size_t n_u2;
+  uint32_t *u2;
+  size_t n_incoming;
+  Fedcoord__V1__EncryptedShare **incoming;
+};
+#define FEDCOORD__V1__MASKED_INPUT_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__masked_input_request__descriptor) \
+    , 0, 0,NULL, 0,NULL }
+
+
+/*
+ * Sent by the coordinator (request of Agent.Unmask): identical lists for every survivor.
+ */
+struct  Fedcoord__V1__UnmaskRequest
+{
+  ProtobufCMessage base;
+  uint64_t round_id;
+  size_t n_survivors;
+  uint32_t *survivors;
+  size_t n_dropped;
+  uint32_t *dropped;
+};
+#define FEDCOORD__V1__UNMASK_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__unmask_request__descriptor) \
+    , 0, 0,NULL, 0,NULL }
+
+
+/*
+ * One revealed share: of the owner's self-mask seed (owner survived) or masking key (dropped).
+ */
+struct  Fedcoord__V1__RevealedShare
+{
+  ProtobufCMessage base;
+  uint32_t owner_index;
+  protobuf_c_boolean masking_key;
+  ProtobufCBinaryData share;
+};
+#define FEDCOORD__V1__REVEALED_SHARE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__revealed_share__descriptor) \
+    , 0, 0, {0,NULL} }
+
+
+/*
+ * Sent by the agent (answer to Agent.Unmask).
+ */
+struct  Fedcoord__V1__UnmaskResponse
+{
+  ProtobufCMessage base;
+  uint64_t round_id;
+  uint32_t index;
+  size_t n_shares;
+  Fedcoord__V1__RevealedShare **shares;
+};
+#define FEDCOORD__V1__UNMASK_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__unmask_response__descriptor) \
+    , 0, 0, 0,NULL }
 
 
 /* Fedcoord__V1__Envelope methods */
@@ -964,6 +1170,177 @@ Fedcoord__V1__FeatureStatistics *
 void   fedcoord__v1__feature_statistics__free_unpacked
                      (Fedcoord__V1__FeatureStatistics *message,
                       ProtobufCAllocator *allocator);
+/* Fedcoord__V1__SecAggParameters methods */
+void   fedcoord__v1__sec_agg_parameters__init
+                     (Fedcoord__V1__SecAggParameters         *message);
+size_t fedcoord__v1__sec_agg_parameters__get_packed_size
+                     (const Fedcoord__V1__SecAggParameters   *message);
+size_t fedcoord__v1__sec_agg_parameters__pack
+                     (const Fedcoord__V1__SecAggParameters   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__sec_agg_parameters__pack_to_buffer
+                     (const Fedcoord__V1__SecAggParameters   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__SecAggParameters *
+       fedcoord__v1__sec_agg_parameters__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__sec_agg_parameters__free_unpacked
+                     (Fedcoord__V1__SecAggParameters *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__AdvertiseKeys methods */
+void   fedcoord__v1__advertise_keys__init
+                     (Fedcoord__V1__AdvertiseKeys         *message);
+size_t fedcoord__v1__advertise_keys__get_packed_size
+                     (const Fedcoord__V1__AdvertiseKeys   *message);
+size_t fedcoord__v1__advertise_keys__pack
+                     (const Fedcoord__V1__AdvertiseKeys   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__advertise_keys__pack_to_buffer
+                     (const Fedcoord__V1__AdvertiseKeys   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__AdvertiseKeys *
+       fedcoord__v1__advertise_keys__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__advertise_keys__free_unpacked
+                     (Fedcoord__V1__AdvertiseKeys *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__EncryptedShare methods */
+void   fedcoord__v1__encrypted_share__init
+                     (Fedcoord__V1__EncryptedShare         *message);
+size_t fedcoord__v1__encrypted_share__get_packed_size
+                     (const Fedcoord__V1__EncryptedShare   *message);
+size_t fedcoord__v1__encrypted_share__pack
+                     (const Fedcoord__V1__EncryptedShare   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__encrypted_share__pack_to_buffer
+                     (const Fedcoord__V1__EncryptedShare   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__EncryptedShare *
+       fedcoord__v1__encrypted_share__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__encrypted_share__free_unpacked
+                     (Fedcoord__V1__EncryptedShare *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__ShareKeysRequest methods */
+void   fedcoord__v1__share_keys_request__init
+                     (Fedcoord__V1__ShareKeysRequest         *message);
+size_t fedcoord__v1__share_keys_request__get_packed_size
+                     (const Fedcoord__V1__ShareKeysRequest   *message);
+size_t fedcoord__v1__share_keys_request__pack
+                     (const Fedcoord__V1__ShareKeysRequest   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__share_keys_request__pack_to_buffer
+                     (const Fedcoord__V1__ShareKeysRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__ShareKeysRequest *
+       fedcoord__v1__share_keys_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__share_keys_request__free_unpacked
+                     (Fedcoord__V1__ShareKeysRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__ShareKeysResponse methods */
+void   fedcoord__v1__share_keys_response__init
+                     (Fedcoord__V1__ShareKeysResponse         *message);
+size_t fedcoord__v1__share_keys_response__get_packed_size
+                     (const Fedcoord__V1__ShareKeysResponse   *message);
+size_t fedcoord__v1__share_keys_response__pack
+                     (const Fedcoord__V1__ShareKeysResponse   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__share_keys_response__pack_to_buffer
+                     (const Fedcoord__V1__ShareKeysResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__ShareKeysResponse *
+       fedcoord__v1__share_keys_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__share_keys_response__free_unpacked
+                     (Fedcoord__V1__ShareKeysResponse *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__MaskedInputRequest methods */
+void   fedcoord__v1__masked_input_request__init
+                     (Fedcoord__V1__MaskedInputRequest         *message);
+size_t fedcoord__v1__masked_input_request__get_packed_size
+                     (const Fedcoord__V1__MaskedInputRequest   *message);
+size_t fedcoord__v1__masked_input_request__pack
+                     (const Fedcoord__V1__MaskedInputRequest   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__masked_input_request__pack_to_buffer
+                     (const Fedcoord__V1__MaskedInputRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__MaskedInputRequest *
+       fedcoord__v1__masked_input_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__masked_input_request__free_unpacked
+                     (Fedcoord__V1__MaskedInputRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__UnmaskRequest methods */
+void   fedcoord__v1__unmask_request__init
+                     (Fedcoord__V1__UnmaskRequest         *message);
+size_t fedcoord__v1__unmask_request__get_packed_size
+                     (const Fedcoord__V1__UnmaskRequest   *message);
+size_t fedcoord__v1__unmask_request__pack
+                     (const Fedcoord__V1__UnmaskRequest   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__unmask_request__pack_to_buffer
+                     (const Fedcoord__V1__UnmaskRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__UnmaskRequest *
+       fedcoord__v1__unmask_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__unmask_request__free_unpacked
+                     (Fedcoord__V1__UnmaskRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__RevealedShare methods */
+void   fedcoord__v1__revealed_share__init
+                     (Fedcoord__V1__RevealedShare         *message);
+size_t fedcoord__v1__revealed_share__get_packed_size
+                     (const Fedcoord__V1__RevealedShare   *message);
+size_t fedcoord__v1__revealed_share__pack
+                     (const Fedcoord__V1__RevealedShare   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__revealed_share__pack_to_buffer
+                     (const Fedcoord__V1__RevealedShare   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__RevealedShare *
+       fedcoord__v1__revealed_share__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__revealed_share__free_unpacked
+                     (Fedcoord__V1__RevealedShare *message,
+                      ProtobufCAllocator *allocator);
+/* Fedcoord__V1__UnmaskResponse methods */
+void   fedcoord__v1__unmask_response__init
+                     (Fedcoord__V1__UnmaskResponse         *message);
+size_t fedcoord__v1__unmask_response__get_packed_size
+                     (const Fedcoord__V1__UnmaskResponse   *message);
+size_t fedcoord__v1__unmask_response__pack
+                     (const Fedcoord__V1__UnmaskResponse   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__unmask_response__pack_to_buffer
+                     (const Fedcoord__V1__UnmaskResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__UnmaskResponse *
+       fedcoord__v1__unmask_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__unmask_response__free_unpacked
+                     (Fedcoord__V1__UnmaskResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Fedcoord__V1__Envelope_Closure)
@@ -1025,6 +1402,33 @@ typedef void (*Fedcoord__V1__StatisticsRequest_Closure)
                   void *closure_data);
 typedef void (*Fedcoord__V1__FeatureStatistics_Closure)
                  (const Fedcoord__V1__FeatureStatistics *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__SecAggParameters_Closure)
+                 (const Fedcoord__V1__SecAggParameters *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__AdvertiseKeys_Closure)
+                 (const Fedcoord__V1__AdvertiseKeys *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__EncryptedShare_Closure)
+                 (const Fedcoord__V1__EncryptedShare *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__ShareKeysRequest_Closure)
+                 (const Fedcoord__V1__ShareKeysRequest *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__ShareKeysResponse_Closure)
+                 (const Fedcoord__V1__ShareKeysResponse *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__MaskedInputRequest_Closure)
+                 (const Fedcoord__V1__MaskedInputRequest *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__UnmaskRequest_Closure)
+                 (const Fedcoord__V1__UnmaskRequest *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__RevealedShare_Closure)
+                 (const Fedcoord__V1__RevealedShare *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__UnmaskResponse_Closure)
+                 (const Fedcoord__V1__UnmaskResponse *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -1092,6 +1496,18 @@ struct Fedcoord__V1__Agent_Service
                      const Fedcoord__V1__StatisticsRequest *input,
                      Fedcoord__V1__FeatureStatistics_Closure closure,
                      void *closure_data);
+  void (*share_keys)(Fedcoord__V1__Agent_Service *service,
+                     const Fedcoord__V1__ShareKeysRequest *input,
+                     Fedcoord__V1__ShareKeysResponse_Closure closure,
+                     void *closure_data);
+  void (*masked_input)(Fedcoord__V1__Agent_Service *service,
+                       const Fedcoord__V1__MaskedInputRequest *input,
+                       Fedcoord__V1__Empty_Closure closure,
+                       void *closure_data);
+  void (*unmask)(Fedcoord__V1__Agent_Service *service,
+                 const Fedcoord__V1__UnmaskRequest *input,
+                 Fedcoord__V1__UnmaskResponse_Closure closure,
+                 void *closure_data);
 };
 typedef void (*Fedcoord__V1__Agent_ServiceDestroy)(Fedcoord__V1__Agent_Service *);
 void fedcoord__v1__agent__init (Fedcoord__V1__Agent_Service *service,
@@ -1104,7 +1520,10 @@ void fedcoord__v1__agent__init (Fedcoord__V1__Agent_Service *service,
       function_prefix__ ## pull_update,\
       function_prefix__ ## cancel,\
       function_prefix__ ## evaluate,\
-      function_prefix__ ## statistics  }
+      function_prefix__ ## statistics,\
+      function_prefix__ ## share_keys,\
+      function_prefix__ ## masked_input,\
+      function_prefix__ ## unmask  }
 void fedcoord__v1__agent__train(ProtobufCService *service,
                                 const Fedcoord__V1__TrainTask *input,
                                 Fedcoord__V1__Empty_Closure closure,
@@ -1125,6 +1544,18 @@ void fedcoord__v1__agent__statistics(ProtobufCService *service,
                                      const Fedcoord__V1__StatisticsRequest *input,
                                      Fedcoord__V1__FeatureStatistics_Closure closure,
                                      void *closure_data);
+void fedcoord__v1__agent__share_keys(ProtobufCService *service,
+                                     const Fedcoord__V1__ShareKeysRequest *input,
+                                     Fedcoord__V1__ShareKeysResponse_Closure closure,
+                                     void *closure_data);
+void fedcoord__v1__agent__masked_input(ProtobufCService *service,
+                                       const Fedcoord__V1__MaskedInputRequest *input,
+                                       Fedcoord__V1__Empty_Closure closure,
+                                       void *closure_data);
+void fedcoord__v1__agent__unmask(ProtobufCService *service,
+                                 const Fedcoord__V1__UnmaskRequest *input,
+                                 Fedcoord__V1__UnmaskResponse_Closure closure,
+                                 void *closure_data);
 
 /* --- descriptors --- */
 
@@ -1149,6 +1580,15 @@ extern const ProtobufCMessageDescriptor fedcoord__v1__evaluation_request__descri
 extern const ProtobufCMessageDescriptor fedcoord__v1__evaluation_result__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__statistics_request__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__feature_statistics__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__sec_agg_parameters__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__advertise_keys__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__encrypted_share__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__share_keys_request__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__share_keys_response__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__masked_input_request__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__unmask_request__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__revealed_share__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__unmask_response__descriptor;
 extern const ProtobufCServiceDescriptor fedcoord__v1__coordinator__descriptor;
 extern const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor;
 

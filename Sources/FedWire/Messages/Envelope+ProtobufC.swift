@@ -161,6 +161,7 @@ extension Envelope {
             m.feature_means = arena.copy(v.featureMeans)
             m.n_feature_scales = v.featureScales.count
             m.feature_scales = arena.copy(v.featureScales)
+            if let secure = v.secureAggregation { m.secure_aggregation = arena.box(SecAggCodec.parameters(secure, arena)) }
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_TRAIN_TASK
             e.train_task = arena.box(m)
         case .tensorHeader(let v):
@@ -267,6 +268,8 @@ extension Envelope {
             m.m2 = arena.copy(v.m2)
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_FEATURE_STATISTICS
             e.feature_statistics = arena.box(m)
+        case .advertiseKeys, .shareKeysRequest, .shareKeysResponse, .maskedInputRequest, .unmaskRequest, .unmaskResponse:
+            SecAggCodec.fill(&e, message, arena)
         case .empty:
             var m = Fedcoord__V1__Empty()
             fedcoord__v1__empty__init(&m)
@@ -295,22 +298,22 @@ extension Envelope {
             labelColumn: string(s.label_column), rowCount: s.row_count, schemaSHA256: bytes(s.schema_sha256))
     }
 
-    private static func array<T>(_ pointer: UnsafeMutablePointer<T>?, _ count: Int) -> [T] {
+    static func array<T>(_ pointer: UnsafeMutablePointer<T>?, _ count: Int) -> [T] {
         guard count > 0, let pointer else { return [] }
         return Array(UnsafeBufferPointer(start: pointer, count: count))
     }
 
-    private static func string(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
+    static func string(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
         guard let pointer else { return "" }
         return String(cString: pointer)
     }
 
-    private static func bytes(_ data: ProtobufCBinaryData) -> [UInt8] {
+    static func bytes(_ data: ProtobufCBinaryData) -> [UInt8] {
         guard data.len > 0, let base = data.data else { return [] }
         return Array(UnsafeBufferPointer(start: base, count: data.len))
     }
 
-    private static func missing(_ what: String) -> WireError {
+    static func missing(_ what: String) -> WireError {
         WireError(.malformedFrame, "the envelope says it carries \(what) but the message is missing")
     }
 
@@ -350,6 +353,7 @@ extension Envelope {
             t.l2 = m.l2
             t.featureMeans = array(m.feature_means, m.n_feature_means)
             t.featureScales = array(m.feature_scales, m.n_feature_scales)
+            if let secure = m.secure_aggregation?.pointee { t.secureAggregation = SecAggCodec.task(secure) }
             return .trainTask(t)
         case FEDCOORD__V1__ENVELOPE__BODY_TENSOR_HEADER:
             guard let m = e.tensor_header?.pointee else { throw missing("TensorHeader") }
@@ -414,6 +418,7 @@ extension Envelope {
             return .featureStatistics(FeatureStatisticsMessage(
                 counts: array(m.counts, m.n_counts), means: array(m.means, m.n_means), m2: array(m.m2, m.n_m2)))
         default:
+            if let message = try SecAggCodec.decode(e) { return message }
             throw WireError(.malformedFrame, "the envelope carries an unknown message (field \(e.body_case.rawValue))")
         }
     }

@@ -1,3 +1,5 @@
+import FedSecAgg
+
 /// Swift values of the messages in `proto/fedcoord.proto`. See the proto file for who sends
 /// each message and when. All are plain `Sendable` values except ``TensorChunk``, whose bytes
 /// are a ``ByteView`` so that 4 MiB chunks are never copied on their way through.
@@ -107,7 +109,85 @@ public struct TrainTask: Sendable, Equatable {
     public var l2: Double = 0
     public var featureMeans: [Double] = []
     public var featureScales: [Double] = []
+    /// Set when the round runs under secure aggregation.
+    public var secureAggregation: SecureAggregationTask?
     public init() {}
+}
+
+/// The secure-aggregation part of a task: the attempt's configuration and the agent's index.
+public struct SecureAggregationTask: Sendable, Equatable {
+    public var config: SecAggConfig
+    public var index: UInt32
+    public init(config: SecAggConfig, index: UInt32) {
+        self.config = config
+        self.index = index
+    }
+}
+
+/// AdvertiseKeys, ShareKeysRequest, ShareKeysResponse, MaskedInputRequest, UnmaskRequest and
+/// UnmaskResponse: the FLSECAGG-v1 stage messages; `roundID` is the attempt's secure round id.
+public struct AdvertiseKeysMessage: Sendable, Equatable {
+    public var roundID: UInt64
+    public var keys: AdvertisedKeys
+    public init(roundID: UInt64, keys: AdvertisedKeys) {
+        self.roundID = roundID
+        self.keys = keys
+    }
+}
+
+public struct ShareKeysRequest: Sendable, Equatable {
+    public var roundID: UInt64
+    public var keys: [AdvertisedKeys]
+    public init(roundID: UInt64, keys: [AdvertisedKeys]) {
+        self.roundID = roundID
+        self.keys = keys
+    }
+}
+
+public struct ShareKeysResponse: Sendable, Equatable {
+    public var roundID: UInt64
+    public var index: UInt32
+    public var commitment: [UInt8]
+    public var outgoing: [EncryptedShare]
+    public init(roundID: UInt64, index: UInt32, commitment: [UInt8], outgoing: [EncryptedShare]) {
+        self.roundID = roundID
+        self.index = index
+        self.commitment = commitment
+        self.outgoing = outgoing
+    }
+}
+
+public struct MaskedInputRequest: Sendable, Equatable {
+    public var roundID: UInt64
+    public var survivors: [UInt32]
+    public var incoming: [EncryptedShare]
+    public init(roundID: UInt64, survivors: [UInt32], incoming: [EncryptedShare]) {
+        self.roundID = roundID
+        self.survivors = survivors
+        self.incoming = incoming
+    }
+}
+
+public struct UnmaskRequest: Sendable, Equatable {
+    public var roundID: UInt64
+    public var survivors: [UInt32]
+    public var dropped: [UInt32]
+    public init(roundID: UInt64, survivors: [UInt32], dropped: [UInt32]) {
+        self.roundID = roundID
+        self.survivors = survivors
+        self.dropped = dropped
+    }
+}
+
+public struct UnmaskResponse: Sendable, Equatable {
+    public var roundID: UInt64
+    public var index: UInt32
+    public var shares: [RevealedShare]
+    public init(roundID: UInt64, index: UInt32, shares: [RevealedShare]) {
+        self.roundID = roundID
+        self.index = index
+        self.shares = shares
+    }
 }
 
 /// Element type of a tensor stream.
@@ -116,8 +196,10 @@ public struct DType: Hashable, Sendable {
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     public static let unspecified = DType(rawValue: 0)
     public static let float32 = DType(rawValue: 1)
+    /// Elements of Z_2^32 (masked inputs).
+    public static let uint32 = DType(rawValue: 2)
     /// Bytes per element, or nil for an unknown type.
-    public var elementSize: Int? { self == .float32 ? 4 : nil }
+    public var elementSize: Int? { self == .float32 || self == .uint32 ? 4 : nil }
 }
 
 public struct TensorHeader: Sendable, Equatable {
@@ -218,6 +300,12 @@ public enum Message: Sendable {
     case dataReport(DataReport)
     case statisticsRequest(StatisticsRequest)
     case featureStatistics(FeatureStatisticsMessage)
+    case advertiseKeys(AdvertiseKeysMessage)
+    case shareKeysRequest(ShareKeysRequest)
+    case shareKeysResponse(ShareKeysResponse)
+    case maskedInputRequest(MaskedInputRequest)
+    case unmaskRequest(UnmaskRequest)
+    case unmaskResponse(UnmaskResponse)
 
     /// The message's name, for errors ("expected Welcome, got TensorChunk").
     public var name: String {
@@ -238,6 +326,12 @@ public enum Message: Sendable {
         case .dataReport: "DataReport"
         case .statisticsRequest: "StatisticsRequest"
         case .featureStatistics: "FeatureStatistics"
+        case .advertiseKeys: "AdvertiseKeys"
+        case .shareKeysRequest: "ShareKeysRequest"
+        case .shareKeysResponse: "ShareKeysResponse"
+        case .maskedInputRequest: "MaskedInputRequest"
+        case .unmaskRequest: "UnmaskRequest"
+        case .unmaskResponse: "UnmaskResponse"
         }
     }
 }

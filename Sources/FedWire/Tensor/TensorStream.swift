@@ -69,13 +69,21 @@ public enum TensorStream {
         }
     }
 
+    /// Sends a vector of `Z_2^32` elements (a masked input), little-endian, without copying it.
+    public static func send(name: String, words: UnsafeBufferPointer<UInt32>, chunkBytes: Int = defaultChunkBytes, to sink: any MessageSink) throws -> [UInt8] {
+        let raw = UnsafeRawBufferPointer(words)
+        return try send(name: name, shape: [UInt64(words.count)], totalBytes: UInt64(raw.count), chunkBytes: chunkBytes, to: sink, dtype: .uint32) {
+            offset, length in ByteView(borrowing: UnsafeRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset) + length]))
+        }
+    }
+
     private static func send(
         name: String, shape: [UInt64], totalBytes: UInt64, chunkBytes: Int, to sink: any MessageSink, knownSHA256: [UInt8]? = nil,
-        chunk: (_ offset: UInt64, _ length: Int) throws -> ByteView
+        dtype: DType = .float32, chunk: (_ offset: UInt64, _ length: Int) throws -> ByteView
     ) throws -> [UInt8] {
         precondition(chunkBytes > 0 && chunkBytes <= maxChunkBytes, "chunks are 1 byte to 4 MiB")
         try sink.send(.tensorHeader(TensorHeader(
-            name: name, shape: shape, dtype: .float32, totalBytes: totalBytes, chunkBytes: UInt32(chunkBytes))))
+            name: name, shape: shape, dtype: dtype, totalBytes: totalBytes, chunkBytes: UInt32(chunkBytes))))
         // Large tensors hash on a helper thread while the same chunk is being sent.
         let background = knownSHA256 == nil && totalBytes >= 1 << 20 ? BackgroundHasher() : nil
         let inline = knownSHA256 == nil && background == nil ? SHA256Hasher() : nil
@@ -167,6 +175,7 @@ public enum TensorStream {
     ) throws -> Summary {
         let destination = UnsafeMutableRawBufferPointer(floats)
         let header = try header ?? readHeader(from: source)
+        guard header.dtype == .float32 else { throw RPCError(.invalidArgument, "tensor '\(header.name)' is not Float32") }
         guard header.totalBytes == UInt64(destination.count) else {
             throw RPCError(.invalidArgument, "tensor '\(header.name)' announces \(header.totalBytes) bytes; \(destination.count) expected")
         }
@@ -185,8 +194,8 @@ public enum TensorStream {
     }
 
     static func validate(_ header: TensorHeader, maxTotalBytes: UInt64) throws {
-        guard header.dtype == .float32 else {
-            throw RPCError(.invalidArgument, "tensor '\(header.name)': element type \(header.dtype.rawValue) is not supported (Float32 only)")
+        guard header.dtype.elementSize == 4 else {
+            throw RPCError(.invalidArgument, "tensor '\(header.name)': element type \(header.dtype.rawValue) is not supported (Float32 or UInt32)")
         }
         guard header.chunkBytes > 0, header.chunkBytes <= UInt32(maxChunkBytes) else {
             throw RPCError(.invalidArgument, "tensor '\(header.name)': chunk size \(header.chunkBytes) is outside 1 byte to 4 MiB")

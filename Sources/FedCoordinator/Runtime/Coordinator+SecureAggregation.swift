@@ -1,0 +1,150 @@
+import FedCore
+import FedSecAgg
+import FedWire
+import Foundation
+
+// The FLSECAGG-v1 stages around the round engine: stage 0 rides on the Train call, stages 1 and
+// the stage-2 request run on a driver thread while the agents train, masked inputs are announced
+// and pulled like plaintext updates (the engine's deadline is the straggler cut), and stage 3
+// runs at commit time, before the optimizer step.
+
+extension Coordinator {
+    /// Sets up secure aggregation for a new attempt and starts its driver; nil when it is off.
+    func startSecureRound(_ attempt: RoundStateMachine.Attempt) {
+        guard configuration.secureAggregation.enabled else { return }
+        let (hash, count) = modelLock.withReadLock { (globalSHA256, global.layout.parameterCount) }
+        do {
+            let config = try SecureRound.configuration(
+                invited: attempt.invited, roundID: attempt.roundID, attempt: attempt.attempt, settings: configuration.secureAggregation,
+                modelSHA256: hash, parameterCount: count, deadlineSeconds: attempt.deadline - now)
+            let round = try SecureRound(config: config, roundID: attempt.roundID, attempt: attempt.attempt)
+            stateLock.withLock { secureRound = round }
+            logger.info("Secure aggregation set up", metadata: [
+                "round": "\(attempt.roundID)", "secagg.agents": "\(config.roster.count)", "secagg.threshold": "\(config.threshold)",
+                "secagg.min_survivors": "\(config.minSurvivors)", "secagg.graph": "\(config.isCompleteGraph ? "complete" : "k=\(config.neighborDegree)")",
+            ])
+            Thread { [self] in runKeyStages(round) }.start()
+        } catch {
+            stateLock.withLock { secureRound = nil }
+            abortSecureRound(agents: attempt.invited, roundID: attempt.roundID, reason: "\(error)")
+        }
+    }
+
+    /// The secure round of `roundID`'s current attempt, if any.
+    func currentSecureRound(_ roundID: UInt64) -> SecureRound? {
+        stateLock.withLock { secureRound?.roundID == roundID ? secureRound : nil }
+    }
+
+    /// Stages 0–2 (keys, shares, the masked-input request), while the agents train.
+    private func runKeyStages(_ round: SecureRound) {
+        let settings = configuration.secureAggregation
+        round.waitForKeys(until: Date(timeIntervalSinceNow: settings.keysTimeoutSeconds))
+        guard currentSecureRound(round.roundID) === round, !isStopped else { return }
+        let secureID = round.config.roundID
+        do {
+            let keys = try round.withSession { try $0.closeAdvertising() }
+            let u1 = round.withSession { session in Set(session.u1.map { session.agent(at: $0) }) }
+            dropFromSecureRound(round.invited.filter { !u1.contains($0) }, round: round, reason: "no keys by the key-advertising deadline")
+            let shared = fanOut(to: u1.sorted()) { [self] agent in
+                guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+                let reply = try connection.unary(Methods.shareKeys, .shareKeysRequest(ShareKeysRequest(roundID: secureID, keys: keys)),
+                                                 timeout: settings.keysTimeoutSeconds)
+                guard case .shareKeysResponse(let response) = reply, response.roundID == secureID else {
+                    throw RPCError(.invalidArgument, "ShareKeys answered \(reply.name) for another round")
+                }
+                try round.withSession { try $0.receiveShares(from: agent, commitment: response.commitment, envelopes: response.outgoing) }
+            }
+            for (agent, outcome) in shared { if case .failure(let error) = outcome { logger.warning("No shares", metadata: ["agent": "\(agent)", "error": "\(error)"]) } }
+            let incoming = try round.withSession { try $0.closeSharing() }
+            let u2 = round.withSession { session in Set(session.u2.map { session.agent(at: $0) }) }
+            let survivors = round.withSession { $0.u2.sorted() }
+            dropFromSecureRound(u1.filter { !u2.contains($0) }.sorted(), round: round, reason: "no valid shares by the key-sharing deadline")
+            let requested = fanOut(to: u2.sorted()) { [self] agent in
+                guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+                let index = round.withSession { $0.index(of: agent)! }
+                _ = try connection.unary(
+                    Methods.maskedInput, .maskedInputRequest(MaskedInputRequest(roundID: secureID, survivors: survivors, incoming: incoming[index] ?? [])),
+                    timeout: settings.keysTimeoutSeconds)
+            }
+            // Whoever did not get the request cannot mask: a dropout the unmask stage recovers.
+            let unreachable = requested.filter { if case .failure = $0.value { return true } else { return false } }.keys.sorted()
+            dropFromSecureRound(unreachable, round: round, reason: "the masked-input request could not be delivered")
+        } catch {
+            abortSecureRound(agents: round.invited, roundID: round.roundID, reason: "\(error)")
+        }
+    }
+
+    /// Agents pruned from the round at a key stage: the round goes on without them.
+    private func dropFromSecureRound(_ agents: [String], round: SecureRound, reason: String) {
+        for agent in agents {
+            perform(engineLock.withLock { engine.taskFailed(agent, roundID: round.roundID, reason: "secure aggregation: \(reason)", now: now) })
+            sendCancel(agent, roundID: round.roundID, reason: reason)
+        }
+    }
+
+    /// Too few agents left (or set-up failed): the attempt is abandoned and retried with fresh keys.
+    private func abortSecureRound(agents: [String], roundID: UInt64, reason: String) {
+        logger.warning("Secure aggregation aborted", metadata: ["round": "\(roundID)", "reason": "\(reason)"])
+        for agent in agents {
+            perform(engineLock.withLock { engine.taskFailed(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)", now: now) })
+            sendCancel(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)")
+        }
+    }
+
+    func sendCancel(_ agent: String, roundID: UInt64, reason: String) {
+        Thread { [self] in
+            guard let connection = stateLock.withLock({ connections[agent] }) else { return }
+            _ = try? connection.unary(Methods.cancel, .cancelTask(CancelTask(roundID: roundID, reason: reason)), timeout: 5)
+        }.start()
+    }
+
+    /// What stage 3 produced, for the round record.
+    struct UnmaskOutcome {
+        var survivors: [String]
+        var recovered: [String]
+        var totalWeight: UInt32
+    }
+
+    /// Stage 3 at commit time: fixes `U3` (the engine's accepted updates) and `D`, collects the
+    /// shares, removes every mask from the sum and hands the weighted mean update to `apply`.
+    func unmask(_ round: SecureRound, accepted: [String], apply: ((Int) -> Double) throws -> Void) throws -> UnmaskOutcome {
+        let settings = configuration.secureAggregation
+        let secureID = round.config.roundID
+        let survivors = try round.withSession { session -> Set<UInt32> in
+            let indices = Set(accepted.compactMap { session.index(of: $0) })
+            try session.closeMaskedInput(survivors: indices)
+            return indices
+        }
+        let (u3, dropped) = round.withSession { ($0.u3.sorted(), $0.dropped.sorted()) }
+        let names = round.withSession { session in (u3.map { session.agent(at: $0) }, dropped.map { session.agent(at: $0) }) }
+        let answers = fanOut(to: names.0) { [self] agent in
+            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+            let reply = try connection.unary(Methods.unmask, .unmaskRequest(UnmaskRequest(roundID: secureID, survivors: u3, dropped: dropped)),
+                                             timeout: settings.unmaskTimeoutSeconds)
+            guard case .unmaskResponse(let response) = reply, response.roundID == secureID else {
+                throw RPCError(.invalidArgument, "Unmask answered \(reply.name) for another round")
+            }
+            try round.withSession { try $0.receiveUnmask(from: agent, shares: response.shares) }
+        }
+        for (agent, outcome) in answers { if case .failure(let error) = outcome { logger.warning("No unmask answer", metadata: ["agent": "\(agent)", "error": "\(error)"]) } }
+        let total: UInt32 = try accumulatorLock.withLock {
+            try round.sum.withUnsafeMutableBufferPointer { sum in
+                try round.withSession { try $0.removeMasks(from: sum) }
+                let (mean, total) = try Quantizer(round.config).dequantizedMean(UnsafeBufferPointer(sum), survivors: survivors.count)
+                try apply(mean)
+                return total
+            }
+        }
+        return UnmaskOutcome(survivors: names.0, recovered: names.1, totalWeight: total)
+    }
+
+    /// Adds a complete masked input (read back from its spool) into the masked sum, mod 2^32.
+    func addMasked(_ spool: UpdateSpool, into round: SecureRound, buffer: UnsafeMutableRawBufferPointer) throws {
+        try spool.forEachSlice(using: buffer) { offset, values in
+            let words = UnsafeRawPointer(values.baseAddress!).assumingMemoryBound(to: UInt32.self)
+            round.sum.withUnsafeMutableBufferPointer { sum in
+                for index in 0..<values.count { sum[offset + index] &+= words[index] }
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import FedCore
+import FedSecAgg
+import Foundation
+
+/// One round attempt under secure aggregation: the FLSECAGG-v1 coordinator session, who has
+/// answered the stage-0 Train call, and the masked sum `Σ y_u` (mod 2^32) of the complete masked
+/// inputs. Memory: 4 bytes per parameter, whatever the number of agents.
+final class SecureRound: @unchecked Sendable {
+    // @unchecked: `session` and `answered` are guarded by `condition`; `sum` by the coordinator's
+    // accumulator lock.
+    let roundID: UInt64
+    let attempt: Int
+    let invited: [String]
+    private let session: SecAggCoordinatorSession
+    private let condition = NSCondition()
+    private var answered: Set<String> = []
+    var sum: [UInt32]
+
+    init(config: SecAggConfig, roundID: UInt64, attempt: Int) throws {
+        session = try SecAggCoordinatorSession(config: config)
+        self.roundID = roundID
+        self.attempt = attempt
+        invited = config.roster
+        sum = [UInt32](repeating: 0, count: Int(config.vectorLength))
+    }
+
+    var config: SecAggConfig { session.config }
+
+    /// The attempt's FLSECAGG-v1 configuration for `invited` agents, from the coordinator's
+    /// settings (§2.3): complete graph with `t = N − D_max` up to 200 agents (or when asked),
+    /// the SecAgg+ table beyond.
+    static func configuration(
+        invited: [String], roundID: UInt64, attempt: Int, settings: CoordinatorConfiguration.SecureAggregation, modelSHA256: [UInt8],
+        parameterCount: Int, deadlineSeconds: Double
+    ) throws -> SecAggConfig {
+        let n = invited.count
+        guard n >= 3 else {
+            throw SecAggError(.tooFewSurvivors, "secure aggregation needs at least 3 agents in a round; \(n) were invited")
+        }
+        let dropouts = Int((Double(n) * settings.maxDropoutFraction).rounded(.down))
+        let sparse = settings.graph == "sparse" || (settings.graph == "auto" && n > 200)
+        var degree = n - 1, threshold = n - dropouts, minimum = n - dropouts
+        if sparse, let (k, t) = SecAggGraph.sparseParameters(agents: max(n, 201), dropoutFraction: settings.maxDropoutFraction), k < n - 1 {
+            degree = k
+            threshold = t
+        }
+        threshold = min(degree + 1, max(threshold, 2, settings.collusion + 1))
+        minimum = max(3, sparse ? minimum : max(minimum, threshold))
+        guard minimum <= n else {
+            throw SecAggError(.tooFewSurvivors, "\(n) agents cannot meet a threshold of \(threshold) with \(settings.collusion) colluders")
+        }
+        let ms = { (seconds: Double) in UInt32(min(Double(UInt32.max), max(1, seconds * 1000))) }
+        return SecAggConfig(
+            roundID: roundID << 16 | UInt64(attempt & 0xFFFF), sessionNonce: SecAggCrypto.publicRandom(32), roster: invited.sorted(),
+            neighborDegree: UInt32(degree), threshold: UInt32(threshold), minSurvivors: UInt32(minimum),
+            graphSeed: SecAggCrypto.publicRandom(32), vectorLength: UInt64(parameterCount + 2),
+            scaleExponent: Quantizer.scaleExponent(agents: n, clip: settings.clip), clip: settings.clip, maxWeight: settings.maxWeight,
+            modelSHA256: modelSHA256,
+            stageTimeoutsMs: [ms(settings.keysTimeoutSeconds), ms(settings.keysTimeoutSeconds), ms(deadlineSeconds), ms(settings.unmaskTimeoutSeconds)])
+    }
+
+    /// Runs `body` on the session under the round's lock.
+    func withSession<T>(_ body: (SecAggCoordinatorSession) throws -> T) rethrows -> T {
+        condition.lock()
+        defer { condition.unlock() }
+        return try body(session)
+    }
+
+    /// The agent's Train call ended (with its keys, or without).
+    func trainCallEnded(_ agent: String) {
+        condition.lock()
+        answered.insert(agent)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until every invited agent's Train call ended, or `deadline`.
+    func waitForKeys(until deadline: Date) {
+        condition.lock()
+        defer { condition.unlock() }
+        while answered.count < invited.count {
+            if !condition.wait(until: deadline) { return }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import FedAgent
+import FedCoordinator
+import FedCore
+import FedSecAgg
+import FedWire
+import Foundation
+import Testing
+
+/// Rounds under secure aggregation (FLSECAGG-v1) over loopback mTLS with real agents.
+@Suite("Secure aggregation end to end", .serialized)
+struct SecureAggregationEndToEndTests {
+    static let names = (1...8).map { "hospital-\($0)" }
+    static let trainers: [String: BenchmarkTrainer] = Dictionary(uniqueKeysWithValues: names.enumerated().map { i, name in
+        (name, BenchmarkTrainer(step: Float(i % 3 == 0 ? -1 : 1) * 0.001 * Float(i + 1), exampleCount: UInt64(40 + 97 * i)))
+    })
+    static let maxWeight = 1000.0, clip = 1.0
+
+    static func configuration(_ federation: Federation, rounds: Int) throws -> CoordinatorConfiguration {
+        try federation.coordinatorConfiguration(
+            tensors: [TensorSpec(name: "layer0.weight", shape: [64, 100]), TensorSpec(name: "layer0.bias", shape: [100])],
+            rounds: rounds, selection: [
+                "target": 8, "min_available": 8, "min_updates": 5, "round_deadline_seconds": 8, "selection_timeout_seconds": 0.2,
+                "failure_backoff_seconds": 0.1, "collect_grace_seconds": 5,
+            ], extra: [
+                "secure_aggregation": ["enabled": true, "max_dropout_fraction": 0.25, "clip": clip, "max_weight": Int(maxWeight),
+                                       "keys_timeout_seconds": 3, "unmask_timeout_seconds": 3],
+            ])
+    }
+
+    @Test("8 agents, one drops at each stage in turn: the model is the plaintext weighted mean of the survivors within the quantization bound",
+          arguments: Agent.SecureStage.allCases)
+    func dropout(stage: Agent.SecureStage) throws {
+        let federation = try Federation(agents: Self.names)
+        let configuration = try Self.configuration(federation, rounds: 1)
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers)
+        let dropout = "hospital-5"
+        agents.agents[dropout]!.planDropout(at: stage)
+        #expect(coordinator.waitUntilFinished(seconds: 60), "the round did not commit")
+        let store = try CheckpointStore(directory: configuration.stateDir)
+        let records = try RoundLog.verify(path: store.logPath)
+        let round = try #require(records.last { $0.type == "round" && $0.status == "committed" })
+        #expect(round.secureAggregation == true)
+        let survivors = try #require(round.survivors)
+        // Dropped before its masked input counted: left out, and its masks recovered when it had shared.
+        // Dropped at the unmask stage: its masked input is in; the others' shares unmask it.
+        if stage == .unmask {
+            #expect(survivors.contains(dropout) && survivors.count == 8 && (round.recoveredDropouts ?? []).isEmpty)
+        } else {
+            #expect(!survivors.contains(dropout) && survivors.count == 7, "\(survivors) failed \(String(describing: round.failed)) late \(String(describing: round.late)) cancelled \(String(describing: round.cancelled))")
+            #expect((round.recoveredDropouts ?? []) == (stage == .maskedInput ? [dropout] : []), "\(String(describing: round.recoveredDropouts))")
+        }
+        #expect(round.examples == nil, "per-site weights must not be logged under secure aggregation")
+        // The plaintext weighted mean over the survivors, computed here.
+        let initial = try configuration.initialModel()
+        let count = initial.layout.parameterCount
+        let weights = survivors.map { min(Double(Self.trainers[$0]!.exampleCount), Self.maxWeight) }
+        let total = weights.reduce(0, +)
+        #expect(round.totalWeight == UInt64(total))
+        let deltas = survivors.map { BenchmarkTrainer.delta(count: count, step: Self.trainers[$0]!.step) }
+        let committed = try store.readModel(version: 1)
+        let e = Quantizer.scaleExponent(agents: 8, clip: Self.clip)
+        // §3.9: unbiased rounding, |error| ≈ W_max·√|U3| / (2·2^e·W) per coordinate; allow 8×.
+        let bound = 8 * Self.maxWeight * Double(survivors.count).squareRoot() / (2 * Double(1 << e) * total)
+        var worst = 0.0
+        for index in 0..<count {
+            let mean = zip(weights, deltas).reduce(0.0) { $0 + $1.0 * Double($1.1[index]) } / total
+            worst = max(worst, abs(Double(committed.values[index]) - (Double(initial.values[index]) + mean)))
+        }
+        #expect(worst <= bound + 1e-7, "worst error \(worst), bound \(bound)")
+        _ = agents
+    }
+
+    @Test("Too many dropouts abort the attempt with the reason in the log; the retry with fresh keys commits")
+    func abortAndRetry() throws {
+        let federation = try Federation(agents: Self.names)
+        let configuration = try Self.configuration(federation, rounds: 1)
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers)
+        // D_max = 2 of 8: three agents vanishing at the share stage leave too few.
+        for name in ["hospital-2", "hospital-4", "hospital-6"] { agents.agents[name]!.planDropout(at: .shareKeys) }
+        #expect(coordinator.waitUntilFinished(seconds: 90), "the round did not commit after the retry")
+        let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
+        let failed = try #require(records.first { $0.type == "attempt_failed" })
+        let reasons = (failed.failed ?? [:]).values.joined(separator: " | ") + (failed.reason ?? "")
+        #expect(reasons.contains("secure aggregation aborted") && reasons.contains("TOO_FEW_SURVIVORS"), "\(reasons)")
+        let round = try #require(records.last { $0.type == "round" })
+        #expect(round.status == "committed" && (round.attempt ?? 0) >= 1 && round.survivors?.count == 8)
+        // Nothing secret in the log: no key, share or seed bytes.
+        let log = try String(contentsOfFile: CheckpointStore(directory: configuration.stateDir).logPath, encoding: .utf8)
+        #expect(!log.contains("share\":") && !log.contains("nonce") && !log.contains("seed_self"))
+        _ = agents
+    }
+
+    @Test("A site that requires secure aggregation refuses a plaintext round with PERMISSION_DENIED and stays connected")
+    func sitePolicy() throws {
+        let federation = try Federation()
+        let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
+            "target": 5, "min_available": 5, "min_updates": 4, "round_deadline_seconds": 10, "selection_timeout_seconds": 0.2,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        var agentConfiguration = federation.agentConfiguration("hospital-a", port: coordinator.port)
+        agentConfiguration.policy.requireSecureAggregation = true
+        let strict = try Agent(configuration: agentConfiguration, trainer: BenchmarkTrainer(), logger: Federation.quiet)
+        startThread { strict.run() }
+        defer { strict.stop() }
+        var others = RoundsEndToEndTests.trainers
+        others.removeValue(forKey: "hospital-a")
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: others)
+        #expect(coordinator.waitUntilFinished(seconds: 60))
+        let round = try #require(try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath).last { $0.type == "round" })
+        let reason = round.failed?["hospital-a"] ?? ""
+        #expect(reason.contains("PERMISSION_DENIED") || reason.contains("policy requires secure aggregation"), "\(reason)")
+        #expect(reason.contains("require_secure_aggregation"), "\(reason)")
+        #expect(round.reported?.count == 4)
+        #expect(strict.joinCount == 1)
+        _ = agents
+    }
+}
