@@ -29,6 +29,10 @@ public final class Agent: @unchecked Sendable {
     /// This agent's identity as the coordinator establishes it: its certificate's CN.
     private let identity: String
     private var plannedDropout: SecureStage?
+    /// SHA-256 of the schema JSON this agent checked its data against (binds secure statistics).
+    private var schemaHash: [UInt8] = []
+    /// A secure statistics session in progress: the session, its encoded input, its lock.
+    private var statisticsSession: (session: SecAggAgentSession, input: [UInt32], lock: NSLock)?
 
     /// The stages of a secure round, for dropout drills.
     public enum SecureStage: Int, Sendable, CaseIterable {
@@ -149,6 +153,7 @@ public final class Agent: @unchecked Sendable {
     /// verdict (a summary or the problem, never the data).
     private func reportData(_ schemaJSON: String, on connection: RPCConnection) {
         let hash = Array(schemaJSON.utf8).withUnsafeBytes { SHA256Hasher.hash($0) }
+        lock.withLock { schemaHash = hash }
         var report: DataReport
         do {
             let schema = try ModelSchema.decode(json: schemaJSON)
@@ -201,11 +206,45 @@ public final class Agent: @unchecked Sendable {
             guard statistics.featureCount == Int(request.featureCount) else {
                 throw RPCError(.failedPrecondition, "this site has \(statistics.featureCount) features; the request counts \(request.featureCount)")
             }
+            if let secure = request.secureAggregation {
+                try startSecureStatistics(statistics, secure, call: call)
+                return
+            }
+            if configuration.policy.requireSecureAggregation {
+                throw RPCError(.permissionDenied, "this site's policy requires secure aggregation (policy.require_secure_aggregation); "
+                    + "plaintext statistics are refused")
+            }
             logger.info("Feature statistics sent for federated standardization")
             try call.send(.featureStatistics(FeatureStatisticsMessage(counts: statistics.counts, means: statistics.means, m2: statistics.m2)))
         default:
             throw RPCError(.unimplemented, "\(call.method) is not an agent method")
         }
+    }
+
+    /// Secure statistics: the count, sum and sum of squares per feature, as exact fixed-point sums,
+    /// go through the same masking as updates; the answer is this agent's keys.
+    private func startSecureStatistics(_ statistics: FeatureStatistics, _ secure: SecureAggregationTask, call: ServerCall) throws {
+        var values: [Double] = []
+        for f in 0..<statistics.featureCount {
+            let n = Double(statistics.counts[f]), mean = statistics.means[f]
+            values += [n, n * mean, statistics.m2[f] + n * mean * mean]
+        }
+        let session: SecAggAgentSession
+        let input: [UInt32]
+        do {
+            input = try ExactSums.encode(values)
+            session = try SecAggAgentSession(
+                config: secure.config, index: secure.index, agentID: identity, receivedModelSHA256: lock.withLock { schemaHash },
+                parameterCount: input.count - 2, lastRoundID: lock.withLock { lastSecureRoundID }, randomness: secureRandomness)
+        } catch {
+            throw RPCError(.failedPrecondition, "secure statistics refused: \(error)")
+        }
+        lock.withLock {
+            lastSecureRoundID = secure.config.roundID
+            statisticsSession = (session, input, NSLock())
+        }
+        logger.info("Feature statistics entering secure aggregation", metadata: ["features": "\(statistics.featureCount)"])
+        try call.send(.advertiseKeys(AdvertiseKeysMessage(roundID: secure.config.roundID, keys: session.keys)))
     }
 
     private func evaluate(_ call: ServerCall) throws {
@@ -344,6 +383,34 @@ public final class Agent: @unchecked Sendable {
         announce(job)
     }
 
+    /// The stages of a secure statistics session: the masked vector answers MaskedInput directly.
+    private func handleStatisticsStage(_ request: Message, _ statistics: (session: SecAggAgentSession, input: [UInt32], lock: NSLock),
+                                       call: ServerCall) throws {
+        let session = statistics.session
+        let roundID = session.config.roundID
+        do {
+            switch request {
+            case .shareKeysRequest(let r):
+                let (commitment, outgoing) = try statistics.lock.withLock { try session.shareKeys(r.keys) }
+                try call.send(.shareKeysResponse(ShareKeysResponse(roundID: roundID, index: session.index, commitment: commitment, outgoing: outgoing)))
+            case .maskedInputRequest(let r):
+                let y = try statistics.lock.withLock {
+                    try session.receiveMaskedInputRequest(survivors: r.survivors, incoming: r.incoming)
+                    return try session.maskedInput(encoded: statistics.input)
+                }
+                try call.send(.maskedVector(MaskedVector(roundID: roundID, elements: y)))
+            case .unmaskRequest(let r):
+                let shares = try statistics.lock.withLock { try session.unmask(survivors: r.survivors, dropped: r.dropped) }
+                try call.send(.unmaskResponse(UnmaskResponse(roundID: roundID, index: session.index, shares: shares)))
+                lock.withLock { statisticsSession = nil }
+            default: break
+            }
+        } catch let error as SecAggError {
+            logger.warning("Secure statistics request refused; nothing revealed", metadata: ["reason": "\(error)"])
+            throw RPCError(.failedPrecondition, "refused: \(error)")
+        }
+    }
+
     /// ShareKeys, MaskedInput and Unmask: the stages of the secure round in flight.
     private func handleSecureStage(_ call: ServerCall) throws {
         let request = try call.receiveOnly()
@@ -353,6 +420,10 @@ public final class Agent: @unchecked Sendable {
         case .maskedInputRequest(let r): roundID = r.roundID
         case .unmaskRequest(let r): roundID = r.roundID
         default: throw RPCError(.invalidArgument, "\(call.method) does not take \(request.name)")
+        }
+        if let statistics = lock.withLock({ statisticsSession }), statistics.session.config.roundID == roundID {
+            try handleStatisticsStage(request, statistics, call: call)
+            return
         }
         guard let job = lock.withLock({ self.job }), let secure = job.secure, secure.config.roundID == roundID else {
             throw RPCError(.failedPrecondition, "no secure round \(roundID) is in progress here")

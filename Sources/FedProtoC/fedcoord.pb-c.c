@@ -1312,7 +1312,52 @@ void   fedcoord__v1__unmask_response__free_unpacked
   assert(message->base.descriptor == &fedcoord__v1__unmask_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[29] =
+void   fedcoord__v1__masked_vector__init
+                     (Fedcoord__V1__MaskedVector         *message)
+{
+  static const Fedcoord__V1__MaskedVector init_value = FEDCOORD__V1__MASKED_VECTOR__INIT;
+  *message = init_value;
+}
+size_t fedcoord__v1__masked_vector__get_packed_size
+                     (const Fedcoord__V1__MaskedVector *message)
+{
+  assert(message->base.descriptor == &fedcoord__v1__masked_vector__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t fedcoord__v1__masked_vector__pack
+                     (const Fedcoord__V1__MaskedVector *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &fedcoord__v1__masked_vector__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t fedcoord__v1__masked_vector__pack_to_buffer
+                     (const Fedcoord__V1__MaskedVector *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &fedcoord__v1__masked_vector__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Fedcoord__V1__MaskedVector *
+       fedcoord__v1__masked_vector__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Fedcoord__V1__MaskedVector *)
+     protobuf_c_message_unpack (&fedcoord__v1__masked_vector__descriptor,
+                                allocator, len, data);
+}
+void   fedcoord__v1__masked_vector__free_unpacked
+                     (Fedcoord__V1__MaskedVector *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &fedcoord__v1__masked_vector__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[30] =
 {
   {
     "call_id",
@@ -1662,6 +1707,18 @@ static const ProtobufCFieldDescriptor fedcoord__v1__envelope__field_descriptors[
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "masked_vector",
+    32,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Fedcoord__V1__Envelope, body_case),
+    offsetof(Fedcoord__V1__Envelope, masked_vector),
+    &fedcoord__v1__masked_vector__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__envelope__field_indices_by_name[] = {
   23,   /* field[23] = advertise_keys */
@@ -1678,6 +1735,7 @@ static const unsigned fedcoord__v1__envelope__field_indices_by_name[] = {
   9,   /* field[9] = heartbeat */
   7,   /* field[7] = hello */
   26,   /* field[26] = masked_input_request */
+  29,   /* field[29] = masked_vector */
   3,   /* field[3] = metadata */
   1,   /* field[1] = method */
   24,   /* field[24] = share_keys_request */
@@ -1698,7 +1756,7 @@ static const ProtobufCIntRange fedcoord__v1__envelope__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 10, 7 },
-  { 0, 29 }
+  { 0, 30 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__envelope__descriptor =
 {
@@ -1708,7 +1766,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__envelope__descriptor =
   "Fedcoord__V1__Envelope",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__Envelope),
-  29,
+  30,
   fedcoord__v1__envelope__field_descriptors,
   fedcoord__v1__envelope__field_indices_by_name,
   2,  fedcoord__v1__envelope__number_ranges,
@@ -3056,7 +3114,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__evaluation_result__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__evaluation_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__statistics_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor fedcoord__v1__statistics_request__field_descriptors[2] =
 {
   {
     "feature_count",
@@ -3070,14 +3128,27 @@ static const ProtobufCFieldDescriptor fedcoord__v1__statistics_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "secure_aggregation",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__StatisticsRequest, secure_aggregation),
+    &fedcoord__v1__sec_agg_parameters__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__statistics_request__field_indices_by_name[] = {
   0,   /* field[0] = feature_count */
+  1,   /* field[1] = secure_aggregation */
 };
 static const ProtobufCIntRange fedcoord__v1__statistics_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__statistics_request__descriptor =
 {
@@ -3087,7 +3158,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__statistics_request__descriptor =
   "Fedcoord__V1__StatisticsRequest",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__StatisticsRequest),
-  1,
+  2,
   fedcoord__v1__statistics_request__field_descriptors,
   fedcoord__v1__statistics_request__field_indices_by_name,
   1,  fedcoord__v1__statistics_request__number_ranges,
@@ -3927,6 +3998,57 @@ const ProtobufCMessageDescriptor fedcoord__v1__unmask_response__descriptor =
   fedcoord__v1__unmask_response__field_indices_by_name,
   1,  fedcoord__v1__unmask_response__number_ranges,
   (ProtobufCMessageInit) fedcoord__v1__unmask_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor fedcoord__v1__masked_vector__field_descriptors[2] =
+{
+  {
+    "round_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__MaskedVector, round_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "elements",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_FIXED32,
+    offsetof(Fedcoord__V1__MaskedVector, n_elements),
+    offsetof(Fedcoord__V1__MaskedVector, elements),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned fedcoord__v1__masked_vector__field_indices_by_name[] = {
+  1,   /* field[1] = elements */
+  0,   /* field[0] = round_id */
+};
+static const ProtobufCIntRange fedcoord__v1__masked_vector__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor fedcoord__v1__masked_vector__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "fedcoord.v1.MaskedVector",
+  "MaskedVector",
+  "Fedcoord__V1__MaskedVector",
+  "fedcoord.v1",
+  sizeof(Fedcoord__V1__MaskedVector),
+  2,
+  fedcoord__v1__masked_vector__field_descriptors,
+  fedcoord__v1__masked_vector__field_indices_by_name,
+  1,  fedcoord__v1__masked_vector__number_ranges,
+  (ProtobufCMessageInit) fedcoord__v1__masked_vector__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue fedcoord__v1__dtype__enum_values_by_number[3] =

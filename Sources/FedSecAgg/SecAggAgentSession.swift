@@ -158,12 +158,22 @@ public final class SecAggAgentSession {
     /// ``maskedInput(delta:examples:)`` for Float64 values (the spec's test vectors).
     public func maskedInput(count: Int, _ value: (Int) -> Double, examples: UInt64) throws -> [UInt32] {
         guard canMask else { throw refuse(masked ? "this agent already sent its masked input" : "no masked-input request yet") }
-        masked = true
         var y = [UInt32](repeating: 0, count: count + 2)
         var rounding = randomness.secret(.rounding, index: index)
         defer { SecAggCrypto.cleanse(&rounding) }
         try y.withUnsafeMutableBufferPointer { out in
             try Quantizer(config).quantize(count: count, value, examples: examples, rounding: rounding, into: out)
+        }
+        return try maskedInput(encoded: y)
+    }
+
+    /// Masks an input already encoded in `Z_{2^32}` (canary, weight, elements), once per attempt.
+    public func maskedInput(encoded x: [UInt32]) throws -> [UInt32] {
+        guard canMask else { throw refuse(masked ? "this agent already sent its masked input" : "no masked-input request yet") }
+        guard x.count == Int(config.vectorLength) else { throw refuse("the input has \(x.count) elements; the session expects \(config.vectorLength)") }
+        masked = true
+        var y = x
+        try y.withUnsafeMutableBufferPointer { out in
             var seed = try SecAggDerivation.selfSeed(b: selfMaskSeed, sessionID: sessionID, index: index)
             try MaskGenerator(seed: seed).apply(to: out.baseAddress!, count: out.count)
             SecAggCrypto.cleanse(&seed)

@@ -21,14 +21,14 @@ struct LearningEndToEndTests {
 
     /// The README's reference set-up: logistic regression, FedAvg, one local epoch of SGD
     /// (batch 32, lr 0.1), federated standardization; evaluation on the test file.
-    static func configuration(_ federation: Federation, rounds: Int, selection: [String: Any], evaluateEvery: Int = 10) throws
-        -> CoordinatorConfiguration
-    {
+    static func configuration(_ federation: Federation, rounds: Int, selection: [String: Any], evaluateEvery: Int = 10,
+                              secure: Bool = false) throws -> CoordinatorConfiguration {
         try federation.coordinatorConfiguration(rounds: rounds, selection: selection, extra: [
             "model": ["kind": "logistic", "features": features, "label": "label"],
             "task": ["local_epochs": 1, "batch_size": 32, "learning_rate": 0.1],
             "optimizer": ["kind": "fedavg", "learning_rate": 1.0],
             "evaluation": ["every": evaluateEvery, "timeout_seconds": 20],
+            "secure_aggregation": ["enabled": secure],
         ])
     }
 
@@ -79,6 +79,33 @@ struct LearningEndToEndTests {
         #expect(records.filter { $0.type == "evaluation" }.map(\.round) == [10, 20, 30])
         let table = RoundTable.render(records)
         #expect(table.contains("AUC") && table.contains(String(format: "%.3f", metrics.accuracy)))
+    }
+
+    @Test("Under secure aggregation (statistics and updates masked), the same 30 rounds still reach test accuracy ≥ 0.93, AUC ≥ 0.985")
+    func secureAccuracy() throws {
+        let federation = try Federation()
+        let configuration = try Self.configuration(federation, rounds: 30, selection: [
+            "target": 5, "min_available": 5, "min_updates": 4, "round_deadline_seconds": 30, "selection_timeout_seconds": 0.2,
+        ], evaluateEvery: 30, secure: true)
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers())
+        #expect(coordinator.waitUntilFinished(seconds: 180), "30 rounds did not finish")
+        _ = agents
+        let metrics = try Self.testMetrics(configuration, version: 30)
+        print(String(format: "breast cancer under secure aggregation, 30 rounds: test accuracy %.4f, ROC AUC %.4f", metrics.accuracy, metrics.rocAUC ?? 0))
+        #expect(metrics.accuracy >= 0.93, "test accuracy \(metrics.accuracy)")
+        #expect((metrics.rocAUC ?? 0) >= 0.985, "test ROC AUC \(String(describing: metrics.rocAUC))")
+        let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
+        let rounds = records.filter { $0.type == "round" }
+        #expect(rounds.count == 30 && rounds.allSatisfy { $0.secureAggregation == true && $0.survivors?.count == 5 })
+        let frozen = try #require(records.first { $0.type == "standardization" })
+        #expect(frozen.rows == 455 && frozen.secureAggregation == true)
+        // The masked totals give the pooled statistics: equal to the plaintext merge up to the 2^-16 fixed point.
+        var statistics = FeatureStatistics(featureCount: Self.features.count)
+        for index in 1...5 { statistics.merge(try Dataset.load(csv: Self.site(index), schema: Self.schema).statistics()) }
+        let plain = statistics.standardization()
+        for (got, want) in zip(frozen.featureMeans ?? [], plain.means) { #expect(abs(got - want) <= 1e-6 * max(1, abs(want))) }
+        for (got, want) in zip(frozen.featureScales ?? [], plain.scales) { #expect(abs(got - want) <= 1e-5 * max(1, abs(want))) }
     }
 
     @Test("One of the five sites missing from every round: test accuracy still ≥ 0.93")

@@ -302,3 +302,72 @@ struct ProtocolTests {
         #expect(again == x)
     }
 }
+
+@Suite("What the coordinator can see under secure aggregation")
+struct CoordinatorViewTests {
+    /// Pearson's chi-square of the byte values of `words` against the uniform distribution.
+    static func chiSquare(_ words: [UInt32]) -> Double {
+        var counts = [Int](repeating: 0, count: 256)
+        for word in words { for shift in stride(from: 0, to: 32, by: 8) { counts[Int((word >> UInt32(shift)) & 0xFF)] += 1 } }
+        let expected = Double(words.count * 4) / 256
+        return counts.reduce(0.0) { $0 + (Double($1) - expected) * (Double($1) - expected) / expected }
+    }
+
+    @Test("Every masked vector looks uniform (chi-square over byte values) and none equals its quantized update")
+    func uniformity() throws {
+        // Updates far from uniform: small, smooth values (mostly 0x00 and 0xFF bytes once quantized).
+        let simulation = Simulation(n: 6, degree: 5, threshold: 4, minSurvivors: 4, parameters: 20_000)
+        let outcome = try simulation.run()
+        let randomness = DeterministicSecAggRandomness()
+        for (index, y) in outcome.maskedInputs {
+            // 255 degrees of freedom: the 99.9th percentile is 330.5.
+            #expect(Self.chiSquare(y) < 330.5, "agent \(index): chi-square \(Self.chiSquare(y))")
+            let input = simulation.inputs()[Int(index) - 1]
+            var x = [UInt32](repeating: 0, count: y.count)
+            try input.delta.withUnsafeBufferPointer { d in
+                try x.withUnsafeMutableBufferPointer {
+                    try Quantizer(simulation.config()).quantize(d, examples: input.examples, rounding: randomness.secret(.rounding, index: index), into: $0)
+                }
+            }
+            #expect(Self.chiSquare(x) > 10_000, "the quantized update itself is far from uniform")
+            let equal = zip(x, y).filter { $0 == $1 }.count
+            #expect(equal < y.count / 1000, "agent \(index): \(equal) elements of the masked vector equal the update's")
+        }
+        #expect(outcome.sum == (try simulation.expectedSum(survivors: outcome.survivors)))
+    }
+
+    @Test("With t − 1 unmask answers the coordinator cannot remove the masks")
+    func belowThreshold() throws {
+        let simulation = Simulation(n: 5, degree: 4, threshold: 4, minSurvivors: 4, parameters: 8)
+        let config = simulation.config()
+        let randomness = DeterministicSecAggRandomness()
+        let agents = try (1...5).map {
+            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
+                                   parameterCount: 8, lastRoundID: nil, randomness: randomness)
+        }
+        let coordinator = try SecAggCoordinatorSession(config: config)
+        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: simulation.roster[i]) }
+        let keys = try coordinator.closeAdvertising()
+        for (i, agent) in agents.enumerated() {
+            let response = try agent.shareKeys(keys)
+            try coordinator.receiveShares(from: simulation.roster[i], commitment: response.commitment, envelopes: response.outgoing)
+        }
+        let incoming = try coordinator.closeSharing()
+        var sum = [UInt32](repeating: 0, count: 10)
+        for agent in agents {
+            try agent.receiveMaskedInputRequest(survivors: [1, 2, 3, 4, 5], incoming: incoming[agent.index]!)
+            let y = try [Float](repeating: 0.25, count: 8).withUnsafeBufferPointer { try agent.maskedInput(delta: $0, examples: 2) }
+            for j in sum.indices { sum[j] &+= y[j] }
+        }
+        try coordinator.closeMaskedInput(survivors: [1, 2, 3, 4, 5])
+        for i in 0..<3 { try coordinator.receiveUnmask(from: simulation.roster[i], shares: agents[i].unmask(survivors: [1, 2, 3, 4, 5], dropped: [])) }
+        #expect(!coordinator.canUnmask)
+        let before = sum
+        #expect(throws: SecAggError.self) { try sum.withUnsafeMutableBufferPointer { try coordinator.removeMasks(from: $0) } }
+        #expect(sum == before, "nothing was unmasked")
+        try coordinator.receiveUnmask(from: simulation.roster[3], shares: agents[3].unmask(survivors: [1, 2, 3, 4, 5], dropped: []))
+        #expect(coordinator.canUnmask)
+        try sum.withUnsafeMutableBufferPointer { try coordinator.removeMasks(from: $0) }
+        #expect(sum[0] == 5 && sum[1] == 10)
+    }
+}

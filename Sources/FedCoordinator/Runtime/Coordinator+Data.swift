@@ -1,5 +1,6 @@
 import FedCore
 import FedLearn
+import FedSecAgg
 import FedWire
 import Foundation
 
@@ -82,19 +83,33 @@ extension Coordinator {
                 usleep(100_000)
                 continue
             }
-            let answers = collectStatistics(from: ready, featureCount: schema.features.count)
             var merged = FeatureStatistics(featureCount: schema.features.count)
-            for agent in answers.keys.sorted() { merged.merge(answers[agent]!) }
-            guard answers.count >= configuration.selection.minAvailable else {
+            var contributors: [String] = []
+            if configuration.secureAggregation.enabled {
+                statisticsAttempts += 1
+                do {
+                    (merged, contributors) = try secureStatistics(from: ready, featureCount: schema.features.count, attempt: statisticsAttempts)
+                } catch {
+                    logger.warning("Secure statistics round failed; retrying", metadata: ["error": "\(error)"])
+                    usleep(1_000_000)
+                    continue
+                }
+            } else {
+                let answers = collectStatistics(from: ready, featureCount: schema.features.count)
+                for agent in answers.keys.sorted() { merged.merge(answers[agent]!) }
+                contributors = answers.keys.sorted()
+            }
+            guard contributors.count >= configuration.selection.minAvailable else {
                 logger.warning("Too few agents answered the statistics round; retrying", metadata: [
-                    "answered": "\(answers.count)", "min_available": "\(configuration.selection.minAvailable)",
+                    "answered": "\(contributors.count)", "min_available": "\(configuration.selection.minAvailable)",
                 ])
                 usleep(1_000_000)
                 continue
             }
             let frozen = merged.standardization()
             var record = RoundLogRecord(type: "standardization")
-            record.selected = answers.keys.sorted()
+            record.selected = contributors
+            if configuration.secureAggregation.enabled { record.secureAggregation = true }
             record.rows = merged.counts.max() ?? 0
             record.featureMeans = frozen.means
             record.featureScales = frozen.scales
@@ -106,7 +121,8 @@ extension Coordinator {
                 continue
             }
             logger.info("Federated standardization frozen", metadata: [
-                "agents": "\(answers.count)", "rows": "\(record.rows ?? 0)", "features": "\(frozen.means.count)",
+                "agents": "\(contributors.count)", "rows": "\(record.rows ?? 0)", "features": "\(frozen.means.count)",
+                "secure_aggregation": "\(configuration.secureAggregation.enabled)",
             ])
             let waiting: [String] = stateLock.withLock {
                 standardization = frozen
@@ -115,6 +131,50 @@ extension Coordinator {
             }
             for agent in waiting { perform(engineLock.withLock { engine.agentConnected(agent, now: now) }) }
         }
+    }
+
+    /// The statistics round under secure aggregation: each site's count, sum and sum of squares
+    /// per feature travel masked as exact fixed-point sums; the coordinator learns only the
+    /// totals, from which the pooled means and sums of squared deviations follow exactly.
+    private func secureStatistics(from agents: [String], featureCount: Int, attempt: Int) throws -> (FeatureStatistics, [String]) {
+        let settings = configuration.secureAggregation
+        let length = featureCount * 3 * ExactSums.limbsPerValue
+        let config = try SecureRound.configuration(
+            invited: agents, roundID: 0, attempt: attempt, settings: settings, modelSHA256: schemaSHA256, parameterCount: length,
+            deadlineSeconds: settings.keysTimeoutSeconds)
+        let round = try SecureRound(config: config, roundID: 0, attempt: attempt)
+        let advertised = fanOut(to: round.invited) { [self] agent in
+            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+            let index = round.withSession { $0.index(of: agent)! }
+            let reply = try connection.unary(
+                Methods.statistics, .statisticsRequest(StatisticsRequest(
+                    featureCount: UInt32(featureCount), secureAggregation: SecureAggregationTask(config: config, index: index))),
+                timeout: settings.keysTimeoutSeconds)
+            guard case .advertiseKeys(let keys) = reply, keys.roundID == config.roundID else {
+                throw RPCError(.invalidArgument, "Statistics answered \(reply.name), not AdvertiseKeys")
+            }
+            try round.withSession { try $0.receiveKeys(keys.keys, from: agent) }
+        }
+        for (agent, outcome) in advertised { if case .failure(let error) = outcome { logger.warning("No keys for statistics", metadata: ["agent": "\(agent)", "error": "\(error)"]) } }
+        let replies = try shareKeysAndRequestMasking(round) { _, _ in }
+        var survivors: [String] = []
+        accumulatorLock.withLock {
+            for (agent, outcome) in replies.sorted(by: { $0.key < $1.key }) {
+                guard case .success(.maskedVector(let vector)) = outcome, vector.roundID == config.roundID, vector.elements.count == length + 2 else { continue }
+                for index in 0..<vector.elements.count { round.sum[index] &+= vector.elements[index] }
+                survivors.append(agent)
+            }
+        }
+        let (sums, contributors, _) = try unmaskSum(round, accepted: survivors) { z, count in try ExactSums.decode(Array(z), survivors: count) }
+        var counts: [UInt64] = [], means: [Double] = [], m2: [Double] = []
+        for f in 0..<featureCount {
+            let n = sums[3 * f], s1 = sums[3 * f + 1], s2 = sums[3 * f + 2]
+            counts.append(UInt64(max(0, n.rounded())))
+            let mean = n > 0 ? s1 / n : 0
+            means.append(mean)
+            m2.append(max(0, s2 - s1 * mean))
+        }
+        return (try FeatureStatistics(counts: counts, means: means, m2: m2), contributors)
     }
 
     /// Asks `agents` for their statistics at once; returns the valid answers by agent.

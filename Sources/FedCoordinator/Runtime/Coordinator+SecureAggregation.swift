@@ -37,14 +37,27 @@ extension Coordinator {
 
     /// Stages 0–2 (keys, shares, the masked-input request), while the agents train.
     private func runKeyStages(_ round: SecureRound) {
-        let settings = configuration.secureAggregation
-        round.waitForKeys(until: Date(timeIntervalSinceNow: settings.keysTimeoutSeconds))
+        round.waitForKeys(until: Date(timeIntervalSinceNow: configuration.secureAggregation.keysTimeoutSeconds))
         guard currentSecureRound(round.roundID) === round, !isStopped else { return }
+        do {
+            let requested = try shareKeysAndRequestMasking(round) { [self] agents, reason in dropFromSecureRound(agents, round: round, reason: reason) }
+            // Whoever did not get the request cannot mask: a dropout the unmask stage recovers.
+            let unreachable = requested.filter { if case .failure = $0.value { return true } else { return false } }.keys.sorted()
+            dropFromSecureRound(unreachable, round: round, reason: "the masked-input request could not be delivered")
+        } catch {
+            abortSecureRound(agents: round.invited, roundID: round.roundID, reason: "\(error)")
+        }
+    }
+
+    /// Closes stage 0, runs stage 1 and sends the stage-2 requests; `dropped` hears of the agents
+    /// each stage leaves behind. Returns the MaskedInput answers by agent.
+    func shareKeysAndRequestMasking(_ round: SecureRound, dropped: ([String], String) -> Void) throws -> [String: Result<Message, any Error>] {
+        let settings = configuration.secureAggregation
         let secureID = round.config.roundID
         do {
             let keys = try round.withSession { try $0.closeAdvertising() }
             let u1 = round.withSession { session in Set(session.u1.map { session.agent(at: $0) }) }
-            dropFromSecureRound(round.invited.filter { !u1.contains($0) }, round: round, reason: "no keys by the key-advertising deadline")
+            dropped(round.invited.filter { !u1.contains($0) }, "no keys by the key-advertising deadline")
             let shared = fanOut(to: u1.sorted()) { [self] agent in
                 guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
                 let reply = try connection.unary(Methods.shareKeys, .shareKeysRequest(ShareKeysRequest(roundID: secureID, keys: keys)),
@@ -58,19 +71,14 @@ extension Coordinator {
             let incoming = try round.withSession { try $0.closeSharing() }
             let u2 = round.withSession { session in Set(session.u2.map { session.agent(at: $0) }) }
             let survivors = round.withSession { $0.u2.sorted() }
-            dropFromSecureRound(u1.filter { !u2.contains($0) }.sorted(), round: round, reason: "no valid shares by the key-sharing deadline")
-            let requested = fanOut(to: u2.sorted()) { [self] agent in
+            dropped(u1.filter { !u2.contains($0) }.sorted(), "no valid shares by the key-sharing deadline")
+            return fanOut(to: u2.sorted()) { [self] agent in
                 guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
                 let index = round.withSession { $0.index(of: agent)! }
-                _ = try connection.unary(
+                return try connection.unary(
                     Methods.maskedInput, .maskedInputRequest(MaskedInputRequest(roundID: secureID, survivors: survivors, incoming: incoming[index] ?? [])),
                     timeout: settings.keysTimeoutSeconds)
             }
-            // Whoever did not get the request cannot mask: a dropout the unmask stage recovers.
-            let unreachable = requested.filter { if case .failure = $0.value { return true } else { return false } }.keys.sorted()
-            dropFromSecureRound(unreachable, round: round, reason: "the masked-input request could not be delivered")
-        } catch {
-            abortSecureRound(agents: round.invited, roundID: round.roundID, reason: "\(error)")
         }
     }
 
@@ -108,6 +116,19 @@ extension Coordinator {
     /// Stage 3 at commit time: fixes `U3` (the engine's accepted updates) and `D`, collects the
     /// shares, removes every mask from the sum and hands the weighted mean update to `apply`.
     func unmask(_ round: SecureRound, accepted: [String], apply: ((Int) -> Double) throws -> Void) throws -> UnmaskOutcome {
+        let (total, survivors, recovered) = try unmaskSum(round, accepted: accepted) { z, count in
+            let (mean, total) = try Quantizer(round.config).dequantizedMean(z, survivors: count)
+            try apply(mean)
+            return total
+        }
+        return UnmaskOutcome(survivors: survivors, recovered: recovered, totalWeight: total)
+    }
+
+    /// Stage 3: closes the masked-input stage with `accepted` as `U3`, collects the survivors'
+    /// shares, removes the masks, and hands `Σ_{u∈U3} x_u` (and `|U3|`) to `body`.
+    func unmaskSum<T>(_ round: SecureRound, accepted: [String], body: (UnsafeBufferPointer<UInt32>, Int) throws -> T) throws
+        -> (T, survivors: [String], recovered: [String])
+    {
         let settings = configuration.secureAggregation
         let secureID = round.config.roundID
         let survivors = try round.withSession { session -> Set<UInt32> in
@@ -127,15 +148,13 @@ extension Coordinator {
             try round.withSession { try $0.receiveUnmask(from: agent, shares: response.shares) }
         }
         for (agent, outcome) in answers { if case .failure(let error) = outcome { logger.warning("No unmask answer", metadata: ["agent": "\(agent)", "error": "\(error)"]) } }
-        let total: UInt32 = try accumulatorLock.withLock {
+        let result: T = try accumulatorLock.withLock {
             try round.sum.withUnsafeMutableBufferPointer { sum in
                 try round.withSession { try $0.removeMasks(from: sum) }
-                let (mean, total) = try Quantizer(round.config).dequantizedMean(UnsafeBufferPointer(sum), survivors: survivors.count)
-                try apply(mean)
-                return total
+                return try body(UnsafeBufferPointer(sum), survivors.count)
             }
         }
-        return UnmaskOutcome(survivors: names.0, recovered: names.1, totalWeight: total)
+        return (result, names.0, names.1)
     }
 
     /// Adds a complete masked input (read back from its spool) into the masked sum, mod 2^32.

@@ -47,6 +47,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var pendingAgents: Set<String> = []  // stateLock
     /// The attempt in flight under secure aggregation.
     var secureRound: SecureRound?  // stateLock
+    /// Secure statistics sessions so far (their ids must increase).
+    var statisticsAttempts = 0  // the statistics thread only
 
     let stateLock = NSLock()
     var connections: [String: RPCConnection] = [:]  // stateLock

@@ -44,6 +44,7 @@ typedef struct Fedcoord__V1__MaskedInputRequest Fedcoord__V1__MaskedInputRequest
 typedef struct Fedcoord__V1__UnmaskRequest Fedcoord__V1__UnmaskRequest;
 typedef struct Fedcoord__V1__RevealedShare Fedcoord__V1__RevealedShare;
 typedef struct Fedcoord__V1__UnmaskResponse Fedcoord__V1__UnmaskResponse;
+typedef struct Fedcoord__V1__MaskedVector Fedcoord__V1__MaskedVector;
 
 
 /* --- enums --- */
@@ -86,7 +87,8 @@ typedef enum {
   FEDCOORD__V1__ENVELOPE__BODY_SHARE_KEYS_RESPONSE = 28,
   FEDCOORD__V1__ENVELOPE__BODY_MASKED_INPUT_REQUEST = 29,
   FEDCOORD__V1__ENVELOPE__BODY_UNMASK_REQUEST = 30,
-  FEDCOORD__V1__ENVELOPE__BODY_UNMASK_RESPONSE = 31
+  FEDCOORD__V1__ENVELOPE__BODY_UNMASK_RESPONSE = 31,
+  FEDCOORD__V1__ENVELOPE__BODY_MASKED_VECTOR = 32
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FEDCOORD__V1__ENVELOPE__BODY__CASE)
 } Fedcoord__V1__Envelope__BodyCase;
 
@@ -151,6 +153,7 @@ struct  Fedcoord__V1__Envelope
     Fedcoord__V1__MaskedInputRequest *masked_input_request;
     Fedcoord__V1__UnmaskRequest *unmask_request;
     Fedcoord__V1__UnmaskResponse *unmask_response;
+    Fedcoord__V1__MaskedVector *masked_vector;
   };
 };
 #define FEDCOORD__V1__ENVELOPE__INIT \
@@ -588,10 +591,16 @@ struct  Fedcoord__V1__StatisticsRequest
    * The feature count of the model schema, as a check.
    */
   uint32_t feature_count;
+  /*
+   * Set when the statistics go through secure aggregation: the agent answers AdvertiseKeys, and
+   * its MaskedInput call answers a MaskedVector of exact fixed-point sums (count, sum, sum of
+   * squares per feature, in 16-bit limbs) instead of FeatureStatistics.
+   */
+  Fedcoord__V1__SecAggParameters *secure_aggregation;
 };
 #define FEDCOORD__V1__STATISTICS_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__statistics_request__descriptor) \
-    , 0 }
+    , 0, NULL }
 
 
 /*
@@ -788,6 +797,21 @@ struct  Fedcoord__V1__UnmaskResponse
 #define FEDCOORD__V1__UNMASK_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__unmask_response__descriptor) \
     , 0, 0, 0,NULL }
+
+
+/*
+ * Sent by the agent (answer to Agent.MaskedInput in a secure statistics session): its masked vector.
+ */
+struct  Fedcoord__V1__MaskedVector
+{
+  ProtobufCMessage base;
+  uint64_t round_id;
+  size_t n_elements;
+  uint32_t *elements;
+};
+#define FEDCOORD__V1__MASKED_VECTOR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__masked_vector__descriptor) \
+    , 0, 0,NULL }
 
 
 /* Fedcoord__V1__Envelope methods */
@@ -1341,6 +1365,25 @@ Fedcoord__V1__UnmaskResponse *
 void   fedcoord__v1__unmask_response__free_unpacked
                      (Fedcoord__V1__UnmaskResponse *message,
                       ProtobufCAllocator *allocator);
+/* Fedcoord__V1__MaskedVector methods */
+void   fedcoord__v1__masked_vector__init
+                     (Fedcoord__V1__MaskedVector         *message);
+size_t fedcoord__v1__masked_vector__get_packed_size
+                     (const Fedcoord__V1__MaskedVector   *message);
+size_t fedcoord__v1__masked_vector__pack
+                     (const Fedcoord__V1__MaskedVector   *message,
+                      uint8_t             *out);
+size_t fedcoord__v1__masked_vector__pack_to_buffer
+                     (const Fedcoord__V1__MaskedVector   *message,
+                      ProtobufCBuffer     *buffer);
+Fedcoord__V1__MaskedVector *
+       fedcoord__v1__masked_vector__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   fedcoord__v1__masked_vector__free_unpacked
+                     (Fedcoord__V1__MaskedVector *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Fedcoord__V1__Envelope_Closure)
@@ -1429,6 +1472,9 @@ typedef void (*Fedcoord__V1__RevealedShare_Closure)
                   void *closure_data);
 typedef void (*Fedcoord__V1__UnmaskResponse_Closure)
                  (const Fedcoord__V1__UnmaskResponse *message,
+                  void *closure_data);
+typedef void (*Fedcoord__V1__MaskedVector_Closure)
+                 (const Fedcoord__V1__MaskedVector *message,
                   void *closure_data);
 
 /* --- services --- */
@@ -1589,6 +1635,7 @@ extern const ProtobufCMessageDescriptor fedcoord__v1__masked_input_request__desc
 extern const ProtobufCMessageDescriptor fedcoord__v1__unmask_request__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__revealed_share__descriptor;
 extern const ProtobufCMessageDescriptor fedcoord__v1__unmask_response__descriptor;
+extern const ProtobufCMessageDescriptor fedcoord__v1__masked_vector__descriptor;
 extern const ProtobufCServiceDescriptor fedcoord__v1__coordinator__descriptor;
 extern const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor;
 

@@ -255,6 +255,7 @@ extension Envelope {
             var m = Fedcoord__V1__StatisticsRequest()
             fedcoord__v1__statistics_request__init(&m)
             m.feature_count = v.featureCount
+            if let secure = v.secureAggregation { m.secure_aggregation = arena.box(SecAggCodec.parameters(secure, arena)) }
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_STATISTICS_REQUEST
             e.statistics_request = arena.box(m)
         case .featureStatistics(let v):
@@ -268,7 +269,7 @@ extension Envelope {
             m.m2 = arena.copy(v.m2)
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_FEATURE_STATISTICS
             e.feature_statistics = arena.box(m)
-        case .advertiseKeys, .shareKeysRequest, .shareKeysResponse, .maskedInputRequest, .unmaskRequest, .unmaskResponse:
+        case .advertiseKeys, .shareKeysRequest, .shareKeysResponse, .maskedInputRequest, .unmaskRequest, .unmaskResponse, .maskedVector:
             SecAggCodec.fill(&e, message, arena)
         case .empty:
             var m = Fedcoord__V1__Empty()
@@ -412,7 +413,7 @@ extension Envelope {
             return .dataReport(DataReport(summary: m.summary.map { schemaSummary($0.pointee) } ?? DataSchemaSummary(), problem: string(m.problem)))
         case FEDCOORD__V1__ENVELOPE__BODY_STATISTICS_REQUEST:
             guard let m = e.statistics_request?.pointee else { throw missing("StatisticsRequest") }
-            return .statisticsRequest(StatisticsRequest(featureCount: m.feature_count))
+            return .statisticsRequest(StatisticsRequest(featureCount: m.feature_count, secureAggregation: m.secure_aggregation.map { SecAggCodec.task($0.pointee) }))
         case FEDCOORD__V1__ENVELOPE__BODY_FEATURE_STATISTICS:
             guard let m = e.feature_statistics?.pointee else { throw missing("FeatureStatistics") }
             return .featureStatistics(FeatureStatisticsMessage(

@@ -119,6 +119,14 @@ enum SecAggCodec {
             m.shares = arena.copy(list)
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_UNMASK_RESPONSE
             e.unmask_response = arena.box(m)
+        case .maskedVector(let v):
+            var m = Fedcoord__V1__MaskedVector()
+            fedcoord__v1__masked_vector__init(&m)
+            m.round_id = v.roundID
+            m.n_elements = v.elements.count
+            m.elements = arena.copy(v.elements)
+            e.body_case = FEDCOORD__V1__ENVELOPE__BODY_MASKED_VECTOR
+            e.masked_vector = arena.box(m)
         default:
             preconditionFailure("not a secure-aggregation message")
         }
@@ -170,6 +178,9 @@ enum SecAggCodec {
                 RevealedShare(owner: $0.owner_index, kind: $0.masking_key != 0 ? .maskingKey : .selfMask, share: E.bytes($0.share))
             }
             return .unmaskResponse(UnmaskResponse(roundID: m.round_id, index: m.index, shares: list))
+        case FEDCOORD__V1__ENVELOPE__BODY_MASKED_VECTOR:
+            guard let m = e.masked_vector?.pointee else { throw E.missing("MaskedVector") }
+            return .maskedVector(MaskedVector(roundID: m.round_id, elements: E.array(m.elements, m.n_elements)))
         default:
             return nil
         }

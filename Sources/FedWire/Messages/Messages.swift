@@ -67,7 +67,22 @@ public struct DataReport: Sendable, Equatable {
 
 public struct StatisticsRequest: Sendable, Equatable {
     public var featureCount: UInt32
-    public init(featureCount: UInt32) { self.featureCount = featureCount }
+    /// Set when the statistics go through secure aggregation.
+    public var secureAggregation: SecureAggregationTask?
+    public init(featureCount: UInt32, secureAggregation: SecureAggregationTask? = nil) {
+        self.featureCount = featureCount
+        self.secureAggregation = secureAggregation
+    }
+}
+
+/// A secure statistics session's masked vector (answer to MaskedInput).
+public struct MaskedVector: Sendable, Equatable {
+    public var roundID: UInt64
+    public var elements: [UInt32]
+    public init(roundID: UInt64, elements: [UInt32]) {
+        self.roundID = roundID
+        self.elements = elements
+    }
 }
 
 /// The `FeatureStatistics` message: per feature, count, mean and sum of squared deviations.
@@ -306,6 +321,7 @@ public enum Message: Sendable {
     case maskedInputRequest(MaskedInputRequest)
     case unmaskRequest(UnmaskRequest)
     case unmaskResponse(UnmaskResponse)
+    case maskedVector(MaskedVector)
 
     /// The message's name, for errors ("expected Welcome, got TensorChunk").
     public var name: String {
@@ -332,6 +348,7 @@ public enum Message: Sendable {
         case .maskedInputRequest: "MaskedInputRequest"
         case .unmaskRequest: "UnmaskRequest"
         case .unmaskResponse: "UnmaskResponse"
+        case .maskedVector: "MaskedVector"
         }
     }
 }
