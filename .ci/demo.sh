@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: synthetic data for five hospitals, then a coordinator and five agents on loopback over
 # mutually authenticated TLS 1.3 training a readmission model (logistic regression, FedAvg, federated
-# standardization, federated evaluation every round); one hospital is slow enough to straggle in
-# some rounds. Ends with the round table (accuracy and AUC per round).
+# standardization, federated evaluation every round) under secure aggregation (FLSECAGG-v1: the
+# coordinator sees only the sum of the survivors' updates); one hospital is slow enough to straggle
+# in some rounds, and its masks are recovered from the others' shares. Ends with the round table.
 # Expects the release build and certs/dev (the Makefile makes both first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ cat > "$DEMO/coordinator.json" <<JSON
   "model": {"kind": "logistic", "features": $FEATURES, "label": "readmitted_30d", "standardize": true},
   "task": {"local_epochs": 1, "batch_size": 32, "learning_rate": 0.05},
   "evaluation": {"every": 1, "timeout_seconds": 10},
+  "secure_aggregation": {"enabled": true, "max_dropout_fraction": 0.3, "keys_timeout_seconds": 5, "unmask_timeout_seconds": 5},
   "rounds": $ROUNDS,
   "selection": {"target": 5, "overselect": 1.0, "min_available": 4, "min_updates": 3,
                 "round_deadline_seconds": 2.0, "selection_timeout_seconds": 1.0, "collect_grace_seconds": 5,
@@ -83,3 +85,4 @@ echo
 $BIN/fedcoord rounds verify --state "$DEMO/state"
 echo "Round log: $DEMO/state/rounds.jsonl   checkpoints (safetensors): $DEMO/state/checkpoints/"
 echo "Accuracy and AUC: the global model after each round on the sites' 20 % holdouts (AUC: example-weighted mean of site AUCs)."
+echo "Secure aggregation: 'survivors' are the sites whose masked updates were summed; 'recovered' the stragglers whose masks were removed with their neighbours' shares."

@@ -9,7 +9,8 @@ public enum RoundTable {
         let rows = records.filter { $0.type == "round" || $0.type == "attempt_failed" }
         var evaluations: [UInt64: RoundLogRecord] = [:]
         for record in records where record.type == "evaluation" { if let round = record.round { evaluations[round] = record } }
-        let widths = [6, 10, 9, 9, 5, 7, 9, 10, 11, 9, 7]
+        let secure = records.contains { $0.secureAggregation == true && $0.type == "round" }
+        let widths = [6, 10, 9, 9, 5, 7, 9, 10, 11, 9, 7] + (secure ? [10, 10] : [])
         func line(_ cells: [String]) -> String {
             zip(cells, widths).enumerated().map { index, pair in
                 let (cell, width) = pair
@@ -17,18 +18,27 @@ public enum RoundTable {
                 return index < 2 ? cell + padding : padding + cell
             }.joined(separator: " ")
         }
-        var lines = [line(["round", "status", "selected", "reported", "late", "failed", "duration", "bytes", "train loss", "accuracy", "AUC"])]
+        var lines = [line(["round", "status", "selected", "reported", "late", "failed", "duration", "bytes", "train loss", "accuracy", "AUC"]
+            + (secure ? ["survivors", "recovered"] : []))]
         for record in rows {
             let bytes = (record.bytesSent?.values.reduce(0, +) ?? 0) + (record.bytesReceived?.values.reduce(0, +) ?? 0)
             let evaluation = record.type == "round" ? record.round.flatMap { evaluations[$0] } : nil
             let roundText = "\(record.round ?? 0)" + ((record.attempt ?? 0) > 0 ? ".\(record.attempt ?? 0)" : "")
-            lines.append(line([
+            var cells: [String] = [
                 roundText, record.status ?? record.type, "\(record.selected?.count ?? 0)", "\(record.reported?.count ?? 0)",
                 "\(record.late?.count ?? 0)", "\(record.failed?.count ?? 0)", String(format: "%.2fs", record.durationSeconds ?? 0),
                 formatBytes(bytes), record.trainLoss.map { String(format: "%.4f", $0) } ?? "-",
-                (evaluation?.evalAccuracy ?? record.evalAccuracy).map { String(format: "%.3f", $0) } ?? "-",
-                (evaluation?.evalAUC ?? record.evalAUC).map { String(format: "%.3f", $0) } ?? "-",
-            ]))
+            ]
+            cells.append((evaluation?.evalAccuracy ?? record.evalAccuracy).map { String(format: "%.3f", $0) } ?? "-")
+            cells.append((evaluation?.evalAUC ?? record.evalAUC).map { String(format: "%.3f", $0) } ?? "-")
+            if secure {
+                cells.append(record.survivors.map { "\($0.count)" } ?? "-")
+                cells.append(record.recoveredDropouts.map { "\($0.count)" } ?? "-")
+            }
+            lines.append(line(cells))
+            if let recovered = record.recoveredDropouts, !recovered.isEmpty {
+                lines.append("       masks recovered for \(recovered.joined(separator: ", ")) (dropped after sharing keys)")
+            }
             if let failed = record.failed, !failed.isEmpty {
                 for (agent, reason) in failed.sorted(by: { $0.key < $1.key }) { lines.append("       failed \(agent): \(reason)") }
             }
