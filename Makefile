@@ -29,6 +29,7 @@ bench: release bench-venv
 	.build/release/fedbench wire
 	.build/release/fedbench rounds
 	.build/release/fedbench train
+	.build/release/fedbench secagg
 
 bench-venv:
 	@test -x .bench/venv/bin/python && .bench/venv/bin/python -c "import sklearn" 2>/dev/null || \

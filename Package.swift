@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "fedbench",
             dependencies: [
-                "FedWire", "FedCoordinator", "FedLearn",
+                "FedWire", "FedCoordinator", "FedLearn", "FedSecAgg",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

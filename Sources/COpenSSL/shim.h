@@ -124,4 +124,46 @@ static inline int shim_gcm_set_tag(EVP_CIPHER_CTX *ctx, unsigned char *tag) {
     return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 16, tag);
 }
 
+/// Folds `count` keystream slices into `target`: target[i] += Σ ±stream_s[i] (mod 2^32), one pass,
+/// AVX2 when the CPU has it. `subtract[s]` != 0 subtracts stream s.
+#include <immintrin.h>
+#include <stdint.h>
+__attribute__((target("avx2"))) static inline void shim_fold_u32_avx2(uint32_t *target, const uint32_t *const *streams,
+                                                                      const int *subtract, int count, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i acc = _mm256_loadu_si256((const __m256i *)(target + i));
+        for (int s = 0; s < count; s++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(streams[s] + i));
+            acc = subtract[s] ? _mm256_sub_epi32(acc, v) : _mm256_add_epi32(acc, v);
+        }
+        _mm256_storeu_si256((__m256i *)(target + i), acc);
+    }
+    for (; i < n; i++) {
+        uint32_t acc = target[i];
+        for (int s = 0; s < count; s++) acc = subtract[s] ? acc - streams[s][i] : acc + streams[s][i];
+        target[i] = acc;
+    }
+}
+static inline void shim_fold_u32(uint32_t *target, const uint32_t *const *streams, const int *subtract, int count, size_t n) {
+    if (__builtin_cpu_supports("avx2")) {
+        shim_fold_u32_avx2(target, streams, subtract, count, n);
+        return;
+    }
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m128i acc = _mm_loadu_si128((const __m128i *)(target + i));
+        for (int s = 0; s < count; s++) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(streams[s] + i));
+            acc = subtract[s] ? _mm_sub_epi32(acc, v) : _mm_add_epi32(acc, v);
+        }
+        _mm_storeu_si128((__m128i *)(target + i), acc);
+    }
+    for (; i < n; i++) {
+        uint32_t acc = target[i];
+        for (int s = 0; s < count; s++) acc = subtract[s] ? acc - streams[s][i] : acc + streams[s][i];
+        target[i] = acc;
+    }
+}
+
 #endif

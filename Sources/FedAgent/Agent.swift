@@ -37,6 +37,13 @@ public final class Agent: @unchecked Sendable {
     /// The stages of a secure round, for dropout drills.
     public enum SecureStage: Int, Sendable, CaseIterable {
         case advertiseKeys, shareKeys, maskedInput, unmask
+
+        /// From its configuration name ("masked_input").
+        public init?(name: String) {
+            guard let stage = ["advertise_keys": Self.advertiseKeys, "share_keys": .shareKeys, "masked_input": .maskedInput, "unmask": .unmask][name]
+            else { return nil }
+            self = stage
+        }
     }
 
     /// Drills and tests: in the next secure round, drop the connection (as a crash or a network
@@ -45,8 +52,9 @@ public final class Agent: @unchecked Sendable {
 
     /// Drops the connection if a dropout is planned at `stage` (once); returns whether it did.
     private func dropIfPlanned(_ stage: SecureStage) -> Bool {
+        let drill = configuration.drill.secureDropoutStage.flatMap(SecureStage.init(name:))
         let connection: RPCConnection? = lock.withLock {
-            guard plannedDropout == stage else { return nil }
+            guard plannedDropout == stage || drill == stage else { return nil }
             plannedDropout = nil
             return self.connection
         }

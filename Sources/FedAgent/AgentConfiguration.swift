@@ -108,9 +108,19 @@ public struct AgentConfiguration: Codable, Sendable {
         }
     }
 
+    /// Drills: behaviour that tests the federation's resilience; off by default.
+    public struct Drill: Codable, Sendable {
+        /// Drop the connection at this secure-aggregation stage in every secure round
+        /// ("advertise_keys", "share_keys", "masked_input", "unmask"), then reconnect.
+        public var secureDropoutStage: String?
+        enum CodingKeys: String, CodingKey { case secureDropoutStage = "secure_dropout_stage" }
+        public init() {}
+    }
+
     public var coordinator: Coordinator
     public var tls: TLSFiles
     public var policy = Policy()
+    public var drill = Drill()
     public var trainer = Trainer()
     public var data: DataFiles?
     public var heartbeatIntervalSeconds = 5.0
@@ -120,7 +130,7 @@ public struct AgentConfiguration: Codable, Sendable {
     public var maxFrameBytes = 8 << 20
 
     enum CodingKeys: String, CodingKey {
-        case coordinator, tls, trainer, data, policy
+        case coordinator, tls, trainer, data, policy, drill
         case heartbeatIntervalSeconds = "heartbeat_interval_seconds", reconnectInitialSeconds = "reconnect_initial_seconds"
         case reconnectMaxSeconds = "reconnect_max_seconds", maxFrameBytes = "max_frame_bytes"
     }
@@ -137,6 +147,7 @@ public struct AgentConfiguration: Codable, Sendable {
         trainer = try c.decodeIfPresent(Trainer.self, forKey: .trainer) ?? Trainer()
         data = try c.decodeIfPresent(DataFiles.self, forKey: .data)
         policy = try c.decodeIfPresent(Policy.self, forKey: .policy) ?? Policy()
+        drill = try c.decodeIfPresent(Drill.self, forKey: .drill) ?? Drill()
         heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
         reconnectInitialSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectInitialSeconds) ?? 0.5
         reconnectMaxSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectMaxSeconds) ?? 30
@@ -152,6 +163,7 @@ public struct AgentConfiguration: Codable, Sendable {
         ]),
         "data": .object(["csv": .any, "holdout_fraction": .any, "holdout_csv": .any, "seed": .any]),
         "policy": .object(["require_secure_aggregation": .any]),
+        "drill": .object(["secure_dropout_stage": .any]),
         "heartbeat_interval_seconds": .any, "reconnect_initial_seconds": .any, "reconnect_max_seconds": .any, "max_frame_bytes": .any,
     ])
 
@@ -186,6 +198,9 @@ public struct AgentConfiguration: Codable, Sendable {
             throw Failure("trainer.kind must be \"local\", \"command\" or \"benchmark\", not \"\(trainer.kind)\"")
         }
         guard heartbeatIntervalSeconds > 0 else { throw Failure("heartbeat_interval_seconds must be positive") }
+        if let stage = drill.secureDropoutStage, Agent.SecureStage(name: stage) == nil {
+            throw Failure("drill.secure_dropout_stage must be advertise_keys, share_keys, masked_input or unmask, not \"\(stage)\"")
+        }
         guard reconnectInitialSeconds > 0, reconnectMaxSeconds >= reconnectInitialSeconds else {
             throw Failure("reconnect_initial_seconds must be positive and at most reconnect_max_seconds")
         }

@@ -12,12 +12,12 @@ public final class MaskGenerator {
     nonisolated(unsafe) private static let cipher: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-128-CTR", nil)
     /// Read-only zeros: CTR "encrypts" them into pure keystream.
     nonisolated(unsafe) private static let zeros = UnsafeMutableRawPointer(calloc(1, scratchBytes)!)
-    static let scratchBytes = 256 << 10
+    static let scratchBytes = 16 << 10
 
     private let context: OpaquePointer
-    private let scratch: UnsafeMutableRawPointer
+    fileprivate let scratch: UnsafeMutableRawPointer
     /// Keystream bytes generated but not yet consumed (fewer than 16, after a seek).
-    private var pending: [UInt8] = []
+    fileprivate var pending: [UInt8] = []
 
     /// Starts the stream of `seed` at element `startElement` (counter block `IV + start/4`).
     public init(seed: [UInt8], startElement: UInt64 = 0) throws {
@@ -83,6 +83,30 @@ public final class MaskGenerator {
                 for index in 0..<elements { out[index] &+= UInt32(littleEndian: mask[index]) }
             }
             done += elements
+        }
+    }
+
+    /// Adds (or subtracts) the next `count` elements of every generator into `target` in one
+    /// pass: slice by slice, every generator writes its keystream into its own cache-resident
+    /// scratch, then one vector loop folds them all into the target, so a vector masked `k + 1`
+    /// times is read and written from memory once, not `k + 1` times.
+    public static func apply(_ generators: [(generator: MaskGenerator, subtract: Bool)], to target: UnsafeMutablePointer<UInt32>, count: Int) {
+        guard !generators.isEmpty else { return }
+        if generators.contains(where: { !$0.generator.pending.isEmpty }) {
+            for (generator, subtract) in generators { generator.apply(to: target, count: count, subtract: subtract) }
+            return
+        }
+        let slice = scratchBytes / 4
+        let streams = generators.map { UnsafePointer($0.generator.scratch.assumingMemoryBound(to: UInt32.self)) as UnsafePointer<UInt32>? }
+        let signs = generators.map { Int32($0.subtract ? 1 : 0) }
+        var done = 0
+        while done < count {
+            let length = min(slice, count - done)
+            for (generator, _) in generators { generator.keystream(into: generator.scratch, count: length * 4) }
+            streams.withUnsafeBufferPointer { s in
+                signs.withUnsafeBufferPointer { shim_fold_u32(target + done, s.baseAddress, $0.baseAddress, Int32(generators.count), length) }
+            }
+            done += length
         }
     }
 

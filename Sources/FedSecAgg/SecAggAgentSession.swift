@@ -173,19 +173,17 @@ public final class SecAggAgentSession {
         guard x.count == Int(config.vectorLength) else { throw refuse("the input has \(x.count) elements; the session expects \(config.vectorLength)") }
         masked = true
         var y = x
-        try y.withUnsafeMutableBufferPointer { out in
-            var seed = try SecAggDerivation.selfSeed(b: selfMaskSeed, sessionID: sessionID, index: index)
-            try MaskGenerator(seed: seed).apply(to: out.baseAddress!, count: out.count)
-            SecAggCrypto.cleanse(&seed)
-            for v in acceptedNeighbours.sorted() {
-                var agreement = try SecAggCrypto.x25519(privateKey: maskingSecret, peerPublicKey: u1[v]!.maskingKey)
-                var pairSeed = try SecAggDerivation.pairwiseSeed(agreement: agreement, sessionID: sessionID, index, v)
-                try MaskGenerator(seed: pairSeed).apply(to: out.baseAddress!, count: out.count,
-                                                        subtract: !SecAggDerivation.addsPairwiseMask(index, over: v))
-                SecAggCrypto.cleanse(&agreement)
-                SecAggCrypto.cleanse(&pairSeed)
-            }
+        var seed = try SecAggDerivation.selfSeed(b: selfMaskSeed, sessionID: sessionID, index: index)
+        var generators = [(generator: try MaskGenerator(seed: seed), subtract: false)]
+        SecAggCrypto.cleanse(&seed)
+        for v in acceptedNeighbours.sorted() {
+            var agreement = try SecAggCrypto.x25519(privateKey: maskingSecret, peerPublicKey: u1[v]!.maskingKey)
+            var pairSeed = try SecAggDerivation.pairwiseSeed(agreement: agreement, sessionID: sessionID, index, v)
+            generators.append((try MaskGenerator(seed: pairSeed), !SecAggDerivation.addsPairwiseMask(index, over: v)))
+            SecAggCrypto.cleanse(&agreement)
+            SecAggCrypto.cleanse(&pairSeed)
         }
+        y.withUnsafeMutableBufferPointer { MaskGenerator.apply(generators, to: $0.baseAddress!, count: $0.count) }
         return y
     }
 

@@ -19,6 +19,9 @@ public final class SecAggCoordinatorSession {
     public private(set) var u3: Set<UInt32> = []
     public private(set) var dropped: Set<UInt32> = []
     private var revealed: [UInt32: [RevealedShare]] = [:]
+    /// Seconds the last ``removeMasks(from:)`` spent recovering dropped agents' pairwise masks
+    /// (reconstructing their keys and regenerating the masks their neighbours added).
+    public private(set) var recoverySeconds = 0.0
 
     public init(config: SecAggConfig) throws {
         self.config = config
@@ -152,6 +155,7 @@ public final class SecAggCoordinatorSession {
         let (bShares, sShares) = try collectShares()
         let t = Int(config.threshold)
         var cache = Shamir.LagrangeCache()
+        var selfMasks: [(generator: MaskGenerator, subtract: Bool)] = []
         for u in u3.sorted() {
             var b = try Shamir.combine(bShares[u]!, threshold: t, cache: &cache)
             defer { SecAggCrypto.cleanse(&b) }
@@ -159,9 +163,13 @@ public final class SecAggCoordinatorSession {
                 throw SecAggError(.unmaskMismatch, "survivor \(u)'s reconstructed self-mask seed does not match its commitment")
             }
             var seed = try SecAggDerivation.selfSeed(b: b, sessionID: sessionID, index: u)
-            try MaskGenerator(seed: seed).apply(to: sum.baseAddress!, count: sum.count, subtract: true)
+            selfMasks.append((try MaskGenerator(seed: seed), true))
             SecAggCrypto.cleanse(&seed)
         }
+        MaskGenerator.apply(selfMasks, to: sum.baseAddress!, count: sum.count)
+        let recoveryStarted = DispatchTime.now().uptimeNanoseconds
+        defer { recoverySeconds = Double(DispatchTime.now().uptimeNanoseconds - recoveryStarted) / 1e9 }
+        var recoveryMasks: [(generator: MaskGenerator, subtract: Bool)] = []
         for d in dropped.sorted() {
             var key = try Shamir.combine(sShares[d]!, threshold: t, cache: &cache)
             defer { SecAggCrypto.cleanse(&key) }
@@ -172,12 +180,12 @@ public final class SecAggCoordinatorSession {
                 var agreement = try SecAggCrypto.x25519(privateKey: key, peerPublicKey: advertised[v]!.maskingKey)
                 var seed = try SecAggDerivation.pairwiseSeed(agreement: agreement, sessionID: sessionID, v, d)
                 // v added sign(v, d) · PRG; take exactly that back out.
-                try MaskGenerator(seed: seed).apply(to: sum.baseAddress!, count: sum.count,
-                                                    subtract: SecAggDerivation.addsPairwiseMask(v, over: d))
+                recoveryMasks.append((try MaskGenerator(seed: seed), SecAggDerivation.addsPairwiseMask(v, over: d)))
                 SecAggCrypto.cleanse(&agreement)
                 SecAggCrypto.cleanse(&seed)
             }
         }
+        MaskGenerator.apply(recoveryMasks, to: sum.baseAddress!, count: sum.count)
         revealed = [:]
     }
 }

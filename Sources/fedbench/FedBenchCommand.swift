@@ -8,7 +8,7 @@ struct FedBenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fedbench",
         abstract: "FedCoord benchmarks, with the machine's own limits measured in the same run.",
-        subcommands: [WireBenchCommand.self, RoundsBenchCommand.self, TrainBenchCommand.self]
+        subcommands: [WireBenchCommand.self, RoundsBenchCommand.self, TrainBenchCommand.self, SecAggBenchCommand.self]
     )
 
     static func main() {
@@ -107,5 +107,27 @@ struct TrainBenchCommand: ParsableCommand {
 
     func run() throws {
         try TrainingBenchmark(rows: rows, runs: runs).run()
+    }
+}
+
+/// `fedbench secagg`
+struct SecAggBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "secagg",
+        abstract: "Secure aggregation: round time against plaintext (one agent dropped after masking), recovery time, mask generation vs openssl."
+    )
+
+    @Option(help: "Parameters of the model.") var parameters = 10_000_000
+    @Option(help: "Agents.") var agents = 8
+    @Option(help: "Measured rounds per configuration (after a warm-up round).") var rounds = 5
+    @Flag(help: "Only the mask generation figure.") var maskOnly = false
+
+    func run() throws {
+        if maskOnly {
+            print(String(format: "mask %.2f GB/s, openssl aes-128-ctr %.2f GB/s", try SecAggBenchmark.maskThroughput(), WireBenchmark.openSSLSpeedOnce("aes-128-ctr")))
+            return
+        }
+        let bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        try SecAggBenchmark(binDirectory: bin, parameters: parameters, agents: agents, rounds: rounds).run()
     }
 }

@@ -10,6 +10,10 @@ final class RoundBenchmark {
     struct Point {
         var parameters: Int
         var agents: Int
+        /// Secure aggregation on.
+        var secure = false
+        /// Agents (the last ones) that drop out after the others have masked with them, every round.
+        var dropouts = 0
     }
 
     struct Result {
@@ -17,6 +21,8 @@ final class RoundBenchmark {
         var medianRoundSeconds: Double
         var bytesPerRound: UInt64
         var peakRSS: Int
+        /// Median seconds the coordinator spent recovering the dropped agents' masks.
+        var recoverySeconds: Double?
         var error: String?
     }
 
@@ -38,7 +44,7 @@ final class RoundBenchmark {
 
     func run(_ point: Point) -> Result {
         var result = Result(point: point, medianRoundSeconds: 0, bytesPerRound: 0, peakRSS: 0)
-        let directory = NSTemporaryDirectory() + "fedbench-rounds-\(getpid())-\(point.parameters)-\(point.agents)"
+        let directory = NSTemporaryDirectory() + "fedbench-rounds-\(getpid())-\(point.parameters)-\(point.agents)-\(point.secure)-\(point.dropouts)"
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var processes: [Process] = []
         defer {
@@ -60,19 +66,22 @@ final class RoundBenchmark {
                  "state_dir": "\(directory)/state", "keep_checkpoints": 1,
                  "model": {"tensors": [{"name": "w", "shape": [\(rows), \(width)]}]},
                  "rounds": \(rounds + 1),
-                 "selection": {"target": \(point.agents), "min_available": \(point.agents), "min_updates": \(point.agents),
-                               "round_deadline_seconds": 600, "selection_timeout_seconds": 0.1, "collect_grace_seconds": 600},
-                 "secure_aggregation": {"enabled": false},
+                 "selection": {"target": \(point.agents), "min_available": \(point.agents), "min_updates": \(point.agents - point.dropouts),
+                               "round_deadline_seconds": 600, "selection_timeout_seconds": 0.1, "collect_grace_seconds": 600,
+                               "failure_backoff_seconds": 0.01},
+                 "secure_aggregation": {"enabled": \(point.secure), "max_dropout_fraction": 0.25, "keys_timeout_seconds": 60,
+                                        "unmask_timeout_seconds": 120},
                  "heartbeat_interval_seconds": 5}
                 """
             try coordinatorJSON.write(toFile: directory + "/coordinator.json", atomically: true, encoding: .utf8)
             let coordinator = try launch("fedcoord", ["serve", "--config", directory + "/coordinator.json", "--log-level", "error"])
             processes.append(coordinator)
-            for name in names {
+            for (index, name) in names.enumerated() {
                 let json = """
                     {"coordinator": {"host": "127.0.0.1", "port": \(port)},
                      "tls": {"certificate": "\(files.agentCertificate(name))", "private_key": "\(files.agentKey(name))", "ca": "\(files.caCertificate)"},
                      "trainer": {"kind": "benchmark", "examples": 100},
+                     "drill": \(index >= point.agents - point.dropouts ? "{\"secure_dropout_stage\": \"masked_input\"}" : "{}"),
                      "heartbeat_interval_seconds": 5, "reconnect_initial_seconds": 0.2, "reconnect_max_seconds": 1}
                     """
                 let path = directory + "/\(name).json"
@@ -96,6 +105,8 @@ final class RoundBenchmark {
             // each from the previous commit to its own commit.
             let durations = zip(times.dropFirst(), times).map { $0.timeIntervalSince($1) }.sorted()
             result.medianRoundSeconds = durations.isEmpty ? 0 : durations[durations.count / 2]
+            let recoveries = records.dropFirst().compactMap(\.recoverySeconds).sorted()
+            if !recoveries.isEmpty { result.recoverySeconds = recoveries[recoveries.count / 2] }
             if let last = records.last {
                 result.bytesPerRound = (last.bytesSent?.values.reduce(0, +) ?? 0) + (last.bytesReceived?.values.reduce(0, +) ?? 0)
             }

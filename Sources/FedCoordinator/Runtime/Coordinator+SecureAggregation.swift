@@ -111,6 +111,7 @@ extension Coordinator {
         var survivors: [String]
         var recovered: [String]
         var totalWeight: UInt32
+        var recoverySeconds: Double
     }
 
     /// Stage 3 at commit time: fixes `U3` (the engine's accepted updates) and `D`, collects the
@@ -121,7 +122,8 @@ extension Coordinator {
             try apply(mean)
             return total
         }
-        return UnmaskOutcome(survivors: survivors, recovered: recovered, totalWeight: total)
+        return UnmaskOutcome(survivors: survivors, recovered: recovered, totalWeight: total,
+                             recoverySeconds: round.withSession { $0.recoverySeconds })
     }
 
     /// Stage 3: closes the masked-input stage with `accepted` as `U3`, collects the survivors'

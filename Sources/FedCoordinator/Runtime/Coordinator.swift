@@ -562,6 +562,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 record.survivors = unmasked.survivors
                 record.recoveredDropouts = unmasked.recovered
                 record.totalWeight = UInt64(unmasked.totalWeight)
+                if !unmasked.recovered.isEmpty { record.recoverySeconds = unmasked.recoverySeconds }
                 // The per-site weights travelled masked; only their total is known.
                 record.examples = nil
             }

@@ -55,6 +55,8 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
     public var survivors: [String]?
     public var recoveredDropouts: [String]?
     public var totalWeight: UInt64?
+    /// Seconds spent removing the recovered dropouts' pairwise masks.
+    public var recoverySeconds: Double?
     public var modelSHA256: String?
     public var optimizer: String?
 
@@ -69,5 +71,6 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
         case evalLoss = "eval_loss", evalAccuracy = "eval_accuracy", evalAUC = "eval_auc", modelSHA256 = "model_sha256"
         case evalExamples = "eval_examples", featureMeans = "feature_means", featureScales = "feature_scales", rows
         case secureAggregation = "secure_aggregation", survivors, recoveredDropouts = "recovered_dropouts", totalWeight = "total_weight"
+        case recoverySeconds = "recovery_seconds"
     }
 }
