@@ -283,6 +283,14 @@ public final class Agent: @unchecked Sendable {
         let global = try receiveModel(from: call, tensorCount: task.tensorCount, sha256: task.modelSHA256)
         var session: SecAggAgentSession?
         if let secure = task.secureAggregation {
+            if let cap = configuration.policy.maxEpsilon {
+                guard let projected = secure.projectedEpsilon, projected <= cap else {
+                    let what = secure.projectedEpsilon.map { String(format: "would bring the federation's ε to %.3f (δ = %g)", $0, secure.delta ?? 0) }
+                        ?? "runs without differential privacy"
+                    logger.warning("Round refused by this site's privacy budget", metadata: ["round": "\(task.roundID)", "cap": "\(cap)"])
+                    throw RPCError(.permissionDenied, "round \(task.roundID) \(what), above this site's cap policy.max_epsilon = \(cap)")
+                }
+            }
             do {
                 session = try SecAggAgentSession(
                     config: secure.config, index: secure.index, agentID: identity,
@@ -293,7 +301,7 @@ public final class Agent: @unchecked Sendable {
                 throw RPCError(.failedPrecondition, "secure aggregation refused: \(error)")
             }
             lock.withLock { lastSecureRoundID = secure.config.roundID }
-        } else if configuration.policy.requireSecureAggregation {
+        } else if configuration.policy.requireSecureAggregation || configuration.policy.maxEpsilon != nil {
             logger.warning("Plaintext round refused by this site's policy", metadata: ["round": "\(task.roundID)"])
             throw RPCError(.permissionDenied, "this site's policy requires secure aggregation (policy.require_secure_aggregation); "
                 + "round \(task.roundID) was offered without it and is refused")

@@ -100,11 +100,17 @@ public struct AgentConfiguration: Codable, Sendable {
     public struct Policy: Codable, Sendable {
         /// Refuse (PERMISSION_DENIED) any round that does not run under secure aggregation.
         public var requireSecureAggregation = false
-        enum CodingKeys: String, CodingKey { case requireSecureAggregation = "require_secure_aggregation" }
+        /// Refuse (PERMISSION_DENIED) a round after which the federation's ε would exceed this
+        /// (as the coordinator's accountant reports it with the round's DP parameters).
+        public var maxEpsilon: Double?
+        enum CodingKeys: String, CodingKey {
+            case requireSecureAggregation = "require_secure_aggregation", maxEpsilon = "max_epsilon"
+        }
         public init() {}
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             requireSecureAggregation = try c.decodeIfPresent(Bool.self, forKey: .requireSecureAggregation) ?? false
+            maxEpsilon = try c.decodeIfPresent(Double.self, forKey: .maxEpsilon)
         }
     }
 
@@ -162,7 +168,7 @@ public struct AgentConfiguration: Codable, Sendable {
             "timeout_seconds": .any, "work_dir": .any,
         ]),
         "data": .object(["csv": .any, "holdout_fraction": .any, "holdout_csv": .any, "seed": .any]),
-        "policy": .object(["require_secure_aggregation": .any]),
+        "policy": .object(["require_secure_aggregation": .any, "max_epsilon": .any]),
         "drill": .object(["secure_dropout_stage": .any]),
         "heartbeat_interval_seconds": .any, "reconnect_initial_seconds": .any, "reconnect_max_seconds": .any, "max_frame_bytes": .any,
     ])

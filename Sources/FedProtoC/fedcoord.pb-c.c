@@ -3229,7 +3229,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__feature_statistics__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__feature_statistics__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__sec_agg_parameters__field_descriptors[18] =
+static const ProtobufCFieldDescriptor fedcoord__v1__sec_agg_parameters__field_descriptors[20] =
 {
   {
     "protocol_version",
@@ -3447,12 +3447,38 @@ static const ProtobufCFieldDescriptor fedcoord__v1__sec_agg_parameters__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "dp_projected_epsilon",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, dp_projected_epsilon),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "dp_delta",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__SecAggParameters, dp_delta),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__sec_agg_parameters__field_indices_by_name[] = {
   10,   /* field[10] = clip */
+  19,   /* field[19] = dp_delta */
   15,   /* field[15] = dp_l2_clip */
   14,   /* field[14] = dp_local_stddev */
   13,   /* field[13] = dp_mode */
+  18,   /* field[18] = dp_projected_epsilon */
   7,   /* field[7] = graph_seed */
   11,   /* field[11] = max_weight */
   6,   /* field[6] = min_survivors */
@@ -3471,7 +3497,7 @@ static const unsigned fedcoord__v1__sec_agg_parameters__field_indices_by_name[] 
 static const ProtobufCIntRange fedcoord__v1__sec_agg_parameters__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 18 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__sec_agg_parameters__descriptor =
 {
@@ -3481,7 +3507,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__sec_agg_parameters__descriptor =
   "Fedcoord__V1__SecAggParameters",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__SecAggParameters),
-  18,
+  20,
   fedcoord__v1__sec_agg_parameters__field_descriptors,
   fedcoord__v1__sec_agg_parameters__field_indices_by_name,
   1,  fedcoord__v1__sec_agg_parameters__number_ranges,

@@ -155,14 +155,33 @@ public final class SecAggAgentSession {
         try maskedInput(count: delta.count, { Double(delta[$0]) }, examples: examples)
     }
 
-    /// ``maskedInput(delta:examples:)`` for Float64 values (the spec's test vectors).
+    /// ``maskedInput(delta:examples:)`` for Float64 values (the spec's test vectors). With
+    /// distributed DP (§8): the update is L2-clipped, quantized, and discrete Gaussian noise of
+    /// the configured local σ is added to every parameter element before masking.
     public func maskedInput(count: Int, _ value: (Int) -> Double, examples: UInt64) throws -> [UInt32] {
         guard canMask else { throw refuse(masked ? "this agent already sent its masked input" : "no masked-input request yet") }
         var y = [UInt32](repeating: 0, count: count + 2)
         var rounding = randomness.secret(.rounding, index: index)
         defer { SecAggCrypto.cleanse(&rounding) }
+        var factor = 1.0
+        if let dp = config.dp {
+            var norm = 0.0
+            for j in 0..<count { norm += value(j) * value(j) }
+            norm = norm.squareRoot()
+            if norm > dp.l2Clip { factor = dp.l2Clip / norm }
+        }
         try y.withUnsafeMutableBufferPointer { out in
-            try Quantizer(config).quantize(count: count, value, examples: examples, rounding: rounding, into: out)
+            try Quantizer(config).quantize(count: count, { value($0) * factor }, examples: examples, rounding: rounding, into: out)
+        }
+        if let dp = config.dp {
+            var ikm = randomness.secret(.noise, index: index)
+            var context = ByteWriter()
+            context.u32(index)
+            var seed = try SecAggCrypto.hkdf(ikm: ikm, salt: sessionID, label: "dp-noise", context: context.bytes, length: 32)
+            let sampler = try DiscreteGaussianSampler(sigma: dp.localStddev, seed: seed)
+            SecAggCrypto.cleanse(&ikm)
+            SecAggCrypto.cleanse(&seed)
+            for j in 2..<y.count { y[j] = y[j] &+ UInt32(truncatingIfNeeded: sampler.next()) }
         }
         return try maskedInput(encoded: y)
     }

@@ -17,6 +17,8 @@ public enum SecAggSecret: String, Sendable, CaseIterable {
     case selfMask = "test b"
     /// `seed_rnd`: the stochastic-rounding randomness.
     case rounding = "test rnd"
+    /// The distributed-DP noise seed (spec §3.1 label `dp-noise`).
+    case noise = "test noise"
 }
 
 /// Production randomness: `RAND_priv_bytes` for every secret and coefficient.

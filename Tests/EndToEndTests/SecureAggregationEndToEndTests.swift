@@ -117,3 +117,69 @@ struct SecureAggregationEndToEndTests {
         _ = agents
     }
 }
+
+/// Distributed differential privacy on top of secure aggregation, end to end.
+@Suite("Distributed DP end to end", .serialized)
+struct DistributedPrivacyEndToEndTests {
+    @Test("Noise of the calibrated size lands in the model, ε is accounted per round, and a site refuses the round that would exceed its cap")
+    func privacyBudget() throws {
+        let names = SecureAggregationEndToEndTests.names
+        let federation = try Federation(agents: names)
+        let (z, clip) = (1.0, 1.0)
+        var one = PrivacyAccountant(), two = PrivacyAccountant()
+        one.compose(q: 1, noiseMultiplier: z)
+        two.compose(q: 1, noiseMultiplier: z, count: 2)
+        let cap = (one.epsilon(delta: 1e-5).epsilon + two.epsilon(delta: 1e-5).epsilon) / 2
+        let configuration = try federation.coordinatorConfiguration(
+            tensors: [TensorSpec(name: "w", shape: [200, 100])], rounds: 3,
+            selection: ["target": 8, "min_available": 8, "min_updates": 6, "round_deadline_seconds": 8, "selection_timeout_seconds": 0.2,
+                        "failure_backoff_seconds": 0.01],
+            extra: ["secure_aggregation": ["enabled": true, "max_dropout_fraction": 0.25, "clip": 1.0, "max_weight": 1000,
+                                           "keys_timeout_seconds": 3, "unmask_timeout_seconds": 3,
+                                           "dp": ["enabled": true, "l2_clip": clip, "noise_multiplier": z, "delta": 1e-5]]])
+        let coordinator = try RunningCoordinator(configuration)
+        var trainers = SecureAggregationEndToEndTests.trainers as [String: any LocalTrainer]
+        trainers.removeValue(forKey: "hospital-8")
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: trainers)
+        var capped = federation.agentConfiguration("hospital-8", port: coordinator.port)
+        capped.policy.maxEpsilon = cap
+        let careful = try Agent(configuration: capped, trainer: SecureAggregationEndToEndTests.trainers["hospital-8"]!, logger: Federation.quiet)
+        startThread { careful.run() }
+        defer { careful.stop() }
+        #expect(coordinator.waitUntilFinished(seconds: 90), "3 rounds did not commit")
+        let store = try CheckpointStore(directory: configuration.stateDir)
+        let rounds = try RoundLog.verify(path: store.logPath).filter { $0.type == "round" && $0.status == "committed" }
+        #expect(rounds.count == 3)
+        // ε grows round after round, as the accountant composes.
+        var accountant = PrivacyAccountant()
+        for round in rounds {
+            accountant.compose(q: try #require(round.dpSamplingRate), noiseMultiplier: z)
+            #expect(abs((round.dpEpsilon ?? 0) - accountant.epsilon(delta: 1e-5).epsilon) < 1e-9)
+        }
+        #expect(rounds[0].dpEpsilon! < rounds[1].dpEpsilon! && rounds[1].dpEpsilon! < rounds[2].dpEpsilon!)
+        // The capped site took part in round 1, then refused: PERMISSION_DENIED naming its cap, still connected.
+        #expect(rounds[0].survivors?.contains("hospital-8") == true)
+        let refusal = rounds[1].failed?["hospital-8"] ?? ""
+        #expect(refusal.contains("PERMISSION_DENIED") || refusal.contains("policy.max_epsilon"), "\(refusal)")
+        #expect(refusal.contains("policy.max_epsilon"), "\(refusal)")
+        #expect(careful.joinCount == 1)
+        // Round 1's noise: the model minus the exact weighted mean has the calibrated spread,
+        // z·C·√(|U3|/M)·W_max/W per coordinate (M = min_survivors = 6).
+        let initial = try configuration.initialModel()
+        let survivors = try #require(rounds[0].survivors)
+        let weights = survivors.map { min(Double(SecureAggregationEndToEndTests.trainers[$0]!.exampleCount), 1000) }
+        let total = weights.reduce(0, +)
+        let deltas = survivors.map { BenchmarkTrainer.delta(count: 20_000, step: SecureAggregationEndToEndTests.trainers[$0]!.step) }
+        let model = try store.readModel(version: 1)
+        var squares = 0.0
+        for index in 0..<20_000 {
+            let mean = zip(weights, deltas).reduce(0.0) { $0 + $1.0 * Double($1.1[index]) } / total
+            let error = Double(model.values[index]) - (Double(initial.values[index]) + mean)
+            squares += error * error
+        }
+        let measured = (squares / 20_000).squareRoot()
+        let expected = z * clip * (Double(survivors.count) / 6).squareRoot() * 1000 / total
+        #expect(abs(measured / expected - 1) < 0.1, "noise std \(measured), calibrated \(expected)")
+        _ = agents
+    }
+}

@@ -371,3 +371,57 @@ struct CoordinatorViewTests {
         #expect(sum[0] == 5 && sum[1] == 10)
     }
 }
+
+@Suite("Distributed differential privacy")
+struct DistributedPrivacyTests {
+    @Test("The discrete Gaussian sampler has mean 0 and variance σ² (10^5 draws), integer support, and is deterministic for a seed")
+    func sampler() throws {
+        for sigma in [0.7, 3.0, 1000.0, 2e6] {
+            let sampler = try DiscreteGaussianSampler(sigma: sigma, seed: SecAggCrypto.sha256([9]))
+            let draws = (0..<100_000).map { _ in Double(sampler.next()) }
+            let mean = draws.reduce(0, +) / Double(draws.count)
+            let variance = draws.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(draws.count - 1)
+            #expect(abs(mean) < 5 * sigma / Double(draws.count).squareRoot() + 0.01, "σ \(sigma): mean \(mean)")
+            #expect(abs(variance / (sigma * sigma) - 1) < 0.03, "σ \(sigma): variance ratio \(variance / (sigma * sigma))")
+        }
+        let a = try DiscreteGaussianSampler(sigma: 50, seed: SecAggCrypto.sha256([1])), b = try DiscreteGaussianSampler(sigma: 50, seed: SecAggCrypto.sha256([1]))
+        #expect((0..<100).map { _ in a.next() } == (0..<100).map { _ in b.next() })
+    }
+
+    @Test("With DP the unmasked sum is the clipped, quantized updates plus noise of the configured total σ, and still exact mod 2^32")
+    func noisySum() throws {
+        var simulation = Simulation(n: 6, degree: 5, threshold: 4, parameters: 20_000)
+        simulation.minSurvivors = 4
+        var config = simulation.config()
+        let sigma = 300.0
+        config.dp = .init(mode: 1, localStddev: sigma, l2Clip: 1e9)
+        config.scaleExponent = 20
+        let randomness = DeterministicSecAggRandomness()
+        let agents = try (1...6).map {
+            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
+                                   parameterCount: 20_000, lastRoundID: nil, randomness: randomness)
+        }
+        let coordinator = try SecAggCoordinatorSession(config: config)
+        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: simulation.roster[i]) }
+        let keys = try coordinator.closeAdvertising()
+        for (i, agent) in agents.enumerated() {
+            let response = try agent.shareKeys(keys)
+            try coordinator.receiveShares(from: simulation.roster[i], commitment: response.commitment, envelopes: response.outgoing)
+        }
+        let incoming = try coordinator.closeSharing()
+        var sum = [UInt32](repeating: 0, count: 20_002)
+        for agent in agents {
+            try agent.receiveMaskedInputRequest(survivors: [1, 2, 3, 4, 5, 6], incoming: incoming[agent.index]!)
+            let y = try agent.maskedInput(count: 20_000, { _ in 0 }, examples: 1)
+            for j in sum.indices { sum[j] &+= y[j] }
+        }
+        try coordinator.closeMaskedInput(survivors: [1, 2, 3, 4, 5, 6])
+        for (i, agent) in agents.enumerated() { try coordinator.receiveUnmask(from: simulation.roster[i], shares: agent.unmask(survivors: [1, 2, 3, 4, 5, 6], dropped: [])) }
+        try sum.withUnsafeMutableBufferPointer { try coordinator.removeMasks(from: $0) }
+        // Zero updates: what is left is the sum of six agents' noise, variance 6σ²; canary and weight untouched.
+        #expect(sum[0] == 6 && sum[1] == 6)
+        let noise = sum[2...].map { Double(Int32(bitPattern: $0)) }
+        let variance = noise.reduce(0) { $0 + $1 * $1 } / Double(noise.count)
+        #expect(abs(variance / (6 * sigma * sigma) - 1) < 0.05, "variance ratio \(variance / (6 * sigma * sigma))")
+    }
+}

@@ -18,6 +18,14 @@ extension Coordinator {
                 invited: attempt.invited, roundID: attempt.roundID, attempt: attempt.attempt, settings: configuration.secureAggregation,
                 modelSHA256: hash, parameterCount: count, deadlineSeconds: attempt.deadline - now)
             let round = try SecureRound(config: config, roundID: attempt.roundID, attempt: attempt.attempt)
+            let dp = configuration.secureAggregation.dp
+            if dp.enabled {
+                let eligible = engineLock.withLock { engine.eligibleAgents(now: now).count }
+                round.samplingRate = min(1, Double(attempt.invited.count) / Double(max(eligible, attempt.invited.count)))
+                var projected = stateLock.withLock { accountant }
+                projected.compose(q: round.samplingRate, noiseMultiplier: dp.noiseMultiplier)
+                round.projectedEpsilon = projected.epsilon(delta: dp.delta).epsilon
+            }
             stateLock.withLock { secureRound = round }
             logger.info("Secure aggregation set up", metadata: [
                 "round": "\(attempt.roundID)", "secagg.agents": "\(config.roster.count)", "secagg.threshold": "\(config.threshold)",

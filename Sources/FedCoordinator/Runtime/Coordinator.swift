@@ -47,6 +47,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var pendingAgents: Set<String> = []  // stateLock
     /// The attempt in flight under secure aggregation.
     var secureRound: SecureRound?  // stateLock
+    /// Distributed DP: the Rényi accountant over every committed round.
+    var accountant = PrivacyAccountant()  // stateLock
     /// Secure statistics sessions so far (their ids must increase).
     var statisticsAttempts = 0  // the statistics thread only
 
@@ -108,6 +110,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         globalSHA256 = ModelDigest.combine(tensorDigests)
         accumulator = WeightedMeanAccumulator(layout: layout)
         engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
+        for record in roundLog.records where record.type == "round" && record.status == "committed" {
+            if let z = record.dpNoiseMultiplier, let q = record.dpSamplingRate { accountant.compose(q: q, noiseMultiplier: z) }
+        }
         var started = RoundLogRecord(type: "coordinator_started")
         started.modelVersion = version
         started.modelSHA256 = globalSHA256.hexString
@@ -504,7 +509,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     task.featureScales = standardization.scales
                 }
                 if let secure, let index = secure.withSession({ $0.index(of: agent) }) {
-                    task.secureAggregation = SecureAggregationTask(config: secure.config, index: index)
+                    task.secureAggregation = SecureAggregationTask(
+                        config: secure.config, index: index, projectedEpsilon: secure.projectedEpsilon,
+                        delta: secure.projectedEpsilon == nil ? nil : configuration.secureAggregation.dp.delta)
                 }
                 try call.send(.trainTask(task))
                 let sink = AbortableSink(call: call) { [self] in stateLock.withLock { broadcastAborts.contains(agent) } }
@@ -563,6 +570,17 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 record.recoveredDropouts = unmasked.recovered
                 record.totalWeight = UInt64(unmasked.totalWeight)
                 if !unmasked.recovered.isEmpty { record.recoverySeconds = unmasked.recoverySeconds }
+                let dp = configuration.secureAggregation.dp
+                if dp.enabled, let secure {
+                    let epsilon: Double = stateLock.withLock {
+                        accountant.compose(q: secure.samplingRate, noiseMultiplier: dp.noiseMultiplier)
+                        return accountant.epsilon(delta: dp.delta).epsilon
+                    }
+                    record.dpEpsilon = epsilon
+                    record.dpDelta = dp.delta
+                    record.dpNoiseMultiplier = dp.noiseMultiplier
+                    record.dpSamplingRate = secure.samplingRate
+                }
                 // The per-site weights travelled masked; only their total is known.
                 record.examples = nil
             }

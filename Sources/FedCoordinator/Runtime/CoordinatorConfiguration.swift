@@ -98,8 +98,10 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         /// Deadlines of the key stages and of the unmask stage (the masked-input deadline is the round's).
         public var keysTimeoutSeconds = 10.0
         public var unmaskTimeoutSeconds = 10.0
+        /// Distributed differential privacy (spec §8).
+        public var dp = DifferentialPrivacy()
         enum CodingKeys: String, CodingKey {
-            case enabled, collusion, clip, graph
+            case enabled, collusion, clip, graph, dp
             case maxDropoutFraction = "max_dropout_fraction", maxWeight = "max_weight"
             case keysTimeoutSeconds = "keys_timeout_seconds", unmaskTimeoutSeconds = "unmask_timeout_seconds"
         }
@@ -114,6 +116,29 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             graph = try c.decodeIfPresent(String.self, forKey: .graph) ?? "auto"
             keysTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .keysTimeoutSeconds) ?? 10
             unmaskTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .unmaskTimeoutSeconds) ?? 10
+            dp = try c.decodeIfPresent(DifferentialPrivacy.self, forKey: .dp) ?? DifferentialPrivacy()
+        }
+    }
+
+    /// Distributed DP: each agent clips its update to L2 norm `l2_clip` and adds discrete
+    /// Gaussian noise so that `min_survivors` agents together add `noise_multiplier × l2_clip`.
+    public struct DifferentialPrivacy: Codable, Sendable {
+        public var enabled = false
+        public var l2Clip = 1.0
+        public var noiseMultiplier = 1.0
+        /// The δ at which ε is reported.
+        public var delta = 1e-5
+        enum CodingKeys: String, CodingKey {
+            case enabled, delta
+            case l2Clip = "l2_clip", noiseMultiplier = "noise_multiplier"
+        }
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? false
+            l2Clip = try c.decodeIfPresent(Double.self, forKey: .l2Clip) ?? 1
+            noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? 1
+            delta = try c.decodeIfPresent(Double.self, forKey: .delta) ?? 1e-5
         }
     }
 
@@ -221,6 +246,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         "secure_aggregation": .object([
             "enabled": .any, "max_dropout_fraction": .any, "collusion": .any, "clip": .any, "max_weight": .any, "graph": .any,
             "keys_timeout_seconds": .any, "unmask_timeout_seconds": .any,
+            "dp": .object(["enabled": .any, "l2_clip": .any, "noise_multiplier": .any, "delta": .any]),
         ]),
         "strategy": .any,
         "selection": .object([
@@ -293,9 +319,15 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             guard ["auto", "complete", "sparse"].contains(s.graph) else {
                 throw Failure("secure_aggregation.graph must be \"auto\", \"complete\" or \"sparse\", not \"\(s.graph)\"")
             }
+            guard !s.dp.enabled || (s.dp.l2Clip > 0 && s.dp.noiseMultiplier > 0 && s.dp.delta > 0 && s.dp.delta < 1) else {
+                throw Failure("secure_aggregation.dp needs l2_clip > 0, noise_multiplier > 0 and 0 < delta < 1")
+            }
             guard s.keysTimeoutSeconds > 0, s.unmaskTimeoutSeconds > 0 else {
                 throw Failure("secure_aggregation.keys_timeout_seconds and unmask_timeout_seconds must be positive")
             }
+        }
+        if secureAggregation.dp.enabled && !secureAggregation.enabled {
+            throw Failure("secure_aggregation.dp needs secure aggregation (the noise is only private once masked); set secure_aggregation.enabled true")
         }
         guard evaluation.every >= 0, evaluation.timeoutSeconds > 0 else {
             throw Failure("evaluation.every must be ≥ 0 (0: never) and evaluation.timeout_seconds positive")

@@ -15,6 +15,10 @@ final class SecureRound: @unchecked Sendable {
     private let condition = NSCondition()
     private var answered: Set<String> = []
     var sum: [UInt32]
+    /// With DP: invited ÷ eligible agents (the accountant's sampling rate), and the ε the
+    /// federation reaches once this round commits.
+    var samplingRate = 1.0
+    var projectedEpsilon: Double?
 
     init(config: SecAggConfig, roundID: UInt64, attempt: Int) throws {
         session = try SecAggCoordinatorSession(config: config)
@@ -50,12 +54,22 @@ final class SecureRound: @unchecked Sendable {
             throw SecAggError(.tooFewSurvivors, "\(n) agents cannot meet a threshold of \(threshold) with \(settings.collusion) colluders")
         }
         let ms = { (seconds: Double) in UInt32(min(Double(UInt32.max), max(1, seconds * 1000))) }
+        var exponent = Quantizer.scaleExponent(agents: n, clip: settings.clip)
+        var privacy: SecAggConfig.DifferentialPrivacy?
+        if settings.dp.enabled {
+            // §8: M survivors already give the total noise z·C; the ring keeps 8σ·√N of headroom:
+            // N·(c·2^e + 1) + 8·σ_local·√N ≤ 2^31 − 1 with σ_local = z·C·2^e / √M.
+            let perUnit = Double(n) * settings.clip + 8 * settings.dp.noiseMultiplier * settings.dp.l2Clip * Double(n).squareRoot() / Double(minimum).squareRoot()
+            exponent = Int32(max(0, log2((Double(Int32.max) - Double(n) - 1) / perUnit).rounded(.down)))
+            let sigma = settings.dp.noiseMultiplier * settings.dp.l2Clip * Double(sign: .plus, exponent: Int(exponent), significand: 1) / Double(minimum).squareRoot()
+            privacy = .init(mode: 1, localStddev: sigma, l2Clip: settings.dp.l2Clip)
+        }
         return SecAggConfig(
             roundID: roundID << 16 | UInt64(attempt & 0xFFFF), sessionNonce: SecAggCrypto.publicRandom(32), roster: invited.sorted(),
             neighborDegree: UInt32(degree), threshold: UInt32(threshold), minSurvivors: UInt32(minimum),
             graphSeed: SecAggCrypto.publicRandom(32), vectorLength: UInt64(parameterCount + 2),
-            scaleExponent: Quantizer.scaleExponent(agents: n, clip: settings.clip), clip: settings.clip, maxWeight: settings.maxWeight,
-            modelSHA256: modelSHA256,
+            scaleExponent: exponent, clip: settings.clip, maxWeight: settings.maxWeight,
+            modelSHA256: modelSHA256, dp: privacy,
             stageTimeoutsMs: [ms(settings.keysTimeoutSeconds), ms(settings.keysTimeoutSeconds), ms(deadlineSeconds), ms(settings.unmaskTimeoutSeconds)])
     }
 

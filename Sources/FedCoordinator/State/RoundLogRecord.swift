@@ -57,6 +57,12 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
     public var totalWeight: UInt64?
     /// Seconds spent removing the recovered dropouts' pairwise masks.
     public var recoverySeconds: Double?
+    /// Distributed DP: the federation's ε at `dp_delta` after this round (Rényi accountant over
+    /// every committed round), this round's noise multiplier and sampling rate.
+    public var dpEpsilon: Double?
+    public var dpDelta: Double?
+    public var dpNoiseMultiplier: Double?
+    public var dpSamplingRate: Double?
     public var modelSHA256: String?
     public var optimizer: String?
 
@@ -71,6 +77,7 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
         case evalLoss = "eval_loss", evalAccuracy = "eval_accuracy", evalAUC = "eval_auc", modelSHA256 = "model_sha256"
         case evalExamples = "eval_examples", featureMeans = "feature_means", featureScales = "feature_scales", rows
         case secureAggregation = "secure_aggregation", survivors, recoveredDropouts = "recovered_dropouts", totalWeight = "total_weight"
-        case recoverySeconds = "recovery_seconds"
+        case recoverySeconds = "recovery_seconds", dpEpsilon = "dp_epsilon", dpDelta = "dp_delta"
+        case dpNoiseMultiplier = "dp_noise_multiplier", dpSamplingRate = "dp_sampling_rate"
     }
 }

@@ -10,7 +10,8 @@ public enum RoundTable {
         var evaluations: [UInt64: RoundLogRecord] = [:]
         for record in records where record.type == "evaluation" { if let round = record.round { evaluations[round] = record } }
         let secure = records.contains { $0.secureAggregation == true && $0.type == "round" }
-        let widths = [6, 10, 9, 9, 5, 7, 9, 10, 11, 9, 7] + (secure ? [10, 10] : [])
+        let privacy = records.contains { $0.dpEpsilon != nil }
+        let widths = [6, 10, 9, 9, 5, 7, 9, 10, 11, 9, 7] + (secure ? [10, 10] : []) + (privacy ? [8] : [])
         func line(_ cells: [String]) -> String {
             zip(cells, widths).enumerated().map { index, pair in
                 let (cell, width) = pair
@@ -19,7 +20,7 @@ public enum RoundTable {
             }.joined(separator: " ")
         }
         var lines = [line(["round", "status", "selected", "reported", "late", "failed", "duration", "bytes", "train loss", "accuracy", "AUC"]
-            + (secure ? ["survivors", "recovered"] : []))]
+            + (secure ? ["survivors", "recovered"] : []) + (privacy ? ["ε"] : []))]
         for record in rows {
             let bytes = (record.bytesSent?.values.reduce(0, +) ?? 0) + (record.bytesReceived?.values.reduce(0, +) ?? 0)
             let evaluation = record.type == "round" ? record.round.flatMap { evaluations[$0] } : nil
@@ -35,6 +36,7 @@ public enum RoundTable {
                 cells.append(record.survivors.map { "\($0.count)" } ?? "-")
                 cells.append(record.recoveredDropouts.map { "\($0.count)" } ?? "-")
             }
+            if privacy { cells.append(record.dpEpsilon.map { String(format: "%.3f", $0) } ?? "-") }
             lines.append(line(cells))
             if let recovered = record.recoveredDropouts, !recovered.isEmpty {
                 lines.append("       masks recovered for \(recovered.joined(separator: ", ")) (dropped after sharing keys)")

@@ -660,10 +660,16 @@ struct  Fedcoord__V1__SecAggParameters
   size_t n_stage_timeout_ms;
   uint32_t *stage_timeout_ms;
   uint32_t your_index;
+  /*
+   * With distributed DP: the federation's ε (at dp_delta) once this round is committed, from the
+   * coordinator's Rényi accountant; an agent whose policy caps ε below it refuses the round.
+   */
+  double dp_projected_epsilon;
+  double dp_delta;
 };
 #define FEDCOORD__V1__SEC_AGG_PARAMETERS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__sec_agg_parameters__descriptor) \
-    , 0, 0, {0,NULL}, 0,NULL, 0, 0, 0, {0,NULL}, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0 }
+    , 0, 0, {0,NULL}, 0,NULL, 0, 0, 0, {0,NULL}, 0, 0, 0, 0, {0,NULL}, 0, 0, 0, 0,NULL, 0, 0, 0 }
 
 
 /*

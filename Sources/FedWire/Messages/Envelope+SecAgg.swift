@@ -36,6 +36,8 @@ enum SecAggCodec {
         m.n_stage_timeout_ms = c.stageTimeoutsMs.count
         m.stage_timeout_ms = arena.copy(c.stageTimeoutsMs)
         m.your_index = task.index
+        m.dp_projected_epsilon = task.projectedEpsilon ?? 0
+        m.dp_delta = task.delta ?? 0
         return m
     }
 
@@ -142,7 +144,8 @@ enum SecAggCodec {
             neighborDegree: m.neighbor_degree, threshold: m.threshold, minSurvivors: m.min_survivors, graphSeed: E.bytes(m.graph_seed),
             vectorLength: m.vector_length, scaleExponent: m.scale_exponent, clip: m.clip, maxWeight: m.max_weight,
             modelSHA256: E.bytes(m.model_sha256), dp: dp, stageTimeoutsMs: E.array(m.stage_timeout_ms, m.n_stage_timeout_ms))
-        return SecureAggregationTask(config: config, index: m.your_index)
+        return SecureAggregationTask(config: config, index: m.your_index, projectedEpsilon: m.dp_delta > 0 ? m.dp_projected_epsilon : nil,
+                                     delta: m.dp_delta > 0 ? m.dp_delta : nil)
     }
 
     static func keys(_ m: Fedcoord__V1__AdvertiseKeys) -> AdvertisedKeys {

@@ -133,9 +133,14 @@ public struct TrainTask: Sendable, Equatable {
 public struct SecureAggregationTask: Sendable, Equatable {
     public var config: SecAggConfig
     public var index: UInt32
-    public init(config: SecAggConfig, index: UInt32) {
+    /// With distributed DP: the federation's ε at `delta` once this round commits.
+    public var projectedEpsilon: Double?
+    public var delta: Double?
+    public init(config: SecAggConfig, index: UInt32, projectedEpsilon: Double? = nil, delta: Double? = nil) {
         self.config = config
         self.index = index
+        self.projectedEpsilon = projectedEpsilon
+        self.delta = delta
     }
 }
 
