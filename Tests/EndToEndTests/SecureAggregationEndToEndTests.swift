@@ -71,6 +71,40 @@ struct SecureAggregationEndToEndTests {
         _ = agents
     }
 
+    @Test("A straggler cut at the masked-input deadline is never added; its masks are recovered from the others' shares")
+    func lateMaskedInput() throws {
+        let federation = try Federation(agents: Self.names)
+        let configuration = try federation.coordinatorConfiguration(
+            tensors: [TensorSpec(name: "w", shape: [50, 40])], rounds: 2,
+            selection: ["target": 8, "min_available": 8, "min_updates": 6, "round_deadline_seconds": 1.5, "selection_timeout_seconds": 0.2,
+                        "collect_grace_seconds": 5],
+            extra: ["secure_aggregation": ["enabled": true, "max_dropout_fraction": 0.25, "clip": Self.clip, "max_weight": Int(Self.maxWeight),
+                                           "keys_timeout_seconds": 1, "unmask_timeout_seconds": 3]])
+        let coordinator = try RunningCoordinator(configuration)
+        var trainers = Self.trainers as [String: any LocalTrainer]
+        let slow = Self.trainers["hospital-3"]!
+        trainers["hospital-3"] = BenchmarkTrainer(step: slow.step, exampleCount: slow.exampleCount, delaySeconds: 3)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: trainers)
+        #expect(coordinator.waitUntilFinished(seconds: 60), "the rounds did not commit")
+        let store = try CheckpointStore(directory: configuration.stateDir)
+        let round = try #require(try RoundLog.verify(path: store.logPath).first { $0.type == "round" })
+        #expect(round.late == ["hospital-3"] && round.recoveredDropouts == ["hospital-3"] && round.survivors?.count == 7)
+        // Nothing of it was pulled (a later announcement meets the engine's DEADLINE_EXCEEDED, as in plaintext rounds).
+        #expect(round.bytesReceived?["hospital-3"] == nil && round.bytesReceived?.count == 7)
+        // The model is the mean of the other seven only.
+        let initial = try configuration.initialModel()
+        let survivors = try #require(round.survivors)
+        let weights = survivors.map { min(Double(Self.trainers[$0]!.exampleCount), Self.maxWeight) }
+        let total = weights.reduce(0, +)
+        let deltas = survivors.map { BenchmarkTrainer.delta(count: 2000, step: Self.trainers[$0]!.step) }
+        let committed = try store.readModel(version: 1)
+        let bound = 8 * Self.maxWeight * Double(survivors.count).squareRoot() / (2 * Double(1 << Quantizer.scaleExponent(agents: 8, clip: Self.clip)) * total)
+        for index in 0..<2000 {
+            let mean = zip(weights, deltas).reduce(0.0) { $0 + $1.0 * Double($1.1[index]) } / total
+            #expect(abs(Double(committed.values[index]) - (Double(initial.values[index]) + mean)) <= bound + 1e-7)
+        }
+    }
+
     @Test("Too many dropouts abort the attempt with the reason in the log; the retry with fresh keys commits")
     func abortAndRetry() throws {
         let federation = try Federation(agents: Self.names)
