@@ -166,4 +166,39 @@ static inline void shim_fold_u32(uint32_t *target, const uint32_t *const *stream
     }
 }
 
+/// FLSECAGG-v1 §3.9 quantization of `n` Float32 values (widened to Float64) into two's-complement
+/// `uint32`s: `v = (omega · clamp(d, −clip, clip)) · scale`, then `floor(v)` plus one when
+/// `randoms[i] < (v − floor(v)) · 2^32`. The operation order is the spec's; no contraction.
+/// Returns the index of the first non-finite value (nothing written), or -1.
+#include <math.h>
+#pragma clang fp contract(off)
+#define SHIM_QUANTIZE_BODY \
+    for (size_t i = 0; i < n; i++) { \
+        uint32_t bits; memcpy(&bits, delta + i, 4); \
+        if ((bits & 0x7f800000u) == 0x7f800000u) return (long)i; \
+    } \
+    for (size_t i = 0; i < n; i++) { \
+        double d = (double)delta[i]; \
+        double v = (omega * fmin(fmax(d, -clip), clip)) * scale; \
+        double f = floor(v); \
+        double threshold = (v - f) * 4294967296.0; \
+        int32_t q = (int32_t)f + ((double)randoms[i] < threshold ? 1 : 0); \
+        out[i] = (uint32_t)q; \
+    } \
+    return -1;
+__attribute__((target("avx2"))) static inline long shim_quantize_avx2(const float *delta, const uint32_t *randoms, uint32_t *out,
+                                                                      size_t n, double omega, double clip, double scale) {
+    SHIM_QUANTIZE_BODY
+}
+static inline long shim_quantize_generic(const float *delta, const uint32_t *randoms, uint32_t *out, size_t n, double omega,
+                                         double clip, double scale) {
+    SHIM_QUANTIZE_BODY
+}
+static inline long shim_quantize(const float *delta, const uint32_t *randoms, uint32_t *out, size_t n, double omega, double clip,
+                                 double scale) {
+    if (__builtin_cpu_supports("avx2")) return shim_quantize_avx2(delta, randoms, out, n, omega, clip, scale);
+    return shim_quantize_generic(delta, randoms, out, n, omega, clip, scale);
+}
+#pragma clang fp contract(on)
+
 #endif

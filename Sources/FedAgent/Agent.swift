@@ -50,11 +50,16 @@ public final class Agent: @unchecked Sendable {
     /// cut would) when the coordinator reaches `stage`, then reconnect as usual.
     public func planDropout(at stage: SecureStage) { lock.withLock { plannedDropout = stage } }
 
-    /// Drops the connection if a dropout is planned at `stage` (once); returns whether it did.
+    /// Drops out at `stage` if planned: a planned dropout (once) drops the connection, as a crash
+    /// would; the configured drill (every round) answers UNAVAILABLE and stays connected, so that
+    /// benchmarks measure the round, not the reconnection. Returns whether it dropped out.
     private func dropIfPlanned(_ stage: SecureStage) -> Bool {
-        let drill = configuration.drill.secureDropoutStage.flatMap(SecureStage.init(name:))
+        if configuration.drill.secureDropoutStage.flatMap(SecureStage.init(name:)) == stage {
+            logger.warning("Dropping out of the secure round (drill)", metadata: ["stage": "\(stage)"])
+            return true
+        }
         let connection: RPCConnection? = lock.withLock {
-            guard plannedDropout == stage || drill == stage else { return nil }
+            guard plannedDropout == stage else { return nil }
             plannedDropout = nil
             return self.connection
         }

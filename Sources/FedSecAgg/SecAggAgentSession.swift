@@ -152,7 +152,13 @@ public final class SecAggAgentSession {
 
     /// Stage 2: `y_u = x_u + PRG(seed_self) + Σ_{v∈A_u} ±PRG(seed_pair(u, v))`, once per attempt.
     public func maskedInput(delta: UnsafeBufferPointer<Float>, examples: UInt64) throws -> [UInt32] {
-        try maskedInput(count: delta.count, { Double(delta[$0]) }, examples: examples)
+        guard config.dp == nil else { return try maskedInput(count: delta.count, { Double(delta[$0]) }, examples: examples) }
+        guard canMask else { throw refuse(masked ? "this agent already sent its masked input" : "no masked-input request yet") }
+        var x = [UInt32](repeating: 0, count: delta.count + 2)
+        var rounding = randomness.secret(.rounding, index: index)
+        defer { SecAggCrypto.cleanse(&rounding) }
+        try x.withUnsafeMutableBufferPointer { try Quantizer(config).quantize(delta, examples: examples, rounding: rounding, into: $0) }
+        return try maskedInput(encoded: x)
     }
 
     /// ``maskedInput(delta:examples:)`` for Float64 values (the spec's test vectors). With

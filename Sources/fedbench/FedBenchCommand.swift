@@ -124,7 +124,8 @@ struct SecAggBenchCommand: ParsableCommand {
 
     func run() throws {
         if maskOnly {
-            print(String(format: "mask %.2f GB/s, openssl aes-128-ctr %.2f GB/s", try SecAggBenchmark.maskThroughput(), WireBenchmark.openSSLSpeedOnce("aes-128-ctr")))
+            print(String(format: "mask %.2f GB/s, openssl aes-128-ctr %.2f GB/s, quantize 10M %.3f s", try SecAggBenchmark.maskThroughput(),
+                         WireBenchmark.openSSLSpeedOnce("aes-128-ctr"), try SecAggBenchmark.quantizeSeconds(count: 10_000_000)))
             return
         }
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path

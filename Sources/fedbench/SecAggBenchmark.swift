@@ -25,6 +25,18 @@ struct SecAggBenchmark {
         return rates.sorted()[runs / 2]
     }
 
+    /// Seconds to quantize a `count`-parameter update (clip, weight, stochastic rounding).
+    static func quantizeSeconds(count: Int) throws -> Double {
+        let delta = (0..<count).map { Float($0 % 97) * 1e-4 }
+        var x = [UInt32](repeating: 0, count: count + 2)
+        let quantizer = Quantizer(scaleExponent: 24, clip: 2, maxWeight: 10_000)
+        let started = DispatchTime.now().uptimeNanoseconds
+        try delta.withUnsafeBufferPointer { d in
+            try x.withUnsafeMutableBufferPointer { try quantizer.quantize(d, examples: 500, rounding: SecAggCrypto.sha256([1]), into: $0) }
+        }
+        return Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+    }
+
     func run() throws {
         print("== secure aggregation (FLSECAGG-v1), P = \(parameters), N = \(agents), median of \(rounds) rounds")
         let mask = try Self.maskThroughput(elements: parameters + 2, masks: agents)
