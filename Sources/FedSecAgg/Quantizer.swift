@@ -31,74 +31,57 @@ public struct Quantizer: Sendable {
     }
 
     /// `x_u` for a Float32 update (each value widened to Float64), with `examples` examples;
-    /// `rounding` is the 32-byte `seed_rnd`.
+    /// `rounding` is the 32-byte `seed_rnd`. The arithmetic runs in a vectorized C loop
+    /// (`shim_quantize`) with exactly the operations of ``quantize(count:_:examples:rounding:into:)``.
     /// - Throws: `BAD_INPUT` on a NaN or infinity (never sent).
     public func quantize(_ delta: UnsafeBufferPointer<Float>, examples: UInt64, rounding: [UInt8], into x: UnsafeMutableBufferPointer<UInt32>) throws {
-        // The same arithmetic as the generic loop below, in a vectorized C loop (shim_quantize).
-        precondition(x.count == delta.count + 2, "L = m + 2")
-        let weight = UInt32(min(examples, UInt64(maxWeight)))
-        let omega = Double(weight) / Double(maxWeight)
-        x[0] = 1
-        x[1] = weight
-        let generator = try MaskGenerator(seed: rounding, startElement: 2)
-        let chunk = 1 << 14
-        var randoms = [UInt32](repeating: 0, count: chunk)
-        var start = 0
-        while start < delta.count {
-            let count = min(chunk, delta.count - start)
-            let bad: Int = randoms.withUnsafeMutableBufferPointer { r in
-                r.baseAddress!.update(repeating: 0, count: count)
-                generator.apply(to: r.baseAddress!, count: count)
-                return shim_quantize(delta.baseAddress! + start, r.baseAddress!, x.baseAddress! + 2 + start, count, omega, clip, scale)
-            }
-            guard bad < 0 else { throw SecAggError(.badInput, "the update holds a NaN or infinity at element \(start + bad)") }
-            start += count
+        try forEachChunk(count: delta.count, examples: examples, rounding: rounding, into: x) { start, count, randoms, omega in
+            let bad = shim_quantize(delta.baseAddress! + start, randoms, x.baseAddress! + 2 + start, count, omega, clip, scale)
+            if bad >= 0 { throw SecAggError(.badInput, "the update holds a NaN or infinity at element \(start + bad)") }
         }
     }
 
     /// `x_u` for `count` values given by `value(j)` in Float64 (§3.9's exact operation order).
     public func quantize(count parameterCount: Int, _ value: (Int) -> Double, examples: UInt64, rounding: [UInt8],
                          into x: UnsafeMutableBufferPointer<UInt32>) throws {
-        try withoutActuallyEscaping(value) { value in
-            try quantize(ClosureInput(value: value), count: parameterCount, examples: examples, rounding: rounding, into: x)
+        let (clip, scale) = (self.clip, self.scale)
+        try forEachChunk(count: parameterCount, examples: examples, rounding: rounding, into: x) { start, count, randoms, omega in
+            for i in 0..<count {
+                let d = value(start + i)
+                guard d.isFinite else { throw SecAggError(.badInput, "the update holds a NaN or infinity at element \(start + i)") }
+                let v = (omega * min(max(d, -clip), clip)) * scale
+                // floor(v) by truncation (|v| ≤ c·2^e < 2^31 is exact).
+                var whole = Int64(v)
+                if Double(whole) > v { whole -= 1 }
+                let threshold = (v - Double(whole)) * 4_294_967_296.0
+                x[2 + start + i] = UInt32(truncatingIfNeeded: whole + (Double(randoms[i]) < threshold ? 1 : 0))
+            }
         }
     }
 
-    /// The loop, specialized per input kind (a closure call per element would cost more than the math).
-    private func quantize<Input: QuantizerInput>(_ input: Input, count parameterCount: Int, examples: UInt64, rounding: [UInt8],
-                                                into x: UnsafeMutableBufferPointer<UInt32>) throws {
+    /// Writes the canary and the weight, then hands `body` the update in chunks with the rounding
+    /// randomness of each (`r_j` = element `j + 2` of `PRG(seed_rnd)`) and `ω = w' / W_max`.
+    private func forEachChunk(
+        count parameterCount: Int, examples: UInt64, rounding: [UInt8], into x: UnsafeMutableBufferPointer<UInt32>,
+        _ body: (_ start: Int, _ count: Int, _ randoms: UnsafePointer<UInt32>, _ omega: Double) throws -> Void
+    ) throws {
         precondition(x.count == parameterCount + 2, "L = m + 2")
         let weight = UInt32(min(examples, UInt64(maxWeight)))
         let omega = Double(weight) / Double(maxWeight)
         x[0] = 1
         x[1] = weight
         let generator = try MaskGenerator(seed: rounding, startElement: 2)
-        let chunk = 1 << 16
-        var randoms = [UInt32](repeating: 0, count: chunk)
+        var randoms = [UInt32](repeating: 0, count: 1 << 14)
         var start = 0
-        let scale = self.scale
         while start < parameterCount {
-            let count = min(chunk, parameterCount - start)
-            for i in 0..<count { randoms[i] = 0 }
-            randoms.withUnsafeMutableBufferPointer { generator.apply(to: $0.baseAddress!, count: count) }
-            for i in 0..<count {
-                let d = input.value(start + i)
-                guard d.isFinite else { throw SecAggError(.badInput, "the update holds a NaN or infinity at element \(start + i)") }
-                let v = (omega * min(max(d, -clip), clip)) * scale
-                // floor(v) by truncation (one SSE2 instruction; |v| ≤ c·2^e < 2^31 is exact).
-                var whole = Int64(v)
-                if Double(whole) > v { whole -= 1 }
-                let threshold = (v - Double(whole)) * 4_294_967_296.0
-                let q = whole + (Double(randoms[i]) < threshold ? 1 : 0)
-                x[2 + start + i] = UInt32(truncatingIfNeeded: q)
+            let count = min(randoms.count, parameterCount - start)
+            try randoms.withUnsafeMutableBufferPointer { r in
+                r.baseAddress!.update(repeating: 0, count: count)
+                generator.apply(to: r.baseAddress!, count: count)
+                try body(start, count, r.baseAddress!, omega)
             }
             start += count
         }
-    }
-
-    private struct ClosureInput: QuantizerInput {
-        let value: (Int) -> Double
-        @inline(__always) func value(_ index: Int) -> Double { value(index) }
     }
 
     /// The weighted mean update from the unmasked sum `z`, after the canary checks.
@@ -117,9 +100,4 @@ public struct Quantizer: Sendable {
         let base = z.baseAddress!
         return ({ j in Double(Int32(bitPattern: base[2 + j])) * factor }, total)
     }
-}
-
-/// Where the quantizer reads the update's values from.
-private protocol QuantizerInput {
-    func value(_ index: Int) -> Double
 }

@@ -47,6 +47,25 @@ struct Simulation {
         return sum
     }
 
+    /// Agents and coordinator after stage 1: the sessions and each agent's incoming envelopes.
+    func sharedKeys(_ config: SecAggConfig? = nil) throws -> (agents: [SecAggAgentSession], coordinator: SecAggCoordinatorSession,
+                                                               incoming: [UInt32: [EncryptedShare]]) {
+        let config = config ?? self.config()
+        let randomness = DeterministicSecAggRandomness()
+        let agents = try (1...n).map {
+            try SecAggAgentSession(config: config, index: UInt32($0), agentID: roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
+                                   parameterCount: parameters, lastRoundID: nil, randomness: randomness)
+        }
+        let coordinator = try SecAggCoordinatorSession(config: config)
+        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: roster[i]) }
+        let keys = try coordinator.closeAdvertising()
+        for (i, agent) in agents.enumerated() {
+            let response = try agent.shareKeys(keys)
+            try coordinator.receiveShares(from: roster[i], commitment: response.commitment, envelopes: response.outgoing)
+        }
+        return (agents, coordinator, try coordinator.closeSharing())
+    }
+
     struct Outcome {
         var sum: [UInt32]
         var survivors: Set<UInt32>
@@ -153,20 +172,7 @@ struct ProtocolTests {
         }
         // End to end: one survivor lies about a b-share.
         let simulation = Simulation(n: 5, degree: 4, threshold: 3, parameters: 10)
-        let config = simulation.config()
-        let randomness = DeterministicSecAggRandomness()
-        let agents = try (1...5).map {
-            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
-                                   parameterCount: 10, lastRoundID: nil, randomness: randomness)
-        }
-        let coordinator = try SecAggCoordinatorSession(config: config)
-        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: simulation.roster[i]) }
-        let keys = try coordinator.closeAdvertising()
-        for (i, agent) in agents.enumerated() {
-            let response = try agent.shareKeys(keys)
-            try coordinator.receiveShares(from: simulation.roster[i], commitment: response.commitment, envelopes: response.outgoing)
-        }
-        let incoming = try coordinator.closeSharing()
+        let (agents, coordinator, incoming) = try simulation.sharedKeys()
         var sum = [UInt32](repeating: 0, count: 12)
         for agent in agents {
             try agent.receiveMaskedInputRequest(survivors: [1, 2, 3, 4, 5], incoming: incoming[agent.index]!)
@@ -185,20 +191,7 @@ struct ProtocolTests {
     /// An agent that has reached the unmask stage, for the refusal tests.
     func agentAtUnmask() throws -> (SecAggAgentSession, Simulation) {
         let simulation = Simulation(n: 5, degree: 4, threshold: 3, parameters: 4)
-        let config = simulation.config()
-        let randomness = DeterministicSecAggRandomness()
-        let agents = try (1...5).map {
-            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
-                                   parameterCount: 4, lastRoundID: nil, randomness: randomness)
-        }
-        let coordinator = try SecAggCoordinatorSession(config: config)
-        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: simulation.roster[i]) }
-        let keys = try coordinator.closeAdvertising()
-        for (i, agent) in agents.enumerated() {
-            let response = try agent.shareKeys(keys)
-            try coordinator.receiveShares(from: simulation.roster[i], commitment: response.commitment, envelopes: response.outgoing)
-        }
-        let incoming = try coordinator.closeSharing()
+        let (agents, _, incoming) = try simulation.sharedKeys()
         try agents[0].receiveMaskedInputRequest(survivors: [1, 2, 3, 4, 5], incoming: incoming[1]!)
         _ = try [Float](repeating: 0.5, count: 4).withUnsafeBufferPointer { try agents[0].maskedInput(delta: $0, examples: 3) }
         #expect(throws: SecAggError.self) { _ = try [Float](repeating: 0.5, count: 4).withUnsafeBufferPointer { try agents[0].maskedInput(delta: $0, examples: 3) } }
@@ -339,20 +332,7 @@ struct CoordinatorViewTests {
     @Test("With t − 1 unmask answers the coordinator cannot remove the masks")
     func belowThreshold() throws {
         let simulation = Simulation(n: 5, degree: 4, threshold: 4, minSurvivors: 4, parameters: 8)
-        let config = simulation.config()
-        let randomness = DeterministicSecAggRandomness()
-        let agents = try (1...5).map {
-            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
-                                   parameterCount: 8, lastRoundID: nil, randomness: randomness)
-        }
-        let coordinator = try SecAggCoordinatorSession(config: config)
-        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: simulation.roster[i]) }
-        let keys = try coordinator.closeAdvertising()
-        for (i, agent) in agents.enumerated() {
-            let response = try agent.shareKeys(keys)
-            try coordinator.receiveShares(from: simulation.roster[i], commitment: response.commitment, envelopes: response.outgoing)
-        }
-        let incoming = try coordinator.closeSharing()
+        let (agents, coordinator, incoming) = try simulation.sharedKeys()
         var sum = [UInt32](repeating: 0, count: 10)
         for agent in agents {
             try agent.receiveMaskedInputRequest(survivors: [1, 2, 3, 4, 5], incoming: incoming[agent.index]!)
@@ -396,19 +376,7 @@ struct DistributedPrivacyTests {
         let sigma = 300.0
         config.dp = .init(mode: 1, localStddev: sigma, l2Clip: 1e9)
         config.scaleExponent = 20
-        let randomness = DeterministicSecAggRandomness()
-        let agents = try (1...6).map {
-            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
-                                   parameterCount: 20_000, lastRoundID: nil, randomness: randomness)
-        }
-        let coordinator = try SecAggCoordinatorSession(config: config)
-        for (i, agent) in agents.enumerated() { try coordinator.receiveKeys(agent.keys, from: simulation.roster[i]) }
-        let keys = try coordinator.closeAdvertising()
-        for (i, agent) in agents.enumerated() {
-            let response = try agent.shareKeys(keys)
-            try coordinator.receiveShares(from: simulation.roster[i], commitment: response.commitment, envelopes: response.outgoing)
-        }
-        let incoming = try coordinator.closeSharing()
+        let (agents, coordinator, incoming) = try simulation.sharedKeys(config)
         var sum = [UInt32](repeating: 0, count: 20_002)
         for agent in agents {
             try agent.receiveMaskedInputRequest(survivors: [1, 2, 3, 4, 5, 6], incoming: incoming[agent.index]!)
