@@ -110,6 +110,32 @@ public final class MaskGenerator {
         }
     }
 
+    /// ``apply(_:to:count:)`` for masks given by their seeds, split over `threads` element ranges
+    /// (each range seeks its own generators to its first element, §3.7): the coordinator's
+    /// unmasking uses every core.
+    public static func apply(seeds: [(seed: [UInt8], subtract: Bool)], to target: UnsafeMutablePointer<UInt32>, count: Int, threads: Int) throws {
+        guard !seeds.isEmpty, count > 0 else { return }
+        let parts = max(1, min(threads, count / (1 << 16)))
+        let size = (count / parts + 3) & ~3
+        nonisolated(unsafe) let base = target
+        let failure = UnsafeMutablePointer<Bool>.allocate(capacity: parts)
+        failure.initialize(repeating: false, count: parts)
+        defer { failure.deallocate() }
+        nonisolated(unsafe) let failed = failure
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let start = part * size
+            let length = min(size, count - start)
+            guard length > 0 else { return }
+            guard let generators = try? seeds.map({ (generator: try MaskGenerator(seed: $0.seed, startElement: UInt64(start)), subtract: $0.subtract) })
+            else {
+                failed[part] = true
+                return
+            }
+            apply(generators, to: base + start, count: length)
+        }
+        if (0..<parts).contains(where: { failure[$0] }) { throw SecAggError(.internalError, "a mask generator could not be set up") }
+    }
+
     /// The next `count` elements, as an array (tests, and small vectors).
     public func next(_ count: Int) -> [UInt32] {
         var out = [UInt32](repeating: 0, count: count)

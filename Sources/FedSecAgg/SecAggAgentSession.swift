@@ -193,11 +193,11 @@ public final class SecAggAgentSession {
     }
 
     /// Masks an input already encoded in `Z_{2^32}` (canary, weight, elements), once per attempt.
-    public func maskedInput(encoded x: [UInt32]) throws -> [UInt32] {
+    public func maskedInput(encoded x: consuming [UInt32]) throws -> [UInt32] {
         guard canMask else { throw refuse(masked ? "this agent already sent its masked input" : "no masked-input request yet") }
         guard x.count == Int(config.vectorLength) else { throw refuse("the input has \(x.count) elements; the session expects \(config.vectorLength)") }
         masked = true
-        var y = x
+        var y = consume x
         var seed = try SecAggDerivation.selfSeed(b: selfMaskSeed, sessionID: sessionID, index: index)
         var generators = [(generator: try MaskGenerator(seed: seed), subtract: false)]
         SecAggCrypto.cleanse(&seed)

@@ -155,21 +155,21 @@ public final class SecAggCoordinatorSession {
         let (bShares, sShares) = try collectShares()
         let t = Int(config.threshold)
         var cache = Shamir.LagrangeCache()
-        var selfMasks: [(generator: MaskGenerator, subtract: Bool)] = []
+        var masks: [(seed: [UInt8], subtract: Bool)] = []
+        defer { for index in masks.indices { SecAggCrypto.cleanse(&masks[index].seed) } }
         for u in u3.sorted() {
             var b = try Shamir.combine(bShares[u]!, threshold: t, cache: &cache)
             defer { SecAggCrypto.cleanse(&b) }
             guard SecAggDerivation.selfMaskCommitment(b: b, sessionID: sessionID, index: u) == commitments[u] else {
                 throw SecAggError(.unmaskMismatch, "survivor \(u)'s reconstructed self-mask seed does not match its commitment")
             }
-            var seed = try SecAggDerivation.selfSeed(b: b, sessionID: sessionID, index: u)
-            selfMasks.append((try MaskGenerator(seed: seed), true))
-            SecAggCrypto.cleanse(&seed)
+            masks.append((try SecAggDerivation.selfSeed(b: b, sessionID: sessionID, index: u), true))
         }
-        MaskGenerator.apply(selfMasks, to: sum.baseAddress!, count: sum.count)
+        try MaskGenerator.apply(seeds: masks, to: sum.baseAddress!, count: sum.count, threads: ProcessInfo.processInfo.activeProcessorCount)
+        for index in masks.indices { SecAggCrypto.cleanse(&masks[index].seed) }
+        masks = []
         let recoveryStarted = DispatchTime.now().uptimeNanoseconds
         defer { recoverySeconds = Double(DispatchTime.now().uptimeNanoseconds - recoveryStarted) / 1e9 }
-        var recoveryMasks: [(generator: MaskGenerator, subtract: Bool)] = []
         for d in dropped.sorted() {
             var key = try Shamir.combine(sShares[d]!, threshold: t, cache: &cache)
             defer { SecAggCrypto.cleanse(&key) }
@@ -178,14 +178,12 @@ public final class SecAggCoordinatorSession {
             }
             for v in graph.neighbours(of: d).intersection(u3).sorted() {
                 var agreement = try SecAggCrypto.x25519(privateKey: key, peerPublicKey: advertised[v]!.maskingKey)
-                var seed = try SecAggDerivation.pairwiseSeed(agreement: agreement, sessionID: sessionID, v, d)
                 // v added sign(v, d) · PRG; take exactly that back out.
-                recoveryMasks.append((try MaskGenerator(seed: seed), SecAggDerivation.addsPairwiseMask(v, over: d)))
+                masks.append((try SecAggDerivation.pairwiseSeed(agreement: agreement, sessionID: sessionID, v, d), SecAggDerivation.addsPairwiseMask(v, over: d)))
                 SecAggCrypto.cleanse(&agreement)
-                SecAggCrypto.cleanse(&seed)
             }
         }
-        MaskGenerator.apply(recoveryMasks, to: sum.baseAddress!, count: sum.count)
+        try MaskGenerator.apply(seeds: masks, to: sum.baseAddress!, count: sum.count, threads: ProcessInfo.processInfo.activeProcessorCount)
         revealed = [:]
     }
 }
