@@ -114,7 +114,7 @@ extension Coordinator {
             record.featureMeans = frozen.means
             record.featureScales = frozen.scales
             do {
-                try logLock.withLock { try roundLog.append(record) }
+                _ = try logLock.withLock { try roundLog.append(record) }
             } catch {
                 logger.error("Cannot record the standardization; retrying", metadata: ["error": "\(error)"])
                 usleep(1_000_000)

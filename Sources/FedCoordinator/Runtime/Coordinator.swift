@@ -586,7 +586,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             }
             record.modelVersion = round
             record.modelSHA256 = hash
-            try logLock.withLock { try roundLog.append(record) }
+            _ = try logLock.withLock { try roundLog.append(record) }
             store.prune(committed: round)
             logger.info("Round committed", metadata: [
                 "round": "\(round)", "round.reported": "\(outcome.accepted.count)", "round.late": "\(outcome.late.count)",
