@@ -1,12 +1,14 @@
 /// Sums updates weighted by their example counts in Float64, one update at a time, and gives
 /// their weighted mean.
 ///
-/// Memory: 8 bytes per parameter, whatever the number of updates. Callers add an update only
+/// Memory: 8 bytes per parameter, whatever the number of updates, allocated on the first add (a
+/// coordinator running secure aggregation sums masked integers instead and never pays for it).
+/// Callers add an update only
 /// once it is complete and validated (see the coordinator's update spooling), so a broken upload
 /// never touches the sum.
 public struct WeightedMeanAccumulator: Sendable {
     public let layout: ModelLayout
-    private var sums: [Double]
+    private var sums: [Double] = []
     /// Total weight (examples) added so far.
     public private(set) var totalWeight: UInt64 = 0
     /// Updates added so far.
@@ -14,13 +16,13 @@ public struct WeightedMeanAccumulator: Sendable {
 
     public init(layout: ModelLayout) {
         self.layout = layout
-        sums = [Double](repeating: 0, count: layout.parameterCount)
     }
 
     /// Adds `weight × values` for the slice of the model starting at element `offset`.
     ///
     /// Call it for consecutive slices of one update, then ``finishUpdate(weight:)``.
     public mutating func add(_ values: UnsafeBufferPointer<Float>, at offset: Int, weight: UInt64) {
+        if sums.isEmpty { sums = [Double](repeating: 0, count: layout.parameterCount) }
         precondition(offset >= 0 && offset + values.count <= sums.count, "slice outside the model")
         let w = Double(weight)
         sums.withUnsafeMutableBufferPointer { sums in
@@ -53,7 +55,7 @@ public struct WeightedMeanAccumulator: Sendable {
 
     /// The weighted mean of one element (no allocation; for applying the mean in place).
     @inline(__always)
-    public func meanValue(at index: Int) -> Double { sums[index] / Double(totalWeight) }
+    public func meanValue(at index: Int) -> Double { sums.isEmpty ? 0 : sums[index] / Double(totalWeight) }
 
     /// Forgets everything added (the buffer is kept).
     public mutating func reset() {
