@@ -140,7 +140,7 @@ extension Coordinator {
         let settings = configuration.secureAggregation
         let length = featureCount * 3 * ExactSums.limbsPerValue
         let config = try SecureRound.configuration(
-            invited: agents, roundID: 0, attempt: attempt, settings: settings, modelSHA256: schemaSHA256, parameterCount: length,
+            invited: agents, roundID: 0, attempt: attempt, epoch: startCount, settings: settings, modelSHA256: schemaSHA256, parameterCount: length,
             deadlineSeconds: settings.keysTimeoutSeconds)
         let round = try SecureRound(config: config, roundID: 0, attempt: attempt)
         let advertised = fanOut(to: round.invited) { [self] agent in

@@ -15,7 +15,8 @@ extension Coordinator {
         let (hash, count) = modelLock.withReadLock { (globalSHA256, global.layout.parameterCount) }
         do {
             let config = try SecureRound.configuration(
-                invited: attempt.invited, roundID: attempt.roundID, attempt: attempt.attempt, settings: configuration.secureAggregation,
+                invited: attempt.invited, roundID: attempt.roundID, attempt: attempt.attempt, epoch: startCount,
+                settings: configuration.secureAggregation,
                 modelSHA256: hash, parameterCount: count, deadlineSeconds: attempt.deadline - now)
             let round = try SecureRound(config: config, roundID: attempt.roundID, attempt: attempt.attempt)
             let dp = configuration.secureAggregation.dp

@@ -47,6 +47,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var pendingAgents: Set<String> = []  // stateLock
     /// The attempt in flight under secure aggregation.
     var secureRound: SecureRound?  // stateLock
+    /// How many times a coordinator has started on this state folder (this start included).
+    let startCount: Int
     /// Distributed DP: the Rényi accountant over every committed round.
     var accountant = PrivacyAccountant()  // stateLock
     /// Secure statistics sessions so far (their ids must increase).
@@ -118,6 +120,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         started.modelSHA256 = globalSHA256.hexString
         started.optimizer = configuration.optimizer.kind.rawValue
         try roundLog.append(started)
+        startCount = roundLog.records.filter { $0.type == "coordinator_started" }.count
         if version > 0 { logger.info("Resumed", metadata: ["model.version": "\(version)", "state": "\(configuration.stateDir)"]) }
     }
 

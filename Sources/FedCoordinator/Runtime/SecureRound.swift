@@ -33,9 +33,16 @@ final class SecureRound: @unchecked Sendable {
     /// The attempt's FLSECAGG-v1 configuration for `invited` agents, from the coordinator's
     /// settings (§2.3): complete graph with `t = N − D_max` up to 200 agents (or when asked),
     /// the SecAgg+ table beyond.
+    /// The secure round id of an attempt: `(FL round << 24) | (coordinator start count mod 256) << 16
+    /// | attempt`, strictly increasing per attempt, also across coordinator restarts (agents refuse
+    /// a round id they have seen, as the spec asks).
+    static func secureRoundID(round: UInt64, epoch: Int, attempt: Int) -> UInt64 {
+        round << 24 | UInt64(epoch & 0xFF) << 16 | UInt64(attempt & 0xFFFF)
+    }
+
     static func configuration(
-        invited: [String], roundID: UInt64, attempt: Int, settings: CoordinatorConfiguration.SecureAggregation, modelSHA256: [UInt8],
-        parameterCount: Int, deadlineSeconds: Double
+        invited: [String], roundID: UInt64, attempt: Int, epoch: Int, settings: CoordinatorConfiguration.SecureAggregation,
+        modelSHA256: [UInt8], parameterCount: Int, deadlineSeconds: Double
     ) throws -> SecAggConfig {
         let n = invited.count
         guard n >= 3 else {
@@ -65,7 +72,8 @@ final class SecureRound: @unchecked Sendable {
             privacy = .init(mode: 1, localStddev: sigma, l2Clip: settings.dp.l2Clip)
         }
         return SecAggConfig(
-            roundID: roundID << 16 | UInt64(attempt & 0xFFFF), sessionNonce: SecAggCrypto.publicRandom(32), roster: invited.sorted(),
+            roundID: secureRoundID(round: roundID, epoch: epoch, attempt: attempt), sessionNonce: SecAggCrypto.publicRandom(32),
+            roster: invited.sorted(),
             neighborDegree: UInt32(degree), threshold: UInt32(threshold), minSurvivors: UInt32(minimum),
             graphSeed: SecAggCrypto.publicRandom(32), vectorLength: UInt64(parameterCount + 2),
             scaleExponent: exponent, clip: settings.clip, maxWeight: settings.maxWeight,
