@@ -630,7 +630,7 @@ struct  Fedcoord__V1__SecAggParameters
   ProtobufCMessage base;
   uint32_t protocol_version;
   /*
-   * Strictly increasing per attempt: (FL round id << 16) | attempt.
+   * Strictly increasing per attempt: (FL round id << 24) | (coordinator starts mod 256) << 16 | attempt.
    */
   uint64_t round_id;
   ProtobufCBinaryData session_nonce;
