@@ -145,7 +145,28 @@ __attribute__((target("avx2"))) static inline void shim_fold_u32_avx2(uint32_t *
         target[i] = acc;
     }
 }
+__attribute__((target("avx512f"))) static inline void shim_fold_u32_avx512(uint32_t *target, const uint32_t *const *streams,
+                                                                          const int *subtract, int count, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i acc = _mm512_loadu_si512((const void *)(target + i));
+        for (int s = 0; s < count; s++) {
+            __m512i v = _mm512_loadu_si512((const void *)(streams[s] + i));
+            acc = subtract[s] ? _mm512_sub_epi32(acc, v) : _mm512_add_epi32(acc, v);
+        }
+        _mm512_storeu_si512((void *)(target + i), acc);
+    }
+    for (; i < n; i++) {
+        uint32_t acc = target[i];
+        for (int s = 0; s < count; s++) acc = subtract[s] ? acc - streams[s][i] : acc + streams[s][i];
+        target[i] = acc;
+    }
+}
 static inline void shim_fold_u32(uint32_t *target, const uint32_t *const *streams, const int *subtract, int count, size_t n) {
+    if (__builtin_cpu_supports("avx512f")) {
+        shim_fold_u32_avx512(target, streams, subtract, count, n);
+        return;
+    }
     if (__builtin_cpu_supports("avx2")) {
         shim_fold_u32_avx2(target, streams, subtract, count, n);
         return;

@@ -75,13 +75,9 @@ public final class MaskGenerator {
         while done < count {
             let elements = min(count - done, Self.scratchBytes / 4)
             keystream(into: scratch, count: elements * 4)
-            let mask = scratch.assumingMemoryBound(to: UInt32.self)
-            let out = target + done
-            if subtract {
-                for index in 0..<elements { out[index] &-= UInt32(littleEndian: mask[index]) }
-            } else {
-                for index in 0..<elements { out[index] &+= UInt32(littleEndian: mask[index]) }
-            }
+            var stream: UnsafePointer<UInt32>? = UnsafePointer(scratch.assumingMemoryBound(to: UInt32.self))
+            var sign = Int32(subtract ? 1 : 0)
+            shim_fold_u32(target + done, &stream, &sign, 1, elements)
             done += elements
         }
     }
