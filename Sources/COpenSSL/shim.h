@@ -215,8 +215,15 @@ static inline long shim_quantize_generic(const float *delta, const uint32_t *ran
                                          double clip, double scale) {
     SHIM_QUANTIZE_BODY
 }
+__attribute__((target("avx512f,avx512dq,avx512vl"))) static inline long shim_quantize_avx512(const float *delta, const uint32_t *randoms,
+                                                                                              uint32_t *out, size_t n, double omega,
+                                                                                              double clip, double scale) {
+    SHIM_QUANTIZE_BODY
+}
 static inline long shim_quantize(const float *delta, const uint32_t *randoms, uint32_t *out, size_t n, double omega, double clip,
                                  double scale) {
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return shim_quantize_avx512(delta, randoms, out, n, omega, clip, scale);
     if (__builtin_cpu_supports("avx2")) return shim_quantize_avx2(delta, randoms, out, n, omega, clip, scale);
     return shim_quantize_generic(delta, randoms, out, n, omega, clip, scale);
 }

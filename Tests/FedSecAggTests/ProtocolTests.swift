@@ -393,3 +393,31 @@ struct DistributedPrivacyTests {
         #expect(abs(variance / (6 * sigma * sigma) - 1) < 0.05, "variance ratio \(variance / (6 * sigma * sigma))")
     }
 }
+
+@Suite("Quantizer fast path")
+struct QuantizerFastPathTests {
+    @Test("The vectorized C loop gives exactly the spec's Float64 reference, element for element, clipping included")
+    func fastPathEqualsReference() throws {
+        var random = SplitMix64(seed: 77)
+        let count = 100_003
+        let delta = (0..<count).map { _ in Float(Double(Int64(bitPattern: random.next())) / Double(Int64.max) * 3) }
+        for (e, clip, examples) in [(Int32(24), 2.0, UInt64(500)), (27, 1.0, 10_000), (20, 0.5, 1)] {
+            let quantizer = Quantizer(scaleExponent: e, clip: clip, maxWeight: 10_000)
+            var fast = [UInt32](repeating: 0, count: count + 2), reference = fast
+            let rounding = SecAggCrypto.sha256([UInt8(e)])
+            try delta.withUnsafeBufferPointer { d in
+                try fast.withUnsafeMutableBufferPointer { try quantizer.quantize(d, examples: examples, rounding: rounding, into: $0) }
+            }
+            try reference.withUnsafeMutableBufferPointer {
+                try quantizer.quantize(count: count, { Double(delta[$0]) }, examples: examples, rounding: rounding, into: $0)
+            }
+            #expect(fast == reference, "e \(e), clip \(clip)")
+        }
+        var x = [UInt32](repeating: 0, count: 5)
+        #expect(throws: SecAggError.self) {
+            try [Float(1), .infinity, 0].withUnsafeBufferPointer { d in
+                try x.withUnsafeMutableBufferPointer { try Quantizer(scaleExponent: 20, clip: 1, maxWeight: 1).quantize(d, examples: 1, rounding: SecAggCrypto.sha256([1]), into: $0) }
+            }
+        }
+    }
+}
