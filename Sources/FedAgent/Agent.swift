@@ -81,6 +81,8 @@ public final class Agent: @unchecked Sendable {
         /// and the masked input once computed.
         let secure: SecAggAgentSession?
         let secureLock = NSLock()
+        /// The encoded (quantized) update, waiting for the stage-2 request (guarded by `secureLock`).
+        var encoded: [UInt32]?
         var masked: [UInt32]?
         init(task: TrainTask, global: ModelParameters, secure: SecAggAgentSession? = nil) {
             self.task = task
@@ -391,9 +393,14 @@ public final class Agent: @unchecked Sendable {
     private func maskAndAnnounce(_ job: Job) {
         guard let secure = job.secure, let update = lock.withLock({ job.cancelled ? nil : job.update }) else { return }
         let masked: [UInt32]? = job.secureLock.withLock {
-            guard secure.canMask else { return nil }
             do {
-                return try update.delta.withUnsafeBufferPointer { try secure.maskedInput(delta: $0, examples: update.exampleCount) }
+                // Encode as soon as possible (it overlaps the other agents' work), mask once the request is in.
+                if job.encoded == nil && secure.canEncode {
+                    job.encoded = try update.delta.withUnsafeBufferPointer { try secure.encode(delta: $0, examples: update.exampleCount) }
+                }
+                guard secure.canMask, let encoded = job.encoded else { return nil }
+                job.encoded = nil
+                return try secure.maskedInput(encoded: encoded)
             } catch {
                 logger.error("Cannot mask the update", metadata: ["round": "\(job.task.roundID)", "error": "\(error)"])
                 return nil
@@ -460,6 +467,8 @@ public final class Agent: @unchecked Sendable {
             case .shareKeysRequest(let r):
                 let (commitment, outgoing) = try job.secureLock.withLock { try secure.shareKeys(r.keys) }
                 try call.send(.shareKeysResponse(ShareKeysResponse(roundID: roundID, index: secure.index, commitment: commitment, outgoing: outgoing)))
+                // If training is already done, encode now, before the stage-2 request.
+                Thread { [self] in maskAndAnnounce(job) }.start()
             case .maskedInputRequest(let r):
                 try job.secureLock.withLock { try secure.receiveMaskedInputRequest(survivors: r.survivors, incoming: r.incoming) }
                 try call.send(.empty)

@@ -152,20 +152,36 @@ public final class SecAggAgentSession {
 
     /// Stage 2: `y_u = x_u + PRG(seed_self) + Σ_{v∈A_u} ±PRG(seed_pair(u, v))`, once per attempt.
     public func maskedInput(delta: UnsafeBufferPointer<Float>, examples: UInt64) throws -> [UInt32] {
-        guard config.dp == nil else { return try maskedInput(count: delta.count, { Double(delta[$0]) }, examples: examples) }
         guard canMask else { throw refuse(masked ? "this agent already sent its masked input" : "no masked-input request yet") }
+        return try maskedInput(encoded: encode(delta: delta, examples: examples))
+    }
+
+    /// ``maskedInput(delta:examples:)`` for Float64 values (the spec's test vectors).
+    public func maskedInput(count: Int, _ value: (Int) -> Double, examples: UInt64) throws -> [UInt32] {
+        guard canMask else { throw refuse(masked ? "this agent already sent its masked input" : "no masked-input request yet") }
+        return try maskedInput(encoded: encode(count: count, value, examples: examples))
+    }
+
+    /// Whether the input can be encoded already (keys are shared, so the session id is known):
+    /// an agent encodes as soon as it has trained and folds the masks in when the stage-2 request
+    /// arrives, so that the quantization overlaps the other agents' work.
+    public var canEncode: Bool { shareResponse != nil && !erased && !masked }
+
+    /// `x_u` (§3.9) for a Float32 update: quantized, and with distributed DP clipped and noised.
+    public func encode(delta: UnsafeBufferPointer<Float>, examples: UInt64) throws -> [UInt32] {
+        guard config.dp == nil else { return try encode(count: delta.count, { Double(delta[$0]) }, examples: examples) }
+        guard canEncode else { throw refuse("the input cannot be encoded before the keys are shared") }
         var x = [UInt32](repeating: 0, count: delta.count + 2)
         var rounding = randomness.secret(.rounding, index: index)
         defer { SecAggCrypto.cleanse(&rounding) }
         try x.withUnsafeMutableBufferPointer { try Quantizer(config).quantize(delta, examples: examples, rounding: rounding, into: $0) }
-        return try maskedInput(encoded: x)
+        return x
     }
 
-    /// ``maskedInput(delta:examples:)`` for Float64 values (the spec's test vectors). With
-    /// distributed DP (§8): the update is L2-clipped, quantized, and discrete Gaussian noise of
-    /// the configured local σ is added to every parameter element before masking.
-    public func maskedInput(count: Int, _ value: (Int) -> Double, examples: UInt64) throws -> [UInt32] {
-        guard canMask else { throw refuse(masked ? "this agent already sent its masked input" : "no masked-input request yet") }
+    /// `x_u` for Float64 values. With distributed DP (§8): the update is L2-clipped, quantized,
+    /// and discrete Gaussian noise of the configured local σ is added to every parameter element.
+    public func encode(count: Int, _ value: (Int) -> Double, examples: UInt64) throws -> [UInt32] {
+        guard canEncode else { throw refuse("the input cannot be encoded before the keys are shared") }
         var y = [UInt32](repeating: 0, count: count + 2)
         var rounding = randomness.secret(.rounding, index: index)
         defer { SecAggCrypto.cleanse(&rounding) }
@@ -189,7 +205,7 @@ public final class SecAggAgentSession {
             SecAggCrypto.cleanse(&seed)
             for j in 2..<y.count { y[j] = y[j] &+ UInt32(truncatingIfNeeded: sampler.next()) }
         }
-        return try maskedInput(encoded: y)
+        return y
     }
 
     /// Masks an input already encoded in `Z_{2^32}` (canary, weight, elements), once per attempt.
