@@ -33,6 +33,18 @@ public final class Agent: @unchecked Sendable {
     private var schemaHash: [UInt8] = []
     /// A secure statistics session in progress: the session, its encoded input, its lock.
     private var statisticsSession: (session: SecAggAgentSession, input: [UInt32], lock: NSLock)?
+    /// Secure rounds set up (stage 0) and not yet finished, by secure round id.
+    private var secureRounds: [UInt64: SecureState] = [:]
+
+    /// One secure round at this agent: the protocol session (not thread-safe: `lock` serializes
+    /// it) and the encoded update waiting for the stage-2 request.
+    final class SecureState: @unchecked Sendable {
+        // @unchecked: `session` calls and `encoded` are guarded by `lock`.
+        let session: SecAggAgentSession
+        let lock = NSLock()
+        var encoded: [UInt32]?
+        init(_ session: SecAggAgentSession) { self.session = session }
+    }
 
     /// The stages of a secure round, for dropout drills.
     public enum SecureStage: Int, Sendable, CaseIterable {
@@ -79,12 +91,9 @@ public final class Agent: @unchecked Sendable {
         var trainSeconds = 0.0
         /// Under secure aggregation: the attempt's protocol state (its own lock serializes it),
         /// and the masked input once computed.
-        let secure: SecAggAgentSession?
-        let secureLock = NSLock()
-        /// The encoded (quantized) update, waiting for the stage-2 request (guarded by `secureLock`).
-        var encoded: [UInt32]?
+        let secure: SecureState?
         var masked: [UInt32]?
-        init(task: TrainTask, global: ModelParameters, secure: SecAggAgentSession? = nil) {
+        init(task: TrainTask, global: ModelParameters, secure: SecureState? = nil) {
             self.task = task
             self.global = global
             self.secure = secure
@@ -207,10 +216,14 @@ public final class Agent: @unchecked Sendable {
                 job.cancelled = true
                 return job
             }
-            if let secure = cancelled?.secure { cancelled?.secureLock.withLock { secure.erase() } }
+            if let secure = cancelled?.secure {
+                secure.lock.withLock { secure.session.erase() }
+                lock.withLock { _ = secureRounds.removeValue(forKey: secure.session.config.roundID) }
+            }
             logger.info("Task cancelled", metadata: ["round": "\(cancel.roundID)", "reason": "\(cancel.reason)"])
             try call.send(.empty)
         case Methods.evaluate: try evaluate(call)
+        case Methods.secureSetup: try secureSetup(call)
         case Methods.shareKeys, Methods.maskedInput, Methods.unmask: try handleSecureStage(call)
         case Methods.statistics:
             guard case .statisticsRequest(let request) = try call.receiveOnly() else {
@@ -288,26 +301,18 @@ public final class Agent: @unchecked Sendable {
     private func receiveTask(_ call: ServerCall) throws {
         guard case .trainTask(let task) = try call.receive() else { throw RPCError(.invalidArgument, "Train starts with a TrainTask") }
         let global = try receiveModel(from: call, tensorCount: task.tensorCount, sha256: task.modelSHA256)
-        var session: SecAggAgentSession?
+        var session: SecureState?
         if let secure = task.secureAggregation {
-            if let cap = configuration.policy.maxEpsilon {
-                guard let projected = secure.projectedEpsilon, projected <= cap else {
-                    let what = secure.projectedEpsilon.map { String(format: "would bring the federation's ε to %.3f (δ = %g)", $0, secure.delta ?? 0) }
-                        ?? "runs without differential privacy"
-                    logger.warning("Round refused by this site's privacy budget", metadata: ["round": "\(task.roundID)", "cap": "\(cap)"])
-                    throw RPCError(.permissionDenied, "round \(task.roundID) \(what), above this site's cap policy.max_epsilon = \(cap)")
-                }
+            guard let state = lock.withLock({ secureRounds[secure.config.roundID] }) else {
+                throw RPCError(.failedPrecondition, "secure round \(secure.config.roundID) was not set up here (SecureSetup first)")
             }
-            do {
-                session = try SecAggAgentSession(
-                    config: secure.config, index: secure.index, agentID: identity,
-                    receivedModelSHA256: task.modelSHA256, parameterCount: global.layout.parameterCount,
-                    lastRoundID: lock.withLock { lastSecureRoundID }, randomness: secureRandomness)
-            } catch {
-                logger.warning("Secure aggregation refused", metadata: ["round": "\(task.roundID)", "reason": "\(error)"])
-                throw RPCError(.failedPrecondition, "secure aggregation refused: \(error)")
+            // The model received (its hash checked against the task's) must be the one bound into the round.
+            guard task.modelSHA256 == state.session.config.modelSHA256,
+                  UInt64(global.layout.parameterCount + 2) == state.session.config.vectorLength
+            else {
+                throw RPCError(.failedPrecondition, "the model received is not the one the secure round's configuration names")
             }
-            lock.withLock { lastSecureRoundID = secure.config.roundID }
+            session = state
         } else if configuration.policy.requireSecureAggregation || configuration.policy.maxEpsilon != nil {
             logger.warning("Plaintext round refused by this site's policy", metadata: ["round": "\(task.roundID)"])
             throw RPCError(.permissionDenied, "this site's policy requires secure aggregation (policy.require_secure_aggregation); "
@@ -318,14 +323,46 @@ public final class Agent: @unchecked Sendable {
             self.job?.cancelled = true
             self.job = job
         }
-        if let session {
-            if dropIfPlanned(.advertiseKeys) { throw RPCError(.unavailable, "dropped out") }
-            try call.send(.advertiseKeys(AdvertiseKeysMessage(roundID: session.config.roundID, keys: session.keys)))
-        }
         logger.info("Task received", metadata: [
             "round": "\(task.roundID)", "model.version": "\(task.modelVersion)", "secure_aggregation": "\(session != nil)",
         ])
         Thread { [self] in train(job) }.start()
+    }
+
+    /// Stage 0 of a secure round: checks the task's secure-aggregation parameters and this site's
+    /// policy, draws the keys and answers them; the model follows in the Train call.
+    private func secureSetup(_ call: ServerCall) throws {
+        guard case .trainTask(let task) = try call.receiveOnly(), let secure = task.secureAggregation else {
+            throw RPCError(.invalidArgument, "SecureSetup takes a TrainTask with secure_aggregation set")
+        }
+        if let cap = configuration.policy.maxEpsilon {
+            guard let projected = secure.projectedEpsilon, projected <= cap else {
+                let what = secure.projectedEpsilon.map { String(format: "would bring the federation's ε to %.3f (δ = %g)", $0, secure.delta ?? 0) }
+                    ?? "runs without differential privacy"
+                logger.warning("Round refused by this site's privacy budget", metadata: ["round": "\(task.roundID)", "cap": "\(cap)"])
+                throw RPCError(.permissionDenied, "round \(task.roundID) \(what), above this site's cap policy.max_epsilon = \(cap)")
+            }
+        }
+        let session: SecAggAgentSession
+        do {
+            // The model hash is the one the task names; the model itself is checked against it when it arrives.
+            session = try SecAggAgentSession(
+                config: secure.config, index: secure.index, agentID: identity, receivedModelSHA256: task.modelSHA256,
+                parameterCount: max(0, Int(secure.config.vectorLength) - 2), lastRoundID: lock.withLock { lastSecureRoundID },
+                randomness: secureRandomness)
+        } catch {
+            logger.warning("Secure aggregation refused", metadata: ["round": "\(task.roundID)", "reason": "\(error)"])
+            throw RPCError(.failedPrecondition, "secure aggregation refused: \(error)")
+        }
+        let stale: [SecureState] = lock.withLock {
+            lastSecureRoundID = secure.config.roundID
+            let old = Array(secureRounds.values)
+            secureRounds = [secure.config.roundID: SecureState(session)]
+            return old
+        }
+        for state in stale { state.lock.withLock { state.session.erase() } }
+        if dropIfPlanned(.advertiseKeys) { throw RPCError(.unavailable, "dropped out") }
+        try call.send(.advertiseKeys(AdvertiseKeysMessage(roundID: secure.config.roundID, keys: session.keys)))
     }
 
     /// Reads a model streamed after a call's first message, checking every tensor's hash and the model's.
@@ -391,15 +428,16 @@ public final class Agent: @unchecked Sendable {
     /// Under secure aggregation the update is announced once it is trained and the masked-input
     /// request has arrived, whichever comes last; it is masked exactly once.
     private func maskAndAnnounce(_ job: Job) {
-        guard let secure = job.secure, let update = lock.withLock({ job.cancelled ? nil : job.update }) else { return }
-        let masked: [UInt32]? = job.secureLock.withLock {
+        guard let state = job.secure, let update = lock.withLock({ job.cancelled ? nil : job.update }) else { return }
+        let secure = state.session
+        let masked: [UInt32]? = state.lock.withLock {
             do {
                 // Encode as soon as possible (it overlaps the other agents' work), mask once the request is in.
-                if job.encoded == nil && secure.canEncode {
-                    job.encoded = try update.delta.withUnsafeBufferPointer { try secure.encode(delta: $0, examples: update.exampleCount) }
+                if state.encoded == nil && secure.canEncode {
+                    state.encoded = try update.delta.withUnsafeBufferPointer { try secure.encode(delta: $0, examples: update.exampleCount) }
                 }
-                guard secure.canMask, let encoded = job.encoded else { return nil }
-                job.encoded = nil
+                guard secure.canMask, let encoded = state.encoded else { return nil }
+                state.encoded = nil
                 return try secure.maskedInput(encoded: encoded)
             } catch {
                 logger.error("Cannot mask the update", metadata: ["round": "\(job.task.roundID)", "error": "\(error)"])
@@ -453,9 +491,12 @@ public final class Agent: @unchecked Sendable {
             try handleStatisticsStage(request, statistics, call: call)
             return
         }
-        guard let job = lock.withLock({ self.job }), let secure = job.secure, secure.config.roundID == roundID else {
+        guard let state = lock.withLock({ secureRounds[roundID] }) else {
             throw RPCError(.failedPrecondition, "no secure round \(roundID) is in progress here")
         }
+        let secure = state.session
+        /// The job of this round, once its Train call has arrived (the key stages may come first).
+        let job: () -> Job? = { [self] in lock.withLock { self.job?.secure === state ? self.job : nil } }
         let stage: SecureStage = switch request {
         case .shareKeysRequest: .shareKeys
         case .maskedInputRequest: .maskedInput
@@ -465,22 +506,22 @@ public final class Agent: @unchecked Sendable {
         do {
             switch request {
             case .shareKeysRequest(let r):
-                let (commitment, outgoing) = try job.secureLock.withLock { try secure.shareKeys(r.keys) }
+                let (commitment, outgoing) = try state.lock.withLock { try secure.shareKeys(r.keys) }
                 try call.send(.shareKeysResponse(ShareKeysResponse(roundID: roundID, index: secure.index, commitment: commitment, outgoing: outgoing)))
                 // If training is already done, encode now, before the stage-2 request.
-                Thread { [self] in maskAndAnnounce(job) }.start()
+                if let job = job() { Thread { [self] in maskAndAnnounce(job) }.start() }
             case .maskedInputRequest(let r):
-                try job.secureLock.withLock { try secure.receiveMaskedInputRequest(survivors: r.survivors, incoming: r.incoming) }
+                try state.lock.withLock { try secure.receiveMaskedInputRequest(survivors: r.survivors, incoming: r.incoming) }
                 try call.send(.empty)
-                Thread { [self] in maskAndAnnounce(job) }.start()
+                if let job = job() { Thread { [self] in maskAndAnnounce(job) }.start() }
             case .unmaskRequest(let r):
-                let shares = try job.secureLock.withLock { try secure.unmask(survivors: r.survivors, dropped: r.dropped) }
-                logger.info("Unmask answered", metadata: ["round": "\(job.task.roundID)", "survivors": "\(r.survivors.count)", "dropped": "\(r.dropped.count)"])
+                let shares = try state.lock.withLock { try secure.unmask(survivors: r.survivors, dropped: r.dropped) }
+                logger.info("Unmask answered", metadata: ["secure.round": "\(roundID)", "survivors": "\(r.survivors.count)", "dropped": "\(r.dropped.count)"])
                 try call.send(.unmaskResponse(UnmaskResponse(roundID: roundID, index: secure.index, shares: shares)))
             default: break
             }
         } catch let error as SecAggError {
-            logger.warning("Secure aggregation request refused; nothing revealed", metadata: ["round": "\(job.task.roundID)", "reason": "\(error)"])
+            logger.warning("Secure aggregation request refused; nothing revealed", metadata: ["secure.round": "\(roundID)", "reason": "\(error)"])
             throw RPCError(.failedPrecondition, "refused: \(error)")
         }
     }

@@ -4160,13 +4160,14 @@ void fedcoord__v1__coordinator__init (Fedcoord__V1__Coordinator_Service *service
                                      &fedcoord__v1__coordinator__descriptor,
                                      (ProtobufCServiceDestroy) destroy);
 }
-static const ProtobufCMethodDescriptor fedcoord__v1__agent__method_descriptors[8] =
+static const ProtobufCMethodDescriptor fedcoord__v1__agent__method_descriptors[9] =
 {
   { "Train", &fedcoord__v1__train_task__descriptor, &fedcoord__v1__empty__descriptor },
   { "PullUpdate", &fedcoord__v1__fetch_update__descriptor, &fedcoord__v1__tensor_chunk__descriptor },
   { "Cancel", &fedcoord__v1__cancel_task__descriptor, &fedcoord__v1__empty__descriptor },
   { "Evaluate", &fedcoord__v1__evaluation_request__descriptor, &fedcoord__v1__evaluation_result__descriptor },
   { "Statistics", &fedcoord__v1__statistics_request__descriptor, &fedcoord__v1__feature_statistics__descriptor },
+  { "SecureSetup", &fedcoord__v1__train_task__descriptor, &fedcoord__v1__advertise_keys__descriptor },
   { "ShareKeys", &fedcoord__v1__share_keys_request__descriptor, &fedcoord__v1__share_keys_response__descriptor },
   { "MaskedInput", &fedcoord__v1__masked_input_request__descriptor, &fedcoord__v1__empty__descriptor },
   { "Unmask", &fedcoord__v1__unmask_request__descriptor, &fedcoord__v1__unmask_response__descriptor },
@@ -4174,12 +4175,13 @@ static const ProtobufCMethodDescriptor fedcoord__v1__agent__method_descriptors[8
 const unsigned fedcoord__v1__agent__method_indices_by_name[] = {
   2,        /* Cancel */
   3,        /* Evaluate */
-  6,        /* MaskedInput */
+  7,        /* MaskedInput */
   1,        /* PullUpdate */
-  5,        /* ShareKeys */
+  5,        /* SecureSetup */
+  6,        /* ShareKeys */
   4,        /* Statistics */
   0,        /* Train */
-  7         /* Unmask */
+  8         /* Unmask */
 };
 const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor =
 {
@@ -4188,7 +4190,7 @@ const ProtobufCServiceDescriptor fedcoord__v1__agent__descriptor =
   "Agent",
   "Fedcoord__V1__Agent",
   "fedcoord.v1",
-  8,
+  9,
   fedcoord__v1__agent__method_descriptors,
   fedcoord__v1__agent__method_indices_by_name
 };
@@ -4232,13 +4234,21 @@ void fedcoord__v1__agent__statistics(ProtobufCService *service,
   assert(service->descriptor == &fedcoord__v1__agent__descriptor);
   service->invoke(service, 4, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
+void fedcoord__v1__agent__secure_setup(ProtobufCService *service,
+                                       const Fedcoord__V1__TrainTask *input,
+                                       Fedcoord__V1__AdvertiseKeys_Closure closure,
+                                       void *closure_data)
+{
+  assert(service->descriptor == &fedcoord__v1__agent__descriptor);
+  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+}
 void fedcoord__v1__agent__share_keys(ProtobufCService *service,
                                      const Fedcoord__V1__ShareKeysRequest *input,
                                      Fedcoord__V1__ShareKeysResponse_Closure closure,
                                      void *closure_data)
 {
   assert(service->descriptor == &fedcoord__v1__agent__descriptor);
-  service->invoke(service, 5, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void fedcoord__v1__agent__masked_input(ProtobufCService *service,
                                        const Fedcoord__V1__MaskedInputRequest *input,
@@ -4246,7 +4256,7 @@ void fedcoord__v1__agent__masked_input(ProtobufCService *service,
                                        void *closure_data)
 {
   assert(service->descriptor == &fedcoord__v1__agent__descriptor);
-  service->invoke(service, 6, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void fedcoord__v1__agent__unmask(ProtobufCService *service,
                                  const Fedcoord__V1__UnmaskRequest *input,
@@ -4254,7 +4264,7 @@ void fedcoord__v1__agent__unmask(ProtobufCService *service,
                                  void *closure_data)
 {
   assert(service->descriptor == &fedcoord__v1__agent__descriptor);
-  service->invoke(service, 7, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
+  service->invoke(service, 8, (const ProtobufCMessage *) input, (ProtobufCClosure) closure, closure_data);
 }
 void fedcoord__v1__agent__init (Fedcoord__V1__Agent_Service *service,
                                 Fedcoord__V1__Agent_ServiceDestroy destroy)

@@ -1548,6 +1548,10 @@ struct Fedcoord__V1__Agent_Service
                      const Fedcoord__V1__StatisticsRequest *input,
                      Fedcoord__V1__FeatureStatistics_Closure closure,
                      void *closure_data);
+  void (*secure_setup)(Fedcoord__V1__Agent_Service *service,
+                       const Fedcoord__V1__TrainTask *input,
+                       Fedcoord__V1__AdvertiseKeys_Closure closure,
+                       void *closure_data);
   void (*share_keys)(Fedcoord__V1__Agent_Service *service,
                      const Fedcoord__V1__ShareKeysRequest *input,
                      Fedcoord__V1__ShareKeysResponse_Closure closure,
@@ -1573,6 +1577,7 @@ void fedcoord__v1__agent__init (Fedcoord__V1__Agent_Service *service,
       function_prefix__ ## cancel,\
       function_prefix__ ## evaluate,\
       function_prefix__ ## statistics,\
+      function_prefix__ ## secure_setup,\
       function_prefix__ ## share_keys,\
       function_prefix__ ## masked_input,\
       function_prefix__ ## unmask  }
@@ -1596,6 +1601,10 @@ void fedcoord__v1__agent__statistics(ProtobufCService *service,
                                      const Fedcoord__V1__StatisticsRequest *input,
                                      Fedcoord__V1__FeatureStatistics_Closure closure,
                                      void *closure_data);
+void fedcoord__v1__agent__secure_setup(ProtobufCService *service,
+                                       const Fedcoord__V1__TrainTask *input,
+                                       Fedcoord__V1__AdvertiseKeys_Closure closure,
+                                       void *closure_data);
 void fedcoord__v1__agent__share_keys(ProtobufCService *service,
                                      const Fedcoord__V1__ShareKeysRequest *input,
                                      Fedcoord__V1__ShareKeysResponse_Closure closure,

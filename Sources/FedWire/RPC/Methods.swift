@@ -8,6 +8,7 @@ public enum Methods {
     public static let cancel = "/fedcoord.v1.Agent/Cancel"
     public static let evaluate = "/fedcoord.v1.Agent/Evaluate"
     public static let statistics = "/fedcoord.v1.Agent/Statistics"
+    public static let secureSetup = "/fedcoord.v1.Agent/SecureSetup"
     public static let shareKeys = "/fedcoord.v1.Agent/ShareKeys"
     public static let maskedInput = "/fedcoord.v1.Agent/MaskedInput"
     public static let unmask = "/fedcoord.v1.Agent/Unmask"
