@@ -132,6 +132,22 @@ public final class MaskGenerator {
         if (0..<parts).contains(where: { failure[$0] }) { throw SecAggError(.internalError, "a mask generator could not be set up") }
     }
 
+    /// Writes (not adds) the next `count` elements into `target`: the raw keystream, directly.
+    public func fill(_ target: UnsafeMutablePointer<UInt32>, count: Int) {
+        guard pending.isEmpty else {
+            target.update(repeating: 0, count: count)
+            apply(to: target, count: count)
+            return
+        }
+        // The zero input is one scratch long: encrypt it slice by slice.
+        var done = 0
+        while done < count {
+            let elements = min(count - done, Self.scratchBytes / 4)
+            keystream(into: UnsafeMutableRawPointer(target + done), count: elements * 4)
+            done += elements
+        }
+    }
+
     /// The next `count` elements, as an array (tests, and small vectors).
     public func next(_ count: Int) -> [UInt32] {
         var out = [UInt32](repeating: 0, count: count)

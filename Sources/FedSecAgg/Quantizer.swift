@@ -76,8 +76,7 @@ public struct Quantizer: Sendable {
         while start < parameterCount {
             let count = min(randoms.count, parameterCount - start)
             try randoms.withUnsafeMutableBufferPointer { r in
-                r.baseAddress!.update(repeating: 0, count: count)
-                generator.apply(to: r.baseAddress!, count: count)
+                generator.fill(r.baseAddress!, count: count)
                 try body(start, count, r.baseAddress!, omega)
             }
             start += count

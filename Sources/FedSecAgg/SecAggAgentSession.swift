@@ -171,11 +171,13 @@ public final class SecAggAgentSession {
     public func encode(delta: UnsafeBufferPointer<Float>, examples: UInt64) throws -> [UInt32] {
         guard config.dp == nil else { return try encode(count: delta.count, { Double(delta[$0]) }, examples: examples) }
         guard canEncode else { throw refuse("the input cannot be encoded before the keys are shared") }
-        var x = [UInt32](repeating: 0, count: delta.count + 2)
         var rounding = randomness.secret(.rounding, index: index)
         defer { SecAggCrypto.cleanse(&rounding) }
-        try x.withUnsafeMutableBufferPointer { try Quantizer(config).quantize(delta, examples: examples, rounding: rounding, into: $0) }
-        return x
+        // Every element is written by the quantizer: no zero-fill first.
+        return try [UInt32](unsafeUninitializedCapacity: delta.count + 2) { buffer, initialized in
+            try Quantizer(config).quantize(delta, examples: examples, rounding: rounding, into: buffer)
+            initialized = delta.count + 2
+        }
     }
 
     /// `x_u` for Float64 values. With distributed DP (§8): the update is L2-clipped, quantized,
