@@ -673,7 +673,7 @@ struct  Fedcoord__V1__SecAggParameters
 
 
 /*
- * Sent by the agent as the answer to a Train call whose task has secure_aggregation set.
+ * Sent by the agent as the answer to Agent.SecureSetup (and to a secure Statistics request).
  */
 struct  Fedcoord__V1__AdvertiseKeys
 {
