@@ -1,0 +1,100 @@
+import FedCore
+import FedSecAgg
+import FedWire
+import Foundation
+
+// Sending a round's task: the task itself, stage 0 of a secure round ahead of the model, and the
+// model streamed from memory (hashed once per round) with bounded concurrency.
+
+extension Coordinator {
+    /// Sends the task and the global model (streamed from memory, hashed once per round).
+    func sendTask(_ agent: String, _ attempt: RoundStateMachine.Attempt) {
+        let secure = currentSecureRound(attempt.roundID)
+        let task = makeTask(for: agent, attempt, secure: secure)
+        if let secure {
+            // Stage 0 before any model byte, so that the key stages overlap the broadcast.
+            let advertised = secureSetup(agent, task: task, round: secure)
+            secure.trainCallEnded(agent)
+            // Without keys the agent cannot take part; the key deadline drops it from the round.
+            guard advertised else { return }
+        }
+        broadcastSlots.wait()
+        defer { broadcastSlots.signal() }
+        do {
+            guard let connection = stateLock.withLock({ connections[agent] }) else {
+                throw WireError(.connectionClosed, "the agent is not connected")
+            }
+            let call = try connection.makeCall(method: Methods.train, timeout: max(1, attempt.deadline - now))
+            defer { call.finish() }
+            var sent: UInt64 = 0
+            try modelLock.withReadLock {
+                try call.send(.trainTask(task))
+                let sink = AbortableSink(call: call) { [self] in stateLock.withLock { broadcastAborts.contains(agent) } }
+                try global.values.withUnsafeBufferPointer { values in
+                    for (index, spec) in global.layout.tensors.enumerated() {
+                        let range = global.layout.range(of: index)
+                        _ = try TensorStream.send(
+                            name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[range]), to: sink,
+                            knownSHA256: tensorDigests[index])
+                        sent += UInt64(spec.count * 4)
+                    }
+                }
+            }
+            try call.finishSending()
+            try call.expectEnd()
+            stateLock.withLock { stats.bytesSent[agent] = sent }
+        } catch {
+            logger.warning("Task not delivered", metadata: ["agent": "\(agent)", "round": "\(attempt.roundID)", "error": "\(error)"])
+            perform(engineLock.withLock { engine.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) })
+        }
+    }
+
+    /// Stage 0 of a secure round: the task goes ahead of the model; the agent answers its keys.
+    func secureSetup(_ agent: String, task: TrainTask, round: SecureRound) -> Bool {
+        do {
+            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "the agent is not connected") }
+            let reply = try connection.unary(Methods.secureSetup, .trainTask(task), timeout: configuration.secureAggregation.keysTimeoutSeconds)
+            guard case .advertiseKeys(let advertised) = reply, advertised.roundID == round.config.roundID else {
+                throw RPCError(.invalidArgument, "SecureSetup answered \(reply.name), not this round's keys")
+            }
+            try round.withSession { try $0.receiveKeys(advertised.keys, from: agent) }
+            return true
+        } catch {
+            logger.warning("No keys from an agent", metadata: ["agent": "\(agent)", "round": "\(task.roundID)", "error": "\(error)"])
+            // Out of the round now, with the agent's own reason (a policy refusal, say), not at the key deadline.
+            perform(engineLock.withLock { engine.taskFailed(agent, roundID: task.roundID, reason: "\(error)", now: now) })
+            return false
+        }
+    }
+
+    /// The task an agent gets: round, model hash, hyper-parameters, standardization, and the
+    /// secure-aggregation parameters with its index when the round runs under secure aggregation.
+    func makeTask(for agent: String, _ attempt: RoundStateMachine.Attempt, secure: SecureRound?) -> TrainTask {
+        modelLock.withReadLock {
+                var task = TrainTask()
+                task.roundID = attempt.roundID
+                task.modelVersion = attempt.modelVersion
+                task.modelSHA256 = globalSHA256
+                task.localEpochs = configuration.task.localEpochs
+                task.batchSize = configuration.task.batchSize
+                task.learningRate = configuration.task.learningRate
+                task.proximalMu = configuration.task.proximalMu
+                task.deadlineUnixMs = UInt64((Date().timeIntervalSince1970 + attempt.deadline - now) * 1000)
+                task.seed = attempt.seed
+                task.tensorCount = UInt32(global.layout.tensors.count)
+                task.localOptimizer = configuration.task.localOptimizer
+                task.momentum = configuration.task.momentum
+                task.l2 = configuration.task.l2
+                if let standardization = stateLock.withLock({ standardization }) {
+                    task.featureMeans = standardization.means
+                    task.featureScales = standardization.scales
+                }
+                if let secure, let index = secure.withSession({ $0.index(of: agent) }) {
+                    task.secureAggregation = SecureAggregationTask(
+                        config: secure.config, index: index, projectedEpsilon: secure.projectedEpsilon,
+                        delta: secure.projectedEpsilon == nil ? nil : configuration.secureAggregation.dp.delta)
+                }
+                return task
+        }
+    }
+}
