@@ -9,14 +9,20 @@ import Logging
 // unmask stages, masking the update once it is trained, secure statistics, and dropout drills.
 
 extension Agent {
-    /// One secure round at this agent: the protocol session (not thread-safe: `lock` serializes
-    /// it) and the encoded update waiting for the stage-2 request.
+    /// One secure session at this agent: the protocol session (not thread-safe: `lock`
+    /// serializes it) and the encoded input waiting for the stage-2 request. A training round's
+    /// input is its update, announced and pulled once masked; a statistics session's input is
+    /// known at stage 0 and its masked vector answers the stage-2 request directly.
     final class SecureState: @unchecked Sendable {
         // @unchecked: `session` calls and `encoded` are guarded by `lock`.
         let session: SecAggAgentSession
+        let statistics: Bool
         let lock = NSLock()
         var encoded: [UInt32]?
-        init(_ session: SecAggAgentSession) { self.session = session }
+        init(_ session: SecAggAgentSession, statistics: Bool = false) {
+            self.session = session
+            self.statistics = statistics
+        }
     }
 
     /// The stages of a secure round, for dropout drills.
@@ -72,9 +78,11 @@ extension Agent {
         } catch {
             throw RPCError(.failedPrecondition, "secure statistics refused: \(error)")
         }
+        let state = SecureState(session, statistics: true)
+        state.encoded = input
         lock.withLock {
             lastSecureRoundID = secure.config.roundID
-            statisticsSession = (session, input, NSLock())
+            secureRounds[secure.config.roundID] = state
         }
         logger.info("Feature statistics entering secure aggregation", metadata: ["features": "\(statistics.featureCount)"])
         try call.send(.advertiseKeys(AdvertiseKeysMessage(roundID: secure.config.roundID, keys: session.keys)))
@@ -140,34 +148,6 @@ extension Agent {
         announce(job)
     }
 
-    /// The stages of a secure statistics session: the masked vector answers MaskedInput directly.
-    func handleStatisticsStage(_ request: Message, _ statistics: (session: SecAggAgentSession, input: [UInt32], lock: NSLock),
-                                       call: ServerCall) throws {
-        let session = statistics.session
-        let roundID = session.config.roundID
-        do {
-            switch request {
-            case .shareKeysRequest(let r):
-                let (commitment, outgoing) = try statistics.lock.withLock { try session.shareKeys(r.keys) }
-                try call.send(.shareKeysResponse(ShareKeysResponse(roundID: roundID, index: session.index, commitment: commitment, outgoing: outgoing)))
-            case .maskedInputRequest(let r):
-                let y = try statistics.lock.withLock {
-                    try session.receiveMaskedInputRequest(survivors: r.survivors, incoming: r.incoming)
-                    return try session.maskedInput(encoded: statistics.input)
-                }
-                try call.send(.maskedVector(MaskedVector(roundID: roundID, elements: y)))
-            case .unmaskRequest(let r):
-                let shares = try statistics.lock.withLock { try session.unmask(survivors: r.survivors, dropped: r.dropped) }
-                try call.send(.unmaskResponse(UnmaskResponse(roundID: roundID, index: session.index, shares: shares)))
-                lock.withLock { statisticsSession = nil }
-            default: break
-            }
-        } catch let error as SecAggError {
-            logger.warning("Secure statistics request refused; nothing revealed", metadata: ["reason": "\(error)"])
-            throw RPCError(.failedPrecondition, "refused: \(error)")
-        }
-    }
-
     /// ShareKeys, MaskedInput and Unmask: the stages of the secure round in flight.
     func handleSecureStage(_ call: ServerCall) throws {
         let request = try call.receiveOnly()
@@ -177,10 +157,6 @@ extension Agent {
         case .maskedInputRequest(let r): roundID = r.roundID
         case .unmaskRequest(let r): roundID = r.roundID
         default: throw RPCError(.invalidArgument, "\(call.method) does not take \(request.name)")
-        }
-        if let statistics = lock.withLock({ statisticsSession }), statistics.session.config.roundID == roundID {
-            try handleStatisticsStage(request, statistics, call: call)
-            return
         }
         guard let state = lock.withLock({ secureRounds[roundID] }) else {
             throw RPCError(.failedPrecondition, "no secure round \(roundID) is in progress here")
@@ -193,7 +169,8 @@ extension Agent {
         case .maskedInputRequest: .maskedInput
         default: .unmask
         }
-        if dropIfPlanned(stage) { throw RPCError(.unavailable, "dropped out") }
+        // Dropout drills are about rounds; statistics sessions are not drilled.
+        if !state.statistics && dropIfPlanned(stage) { throw RPCError(.unavailable, "dropped out") }
         do {
             switch request {
             case .shareKeysRequest(let r):
@@ -201,6 +178,13 @@ extension Agent {
                 try call.send(.shareKeysResponse(ShareKeysResponse(roundID: roundID, index: secure.index, commitment: commitment, outgoing: outgoing)))
                 // If training is already done, encode now, before the stage-2 request.
                 if let job = job() { Thread { [self] in maskAndAnnounce(job) }.start() }
+            case .maskedInputRequest(let r) where state.statistics:
+                let y: [UInt32] = try state.lock.withLock {
+                    try secure.receiveMaskedInputRequest(survivors: r.survivors, incoming: r.incoming)
+                    defer { state.encoded = nil }
+                    return try secure.maskedInput(encoded: state.encoded ?? [])
+                }
+                try call.send(.maskedVector(MaskedVector(roundID: roundID, elements: y)))
             case .maskedInputRequest(let r):
                 try state.lock.withLock { try secure.receiveMaskedInputRequest(survivors: r.survivors, incoming: r.incoming) }
                 try call.send(.empty)
@@ -209,6 +193,7 @@ extension Agent {
                 let shares = try state.lock.withLock { try secure.unmask(survivors: r.survivors, dropped: r.dropped) }
                 logger.info("Unmask answered", metadata: ["secure.round": "\(roundID)", "survivors": "\(r.survivors.count)", "dropped": "\(r.dropped.count)"])
                 try call.send(.unmaskResponse(UnmaskResponse(roundID: roundID, index: secure.index, shares: shares)))
+                if state.statistics { lock.withLock { _ = secureRounds.removeValue(forKey: roundID) } }
             default: break
             }
         } catch let error as SecAggError {

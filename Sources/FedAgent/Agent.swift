@@ -31,9 +31,7 @@ public final class Agent: @unchecked Sendable {
     var plannedDropout: SecureStage?
     /// SHA-256 of the schema JSON this agent checked its data against (binds secure statistics).
     var schemaHash: [UInt8] = []
-    /// A secure statistics session in progress: the session, its encoded input, its lock.
-    var statisticsSession: (session: SecAggAgentSession, input: [UInt32], lock: NSLock)?
-    /// Secure rounds set up (stage 0) and not yet finished, by secure round id.
+    /// Secure sessions (rounds and statistics) set up at stage 0 and not yet finished, by secure round id.
     var secureRounds: [UInt64: SecureState] = [:]
 
     /// One task: the global model it starts from, and its update once trained.

@@ -91,7 +91,8 @@ public struct AgentConfiguration: Codable, Sendable {
             holdoutCSV = try c.decodeIfPresent(String.self, forKey: .holdoutCSV)
             seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
         }
-        var files: SiteTrainer.DataFiles {
+        /// The same, as the site trainer takes it.
+        public var files: SiteTrainer.DataFiles {
             SiteTrainer.DataFiles(csv: csv, holdoutFraction: holdoutFraction, holdoutCSV: holdoutCSV, seed: seed)
         }
     }

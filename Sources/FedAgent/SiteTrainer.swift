@@ -7,7 +7,7 @@ import Foundation
 /// split into training rows and a holdout, standardized with the federation's frozen means and
 /// scales, and trained with ``LocalTraining``. Nothing but aggregates leaves it.
 public final class SiteTrainer: LocalTrainer, @unchecked Sendable {
-    // @unchecked: `prepared` and `cache` are guarded by `lock`.
+    // @unchecked: `prepared` and `standardized` are guarded by `lock`.
     public struct DataFiles: Sendable {
         /// The site's data (training rows, and the holdout when no separate file is named).
         public var csv: String
@@ -29,13 +29,16 @@ public final class SiteTrainer: LocalTrainer, @unchecked Sendable {
         var schema: ModelSchema
         var train: Dataset
         var holdout: Dataset?
+        /// Counts the data checks, so that rows standardized from older data are never reused.
+        var generation: Int
     }
 
     public let files: DataFiles
     private let lock = NSLock()
     private var prepared: Prepared?
-    /// The last standardized training rows, reused while the standardization stays the same.
-    private var cache: (Standardization?, [Float])?
+    /// The training and holdout rows standardized last, reused while the standardization (frozen
+    /// before round 1) stays the same.
+    private var standardized: (generation: Int, with: Standardization?, train: [Float], holdout: [Float]?)?
 
     public init(files: DataFiles) {
         self.files = files
@@ -49,10 +52,9 @@ public final class SiteTrainer: LocalTrainer, @unchecked Sendable {
         } else if files.holdoutFraction > 0 && all.rowCount > 1 {
             (train, holdout) = all.split(holdoutFraction: files.holdoutFraction, seed: files.seed)
         }
-        let result = Prepared(schema: schema, train: train, holdout: holdout)
         lock.withLock {
-            prepared = result
-            cache = nil
+            prepared = Prepared(schema: schema, train: train, holdout: holdout, generation: (prepared?.generation ?? 0) + 1)
+            standardized = nil
         }
         return DataSchemaSummary(featureColumns: schema.features, labelColumn: schema.label, rowCount: UInt64(train.rowCount))
     }
@@ -92,12 +94,7 @@ public final class SiteTrainer: LocalTrainer, @unchecked Sendable {
             throw LearnError(.invalidModel, "the global model's tensors do not match the model schema")
         }
         let standardization = try Self.standardization(means: task.featureMeans, scales: task.featureScales, schema: p.schema)
-        let inputs: [Float] = lock.withLock {
-            if let cache, cache.0 == standardization { return cache.1 }
-            let inputs = p.train.standardized(with: standardization)
-            cache = (standardization, inputs)
-            return inputs
-        }
+        let inputs = rows(p, standardization).train
         var settings = TrainingSettings()
         settings.epochs = Int(task.localEpochs)
         settings.batchSize = Int(task.batchSize)
@@ -129,6 +126,18 @@ public final class SiteTrainer: LocalTrainer, @unchecked Sendable {
         guard model.layout == p.schema.layout else { throw LearnError(.invalidModel, "the model's tensors do not match the model schema") }
         let standardization = try Self.standardization(means: request.featureMeans, scales: request.featureScales, schema: p.schema)
         return EvaluationMetrics.evaluate(
-            schema: p.schema, parameters: model.values, inputs: holdout.standardized(with: standardization), labels: holdout.labels)
+            schema: p.schema, parameters: model.values, inputs: rows(p, standardization).holdout ?? [], labels: holdout.labels)
+    }
+
+    /// The standardized rows, computed once per standardization.
+    private func rows(_ p: Prepared, _ standardization: Standardization?) -> (train: [Float], holdout: [Float]?) {
+        lock.withLock {
+            if let standardized, standardized.generation == p.generation, standardized.with == standardization {
+                return (standardized.train, standardized.holdout)
+            }
+            let rows = (train: p.train.standardized(with: standardization), holdout: p.holdout?.standardized(with: standardization))
+            standardized = (p.generation, standardization, rows.train, rows.holdout)
+            return rows
+        }
     }
 }

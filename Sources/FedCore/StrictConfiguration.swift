@@ -16,6 +16,19 @@ public enum StrictConfiguration {
         public var description: String { message }
     }
 
+    /// Parses `--set key.path=value` items into overrides for ``load(_:from:schema:overrides:)``.
+    /// - Throws: ``ConfigurationError`` for an item without `=`, showing `example`.
+    public static func overrides(_ items: [String], example: String) throws -> [String: String] {
+        var settings: [String: String] = [:]
+        for item in items {
+            guard let equals = item.firstIndex(of: "=") else {
+                throw ConfigurationError("--set takes key.path=value, for example --set \(example); got '\(item)'")
+            }
+            settings[String(item[..<equals])] = String(item[item.index(after: equals)...])
+        }
+        return settings
+    }
+
     /// Reads `path`, checks every key against `schema`, then decodes `T`.
     public static func load<T: Decodable>(_ type: T.Type, from path: String, schema: Schema, overrides: [String: String] = [:]) throws -> T {
         guard let data = FileManager.default.contents(atPath: path) else {

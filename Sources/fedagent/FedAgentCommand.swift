@@ -1,4 +1,5 @@
 import ArgumentParser
+import FedCore
 import FedAgent
 import FedLearn
 import FedWire
@@ -61,15 +62,11 @@ struct RunCommand: ParsableCommand {
 
 /// Reads agent.json with `--set` overrides; a bad file is a usage error saying what to fix.
 func loadConfiguration(_ path: String, overrides: [String], port: UInt16?) throws -> AgentConfiguration {
-    var settings: [String: String] = [:]
-    for item in overrides {
-        guard let equals = item.firstIndex(of: "=") else {
-            throw ValidationError("--set takes key.path=value, for example --set trainer.delay_seconds=2; got '\(item)'")
-        }
-        settings[String(item[..<equals])] = String(item[item.index(after: equals)...])
-    }
-    if let port { settings["coordinator.port"] = "\(port)" }
-    do { return try AgentConfiguration.load(path: path, overrides: settings) } catch {
+    do {
+        var settings = try StrictConfiguration.overrides(overrides, example: "trainer.delay_seconds=2")
+        if let port { settings["coordinator.port"] = "\(port)" }
+        return try AgentConfiguration.load(path: path, overrides: settings)
+    } catch {
         throw ValidationError("\(error)")
     }
 }
@@ -106,9 +103,8 @@ struct CheckCommand: ParsableCommand {
         }
         let modelSchema: ModelSchema
         do { modelSchema = try ModelSchema.decode(json: schemaJSON) } catch { throw ValidationError("\(error)") }
-        let trainer = SiteTrainer(files: SiteTrainer.DataFiles(
-            csv: configuration.data!.csv, holdoutFraction: configuration.data!.holdoutFraction, holdoutCSV: configuration.data!.holdoutCSV,
-            seed: configuration.data!.seed))
+        // validate() has checked that a local or command trainer names its data.
+        let trainer = SiteTrainer(files: configuration.data!.files)
         do {
             _ = try trainer.prepare(schema: modelSchema)
         } catch {

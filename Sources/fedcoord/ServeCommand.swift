@@ -1,4 +1,5 @@
 import ArgumentParser
+import FedCore
 import FedCoordinator
 import FedWire
 import Foundation
@@ -28,18 +29,12 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, warning or error.") var logLevel: String = "info"
 
     func run() throws {
-        var settings: [String: String] = [:]
-        for item in overrides {
-            guard let equals = item.firstIndex(of: "=") else {
-                throw ValidationError("--set takes key.path=value, for example --set selection.target=3; got '\(item)'")
-            }
-            settings[String(item[..<equals])] = String(item[item.index(after: equals)...])
-        }
-        if let port { settings["listen.port"] = "\(port)" }
-        if let stateDir { settings["state_dir"] = "\"\(stateDir)\"" }
-        if let rounds { settings["rounds"] = "\(rounds)" }
         let configuration: CoordinatorConfiguration
         do {
+            var settings = try StrictConfiguration.overrides(overrides, example: "selection.target=3")
+            if let port { settings["listen.port"] = "\(port)" }
+            if let stateDir { settings["state_dir"] = "\"\(stateDir)\"" }
+            if let rounds { settings["rounds"] = "\(rounds)" }
             configuration = try CoordinatorConfiguration.load(path: config, overrides: settings)
         } catch {
             throw ValidationError("\(error)")

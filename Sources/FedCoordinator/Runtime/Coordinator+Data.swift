@@ -142,7 +142,7 @@ extension Coordinator {
         let config = try SecureRound.configuration(
             invited: agents, roundID: 0, attempt: attempt, epoch: startCount, settings: settings, modelSHA256: schemaSHA256, parameterCount: length,
             deadlineSeconds: settings.keysTimeoutSeconds)
-        let round = try SecureRound(config: config, roundID: 0, attempt: attempt)
+        let round = try SecureRound(config: config, roundID: 0)
         let advertised = fanOut(to: round.invited) { [self] agent in
             guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
             let index = round.withSession { $0.index(of: agent)! }
@@ -155,7 +155,7 @@ extension Coordinator {
             }
             try round.withSession { try $0.receiveKeys(keys.keys, from: agent) }
         }
-        for (agent, outcome) in advertised { if case .failure(let error) = outcome { logger.warning("No keys for statistics", metadata: ["agent": "\(agent)", "error": "\(error)"]) } }
+        logFailures(advertised, "No keys for the statistics from an agent")
         let replies = try shareKeysAndRequestMasking(round) { _, _ in }
         var survivors: [String] = []
         accumulatorLock.withLock {
@@ -193,13 +193,7 @@ extension Coordinator {
             }
             return statistics
         }
-        var answers: [String: FeatureStatistics] = [:]
-        for (agent, outcome) in outcomes {
-            switch outcome {
-            case .success(let statistics): answers[agent] = statistics
-            case .failure(let error): logger.warning("No usable statistics from an agent", metadata: ["agent": "\(agent)", "error": "\(error)"])
-            }
-        }
-        return answers
+        logFailures(outcomes, "No usable statistics from an agent")
+        return outcomes.compactMapValues { try? $0.get() }
     }
 }

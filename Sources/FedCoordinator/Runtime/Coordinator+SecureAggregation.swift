@@ -2,6 +2,7 @@ import FedCore
 import FedSecAgg
 import FedWire
 import Foundation
+import Logging
 
 // The FLSECAGG-v1 stages around the round engine: stage 0 rides on the Train call, stages 1 and
 // the stage-2 request run on a driver thread while the agents train, masked inputs are announced
@@ -18,7 +19,7 @@ extension Coordinator {
                 invited: attempt.invited, roundID: attempt.roundID, attempt: attempt.attempt, epoch: startCount,
                 settings: configuration.secureAggregation,
                 modelSHA256: hash, parameterCount: count, deadlineSeconds: attempt.deadline - now)
-            let round = try SecureRound(config: config, roundID: attempt.roundID, attempt: attempt.attempt)
+            let round = try SecureRound(config: config, roundID: attempt.roundID)
             let dp = configuration.secureAggregation.dp
             if dp.enabled {
                 let eligible = engineLock.withLock { engine.eligibleAgents(now: now).count }
@@ -63,31 +64,28 @@ extension Coordinator {
     func shareKeysAndRequestMasking(_ round: SecureRound, dropped: ([String], String) -> Void) throws -> [String: Result<Message, any Error>] {
         let settings = configuration.secureAggregation
         let secureID = round.config.roundID
-        do {
-            let keys = try round.withSession { try $0.closeAdvertising() }
-            let u1 = round.withSession { session in Set(session.u1.map { session.agent(at: $0) }) }
-            dropped(round.invited.filter { !u1.contains($0) }, "no keys by the key-advertising deadline")
-            let shared = fanOut(to: u1.sorted()) { [self] agent in
-                guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
-                let reply = try connection.unary(Methods.shareKeys, .shareKeysRequest(ShareKeysRequest(roundID: secureID, keys: keys)),
-                                                 timeout: settings.keysTimeoutSeconds)
-                guard case .shareKeysResponse(let response) = reply, response.roundID == secureID else {
-                    throw RPCError(.invalidArgument, "ShareKeys answered \(reply.name) for another round")
-                }
-                try round.withSession { try $0.receiveShares(from: agent, commitment: response.commitment, envelopes: response.outgoing) }
+        let keys = try round.withSession { try $0.closeAdvertising() }
+        let u1 = round.withSession { session in Set(session.u1.map { session.agent(at: $0) }) }
+        dropped(round.invited.filter { !u1.contains($0) }, "no keys by the key-advertising deadline")
+        let shared = fanOut(to: u1.sorted()) { [self] agent in
+            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+            let reply = try connection.unary(Methods.shareKeys, .shareKeysRequest(ShareKeysRequest(roundID: secureID, keys: keys)),
+                                             timeout: settings.keysTimeoutSeconds)
+            guard case .shareKeysResponse(let response) = reply, response.roundID == secureID else {
+                throw RPCError(.invalidArgument, "ShareKeys answered \(reply.name) for another round")
             }
-            for (agent, outcome) in shared { if case .failure(let error) = outcome { logger.warning("No shares", metadata: ["agent": "\(agent)", "error": "\(error)"]) } }
-            let incoming = try round.withSession { try $0.closeSharing() }
-            let u2 = round.withSession { session in Set(session.u2.map { session.agent(at: $0) }) }
-            let survivors = round.withSession { $0.u2.sorted() }
-            dropped(u1.filter { !u2.contains($0) }.sorted(), "no valid shares by the key-sharing deadline")
-            return fanOut(to: u2.sorted()) { [self] agent in
-                guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
-                let index = round.withSession { $0.index(of: agent)! }
-                return try connection.unary(
-                    Methods.maskedInput, .maskedInputRequest(MaskedInputRequest(roundID: secureID, survivors: survivors, incoming: incoming[index] ?? [])),
-                    timeout: settings.keysTimeoutSeconds)
-            }
+            try round.withSession { try $0.receiveShares(from: agent, commitment: response.commitment, envelopes: response.outgoing) }
+        }
+        logFailures(shared, "No shares from an agent")
+        let incoming = try round.withSession { try $0.closeSharing() }
+        let (survivors, u2) = round.withSession { session in (session.u2.sorted(), Set(session.u2.map { session.agent(at: $0) })) }
+        dropped(u1.filter { !u2.contains($0) }.sorted(), "no valid shares by the key-sharing deadline")
+        return fanOut(to: u2.sorted()) { [self] agent in
+            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+            let index = round.withSession { $0.index(of: agent)! }
+            return try connection.unary(
+                Methods.maskedInput, .maskedInputRequest(MaskedInputRequest(roundID: secureID, survivors: survivors, incoming: incoming[index] ?? [])),
+                timeout: settings.keysTimeoutSeconds)
         }
     }
 
@@ -105,6 +103,13 @@ extension Coordinator {
         for agent in agents {
             perform(engineLock.withLock { engine.taskFailed(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)", now: now) })
             sendCancel(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)")
+        }
+    }
+
+    /// Logs the agents a fan-out could not reach, with why.
+    func logFailures<T>(_ outcomes: [String: Result<T, any Error>], _ message: Logger.Message) {
+        for (agent, outcome) in outcomes.sorted(by: { $0.key < $1.key }) {
+            if case .failure(let error) = outcome { logger.warning(message, metadata: ["agent": "\(agent)", "error": "\(error)"]) }
         }
     }
 
@@ -147,8 +152,10 @@ extension Coordinator {
             try session.closeMaskedInput(survivors: indices)
             return indices
         }
-        let (u3, dropped) = round.withSession { ($0.u3.sorted(), $0.dropped.sorted()) }
-        let names = round.withSession { session in (u3.map { session.agent(at: $0) }, dropped.map { session.agent(at: $0) }) }
+        let (u3, dropped, names) = round.withSession { session in
+            let (u3, dropped) = (session.u3.sorted(), session.dropped.sorted())
+            return (u3, dropped, (u3.map { session.agent(at: $0) }, dropped.map { session.agent(at: $0) }))
+        }
         let answers = fanOut(to: names.0) { [self] agent in
             guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
             let reply = try connection.unary(Methods.unmask, .unmaskRequest(UnmaskRequest(roundID: secureID, survivors: u3, dropped: dropped)),
@@ -158,7 +165,7 @@ extension Coordinator {
             }
             try round.withSession { try $0.receiveUnmask(from: agent, shares: response.shares) }
         }
-        for (agent, outcome) in answers { if case .failure(let error) = outcome { logger.warning("No unmask answer", metadata: ["agent": "\(agent)", "error": "\(error)"]) } }
+        logFailures(answers, "No unmask answer from an agent")
         let result: T = try accumulatorLock.withLock {
             try round.sum.withUnsafeMutableBufferPointer { sum in
                 try round.withSession { try $0.removeMasks(from: sum) }

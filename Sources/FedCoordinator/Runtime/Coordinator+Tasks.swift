@@ -14,7 +14,7 @@ extension Coordinator {
         if let secure {
             // Stage 0 before any model byte, so that the key stages overlap the broadcast.
             let advertised = secureSetup(agent, task: task, round: secure)
-            secure.trainCallEnded(agent)
+            secure.keysCallEnded(agent)
             // Without keys the agent cannot take part; the key deadline drops it from the round.
             guard advertised else { return }
         }

@@ -9,8 +9,6 @@ final class SecureRound: @unchecked Sendable {
     // @unchecked: `session` and `answered` are guarded by `condition`; `sum` by the coordinator's
     // accumulator lock.
     let roundID: UInt64
-    let attempt: Int
-    let invited: [String]
     private let session: SecAggCoordinatorSession
     private let condition = NSCondition()
     private var answered: Set<String> = []
@@ -20,15 +18,15 @@ final class SecureRound: @unchecked Sendable {
     var samplingRate = 1.0
     var projectedEpsilon: Double?
 
-    init(config: SecAggConfig, roundID: UInt64, attempt: Int) throws {
+    init(config: SecAggConfig, roundID: UInt64) throws {
         session = try SecAggCoordinatorSession(config: config)
         self.roundID = roundID
-        self.attempt = attempt
-        invited = config.roster
         sum = [UInt32](repeating: 0, count: Int(config.vectorLength))
     }
 
     var config: SecAggConfig { session.config }
+    /// The agents invited to the attempt (its roster).
+    var invited: [String] { session.config.roster }
 
     /// The attempt's FLSECAGG-v1 configuration for `invited` agents, from the coordinator's
     /// settings (§2.3): complete graph with `t = N − D_max` up to 200 agents (or when asked),
@@ -88,15 +86,15 @@ final class SecureRound: @unchecked Sendable {
         return try body(session)
     }
 
-    /// The agent's Train call ended (with its keys, or without).
-    func trainCallEnded(_ agent: String) {
+    /// The agent's stage-0 call (SecureSetup) ended, with its keys or without.
+    func keysCallEnded(_ agent: String) {
         condition.lock()
         answered.insert(agent)
         condition.broadcast()
         condition.unlock()
     }
 
-    /// Waits until every invited agent's Train call ended, or `deadline`.
+    /// Waits until every invited agent's stage-0 call ended, or `deadline`.
     func waitForKeys(until deadline: Date) {
         condition.lock()
         defer { condition.unlock() }
