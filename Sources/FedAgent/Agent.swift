@@ -242,7 +242,9 @@ public final class Agent: @unchecked Sendable {
             session = state
         } else if configuration.policy.requireSecureAggregation || configuration.policy.maxEpsilon != nil {
             logger.warning("Plaintext round refused by this site's policy", metadata: ["round": "\(task.roundID)"])
-            throw RPCError(.permissionDenied, "this site's policy requires secure aggregation (policy.require_secure_aggregation); "
+            let policy = configuration.policy.requireSecureAggregation ? "policy.require_secure_aggregation"
+                : "policy.max_epsilon, which needs differentially private secure rounds"
+            throw RPCError(.permissionDenied, "this site's policy requires secure aggregation (\(policy)); "
                 + "round \(task.roundID) was offered without it and is refused")
         }
         let job = Job(task: task, global: global, secure: session)
