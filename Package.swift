@@ -23,6 +23,8 @@ let package = Package(
         // System C libraries. The shim header wraps the macros Swift cannot import.
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        // C kernels on the data path (CRC-32C, finiteness), vectorized when the CPU can.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // protoc-c output for proto/fedcoord.proto, committed; `make proto` regenerates it.
         .target(name: "FedProtoC", dependencies: ["CProtobufC"]),
         // Tensors, aggregation, server optimizers, safetensors: pure Swift, no I/O.
@@ -36,7 +38,7 @@ let package = Package(
         .target(
             name: "FedWire",
             dependencies: [
-                "COpenSSL", "CProtobufC", "FedProtoC", "FedSecAgg",
+                "CKernels", "COpenSSL", "CProtobufC", "FedProtoC", "FedSecAgg",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -44,13 +46,13 @@ let package = Package(
         // Round engine (pure state machine), round log, checkpoints, the coordinator's runtime.
         .target(
             name: "FedCoordinator",
-            dependencies: ["FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CKernels", "FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         // The agent's runtime: dial, reconnect, train, announce, stream the update.
         .target(
             name: "FedAgent",
-            dependencies: ["FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CKernels", "FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .executableTarget(

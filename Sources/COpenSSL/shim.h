@@ -95,6 +95,9 @@ static inline int shim_tune_malloc_for_large_buffers(void) {
     int c = mallopt(M_ARENA_MAX, 2);
     return a && b && c;
 }
+/// Never hands freed heap memory back to the kernel, so that a buffer freed and allocated again
+/// each round (an agent's copy of the model) reuses warm pages instead of faulting in fresh ones.
+static inline int shim_keep_freed_heap_memory(void) { return mallopt(M_TRIM_THRESHOLD, 0x7fffffff); }
 static inline void shim_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
 
 // MARK: secure aggregation (FLSECAGG-v1) primitives

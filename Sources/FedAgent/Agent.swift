@@ -1,3 +1,4 @@
+import CKernels
 import FedCore
 import FedLearn
 import FedSecAgg
@@ -206,7 +207,7 @@ public final class Agent: @unchecked Sendable {
         guard case .evaluationRequest(let request) = try call.receive() else {
             throw RPCError(.invalidArgument, "Evaluate starts with an EvaluationRequest")
         }
-        let model = try receiveModel(from: call, tensorCount: request.tensorCount, sha256: request.modelSHA256)
+        let model = try receiveModel(from: call, tensorCount: request.tensorCount)
         let metrics: EvaluationMetrics
         do { metrics = try trainer.evaluate(request: request, model: model) } catch let error as RPCError {
             throw error
@@ -227,7 +228,8 @@ public final class Agent: @unchecked Sendable {
 
     private func receiveTask(_ call: ServerCall) throws {
         guard case .trainTask(let task) = try call.receive() else { throw RPCError(.invalidArgument, "Train starts with a TrainTask") }
-        let global = try receiveModel(from: call, tensorCount: task.tensorCount, sha256: task.modelSHA256)
+        // A secure round is bound to the model's SHA-256: check the bytes against it.
+        let global = try receiveModel(from: call, tensorCount: task.tensorCount, expectedSHA256: task.secureAggregation == nil ? nil : task.modelSHA256)
         var session: SecureState?
         if let secure = task.secureAggregation {
             guard let state = lock.withLock({ secureRounds[secure.config.roundID] }) else {
@@ -258,8 +260,9 @@ public final class Agent: @unchecked Sendable {
         Thread { [self] in train(job) }.start()
     }
 
-    /// Reads a model streamed after a call's first message, checking every tensor's hash and the model's.
-    private func receiveModel(from call: ServerCall, tensorCount: UInt32, sha256: [UInt8]) throws -> ModelParameters {
+    /// Reads a model streamed after a call's first message, checking every tensor's CRC-32C and,
+    /// when `expectedSHA256` is given, the model's SHA-256 (``ModelDigest``) against it.
+    private func receiveModel(from call: ServerCall, tensorCount: UInt32, expectedSHA256: [UInt8]? = nil) throws -> ModelParameters {
         var specs: [TensorSpec] = []
         var values: [Float] = []
         var digests: [[UInt8]] = []
@@ -273,14 +276,15 @@ public final class Agent: @unchecked Sendable {
             let start = values.count
             values.append(contentsOf: repeatElement(0, count: count))
             let summary = try values.withUnsafeMutableBufferPointer { buffer in
-                try TensorStream.receive(from: call, header: header, into: UnsafeMutableBufferPointer(rebasing: buffer[start..<start + count]))
+                try TensorStream.receive(
+                    from: call, header: header, into: UnsafeMutableBufferPointer(rebasing: buffer[start..<start + count]),
+                    sha256: expectedSHA256 != nil)
             }
-            digests.append(summary.sha256)
+            if let digest = summary.sha256 { digests.append(digest) }
             specs.append(TensorSpec(name: header.name, shape: shape))
         }
         guard try call.receive() == nil else { throw RPCError(.invalidArgument, "unexpected message after the model's tensors") }
-        // Each tensor's bytes were checked against its own digest as they arrived.
-        guard ModelDigest.combine(digests) == sha256 else {
+        if let expectedSHA256, ModelDigest.combine(digests) != expectedSHA256 {
             throw RPCError(.dataLoss, "the model received does not match the model hash announced")
         }
         do { return try ModelParameters(layout: try ModelLayout(specs), values: values) } catch {
@@ -302,7 +306,9 @@ public final class Agent: @unchecked Sendable {
             announceFailure(job, reason: "local training failed: \(error)")
             return
         }
-        guard result.delta.count == job.global.layout.parameterCount, result.exampleCount > 0, result.delta.allSatisfy(\.isFinite) else {
+        guard result.delta.count == job.global.layout.parameterCount, result.exampleCount > 0,
+              result.delta.withUnsafeBytes({ fed_first_nonfinite_f32($0.baseAddress, $0.count / 4) }) < 0
+        else {
             logger.error("The trainer returned an update that does not fit the model (size, example count or a non-finite value); not sent",
                          metadata: ["round": "\(job.task.roundID)"])
             announceFailure(job, reason: "the trainer returned an update that does not fit the model")

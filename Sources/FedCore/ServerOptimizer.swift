@@ -80,43 +80,80 @@ public struct ServerOptimizer: Sendable, Equatable {
     /// Applies one round's mean delta to `model` in place.
     public mutating func step(model: inout [Float], meanDelta delta: [Float]) {
         precondition(model.count == delta.count, "delta does not match the model")
-        step(model: &model) { Double(delta[$0]) }
+        step(model: &model) { range, out in
+            for (k, i) in range.enumerated() { out[k] = Double(delta[i]) }
+        }
     }
 
-    /// Applies one round's mean delta, read element by element from `delta` (so that the mean
-    /// never needs a model-sized buffer of its own).
-    public mutating func step(model: inout [Float], meanDelta delta: (Int) -> Double) {
+    /// Elements per block of ``step(model:meanDelta:)-swift.method``: 64 KiB of Float64 scratch.
+    static let blockSize = 8192
+
+    /// Applies one round's mean delta, which `meanDelta` writes block by block: given a range of
+    /// elements it fills a buffer of `range.count` Float64s (so that the mean never needs a
+    /// model-sized buffer of its own). Cost: one vectorizable pass over the model and moments.
+    public mutating func step(
+        model: inout [Float], meanDelta fill: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) throws -> Void
+    ) rethrows {
+        let count = model.count
+        if settings.kind != .fedavg, firstMoment.count != count { firstMoment = [Float](repeating: 0, count: count) }
+        if [.fedadagrad, .fedadam, .fedyogi].contains(settings.kind), secondMoment.count != count {
+            secondMoment = [Float](repeating: Float(settings.tau * settings.tau), count: count)
+        }
+        let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: Self.blockSize)
+        defer { scratch.deallocate() }
+        let settings = settings
+        try model.withUnsafeMutableBufferPointer { x in
+            try firstMoment.withUnsafeMutableBufferPointer { m in
+                try secondMoment.withUnsafeMutableBufferPointer { v in
+                    var start = 0
+                    while start < count {
+                        let end = min(start + Self.blockSize, count)
+                        let d = UnsafeMutableBufferPointer(rebasing: scratch[0..<(end - start)])
+                        try fill(start..<end, d)
+                        Self.apply(
+                            settings, delta: UnsafeBufferPointer(d), model: UnsafeMutableBufferPointer(rebasing: x[start..<end]),
+                            first: m.isEmpty ? m : UnsafeMutableBufferPointer(rebasing: m[start..<end]),
+                            second: v.isEmpty ? v : UnsafeMutableBufferPointer(rebasing: v[start..<end]))
+                        start = end
+                    }
+                }
+            }
+        }
+    }
+
+    /// One block of the update rule (the moments are empty when the kind has none).
+    private static func apply(
+        _ settings: Settings, delta: UnsafeBufferPointer<Double>, model: UnsafeMutableBufferPointer<Float>,
+        first: UnsafeMutableBufferPointer<Float>, second: UnsafeMutableBufferPointer<Float>
+    ) {
         let eta = settings.learningRate
         switch settings.kind {
         case .fedavg:
-            for i in model.indices { model[i] = Float(Double(model[i]) + eta * delta(i)) }
+            for i in 0..<delta.count { model[i] = Float(Double(model[i]) + eta * delta[i]) }
         case .fedavgm:
-            if firstMoment.count != model.count { firstMoment = [Float](repeating: 0, count: model.count) }
             let beta = settings.momentum
-            for i in model.indices {
-                let m = beta * Double(firstMoment[i]) + delta(i)
-                firstMoment[i] = Float(m)
+            for i in 0..<delta.count {
+                let m = beta * Double(first[i]) + delta[i]
+                first[i] = Float(m)
                 model[i] = Float(Double(model[i]) + eta * m)
             }
         case .fedadagrad, .fedadam, .fedyogi:
             let tau = settings.tau
-            if firstMoment.count != model.count { firstMoment = [Float](repeating: 0, count: model.count) }
-            if secondMoment.count != model.count { secondMoment = [Float](repeating: Float(tau * tau), count: model.count) }
             let b1 = settings.beta1
             let b2 = settings.beta2
-            for i in model.indices {
-                let d = delta(i)
+            for i in 0..<delta.count {
+                let d = delta[i]
                 let d2 = d * d
-                let m = b1 * Double(firstMoment[i]) + (1 - b1) * d
-                let vPrevious = Double(secondMoment[i])
+                let m = b1 * Double(first[i]) + (1 - b1) * d
+                let vPrevious = Double(second[i])
                 let v: Double
                 switch settings.kind {
                 case .fedadagrad: v = vPrevious + d2
                 case .fedadam: v = b2 * vPrevious + (1 - b2) * d2
                 default: v = vPrevious - (1 - b2) * d2 * (vPrevious - d2 > 0 ? 1 : (vPrevious - d2 < 0 ? -1 : 0))
                 }
-                firstMoment[i] = Float(m)
-                secondMoment[i] = Float(v)
+                first[i] = Float(m)
+                second[i] = Float(v)
                 model[i] = Float(Double(model[i]) + eta * m / (v.squareRoot() + tau))
             }
         }

@@ -53,13 +53,24 @@ public struct WeightedMeanAccumulator: Sendable {
         return sums.map { Float($0 / total) }
     }
 
-    /// The weighted mean of one element (no allocation; for applying the mean in place).
-    @inline(__always)
-    public func meanValue(at index: Int) -> Double { sums.isEmpty ? 0 : sums[index] / Double(totalWeight) }
+    /// Writes the weighted mean of the elements in `range` into `out` (`range.count` values),
+    /// for a server optimizer's block-wise ``ServerOptimizer/step(model:meanDelta:)-swift.method``.
+    public func mean(_ range: Range<Int>, into out: UnsafeMutableBufferPointer<Double>) {
+        precondition(out.count == range.count, "the buffer does not fit the range")
+        guard !sums.isEmpty else {
+            out.update(repeating: 0)
+            return
+        }
+        let total = Double(totalWeight)
+        sums.withUnsafeBufferPointer { sums in
+            let base = sums.baseAddress! + range.lowerBound
+            for k in 0..<out.count { out[k] = base[k] / total }
+        }
+    }
 
     /// Forgets everything added (the buffer is kept).
     public mutating func reset() {
-        for index in sums.indices { sums[index] = 0 }
+        sums.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
         totalWeight = 0
         updateCount = 0
     }

@@ -2642,12 +2642,12 @@ const ProtobufCMessageDescriptor fedcoord__v1__tensor_chunk__descriptor =
 static const ProtobufCFieldDescriptor fedcoord__v1__tensor_trailer__field_descriptors[1] =
 {
   {
-    "sha256",
-    1,
+    "crc32c",
+    2,
     PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_BYTES,
+    PROTOBUF_C_TYPE_FIXED32,
     0,   /* quantifier_offset */
-    offsetof(Fedcoord__V1__TensorTrailer, sha256),
+    offsetof(Fedcoord__V1__TensorTrailer, crc32c),
     NULL,
     NULL,
     0,             /* flags */
@@ -2655,11 +2655,11 @@ static const ProtobufCFieldDescriptor fedcoord__v1__tensor_trailer__field_descri
   },
 };
 static const unsigned fedcoord__v1__tensor_trailer__field_indices_by_name[] = {
-  0,   /* field[0] = sha256 */
+  0,   /* field[0] = crc32c */
 };
 static const ProtobufCIntRange fedcoord__v1__tensor_trailer__number_ranges[1 + 1] =
 {
-  { 1, 0 },
+  { 2, 0 },
   { 0, 1 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__tensor_trailer__descriptor =

@@ -46,6 +46,7 @@ struct RunCommand: ParsableCommand {
         var logger = Logger(label: "fedagent") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         WireProcess.tuneAllocatorForLargeBuffers()
+        WireProcess.keepFreedHeapMemory()
         let agent = try Agent(configuration: configuration, logger: logger)
         var sources: [any DispatchSourceSignal] = []
         for number in [SIGTERM, SIGINT] {

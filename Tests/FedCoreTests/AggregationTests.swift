@@ -48,6 +48,39 @@ struct AggregationTests {
         }
     }
 
+    @Test("Block-wise steps across block boundaries equal each element stepped on its own", arguments: ServerOptimizer.Kind.allCases)
+    func blockBoundaries(kind: ServerOptimizer.Kind) throws {
+        let settings = ServerOptimizer.Settings(kind: kind, learningRate: 0.1, momentum: 0.9, beta1: 0.9, beta2: 0.99, tau: 1e-3)
+        let count = 3 * 8192 + 5
+        var model = (0..<count).map { Float($0 % 13) * 0.25 - 1 }
+        let deltas: [[Float]] = (0..<2).map { (round: Int) -> [Float] in
+            (0..<count).map { (i: Int) -> Float in Float((i * 7 + round) % 11) * 0.01 - 0.05 }
+        }
+        var optimizer = ServerOptimizer(settings: settings)
+        for delta in deltas { optimizer.step(model: &model, meanDelta: delta) }
+        for index in [0, 8191, 8192, 16_383, 16_384, 24_575, 24_576, count - 1] {
+            var single = ServerOptimizer(settings: settings)
+            var element = [Float(index % 13) * 0.25 - 1]
+            for delta in deltas { single.step(model: &element, meanDelta: [delta[index]]) }
+            #expect(model[index] == element[0], "element \(index)")
+            if kind != .fedavg { #expect(optimizer.firstMoment[index] == single.firstMoment[0]) }
+        }
+    }
+
+    @Test("The accumulator's block-wise mean equals the whole mean")
+    func blockMean() throws {
+        let layout = try ModelLayout([TensorSpec(name: "w", shape: [10_000])])
+        var accumulator = WeightedMeanAccumulator(layout: layout)
+        accumulator.add((0..<10_000).map { Float($0) }, weight: 3)
+        accumulator.add((0..<10_000).map { Float(-$0) * 0.5 }, weight: 1)
+        let whole = try #require(accumulator.mean())
+        var block = [Double](repeating: .nan, count: 100)
+        block.withUnsafeMutableBufferPointer { accumulator.mean(9_900..<10_000, into: $0) }
+        #expect(block.map { Float($0) } == Array(whole[9_900...]))
+        let expected: Double = (3.0 * 9_900.0 - 0.5 * 9_900.0) / 4.0
+        #expect(block[0] == expected)
+    }
+
     @Test("Impossible optimizer settings are refused with what to fix")
     func settingsValidation() {
         #expect(throws: ModelError.self) { try ServerOptimizer.Settings(learningRate: 0).validate() }

@@ -37,7 +37,7 @@ struct EnvelopeCodecTests {
             .heartbeat(Heartbeat(sequence: 3, sentUnixMs: 123, activity: "training round 2")),
             .trainTask(task),
             .tensorHeader(TensorHeader(name: "layer0.weight", shape: [30, 64], totalBytes: 7680, chunkBytes: 4096)),
-            .tensorTrailer(TensorTrailer(sha256: Array(repeating: 9, count: 32))),
+            .tensorTrailer(TensorTrailer(crc32c: 0xE306_9283)),
             .updateReady(ready),
             .fetchUpdate(FetchUpdate(roundID: 7, modelVersion: 6)),
             .cancelTask(CancelTask(roundID: 7, reason: "round closed")),

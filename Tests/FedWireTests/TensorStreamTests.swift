@@ -11,7 +11,7 @@ func peakResidentBytes() -> Int {
     return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
 }
 
-/// Chunked Float32 tensors over loopback mTLS: announced size, in-order chunks, end-to-end SHA-256.
+/// Chunked Float32 tensors over loopback mTLS: announced size, in-order chunks, end-to-end CRC-32C.
 @Suite("Tensor streams")
 struct TensorStreamTests {
     /// Runs `agentHandler` as the agent's Train handler and returns the coordinator-side
@@ -35,8 +35,10 @@ struct TensorStreamTests {
             case Methods.train:
                 guard case .trainTask(let task) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "task first") }
                 var floats = [Float](repeating: 0, count: 3 * 100_001)
-                _ = try floats.withUnsafeMutableBufferPointer { try TensorStream.receive(from: call, into: $0) }
+                let summary = try floats.withUnsafeMutableBufferPointer { try TensorStream.receive(from: call, into: $0, sha256: true) }
                 #expect(try call.receive() == nil)
+                // Asked for, the SHA-256 of the bytes comes with the CRC.
+                #expect(summary.sha256 == floats.withUnsafeBytes { SHA256Hasher.hash($0) })
                 #expect(task.tensorCount == 1)
                 received.withLock { $0 = floats }
             case Methods.pullUpdate:
@@ -53,13 +55,13 @@ struct TensorStreamTests {
         var task = TrainTask()
         task.tensorCount = 1
         try call.send(.trainTask(task))
-        let digest = try weights.withUnsafeBufferPointer {
+        let crc = try weights.withUnsafeBufferPointer {
             try TensorStream.send(name: "w", shape: [3, 100_001], floats: $0, chunkBytes: 64 << 10, to: call)
         }
         try call.finishSending()
         try call.expectEnd()
         #expect(received.withLock { $0 } == weights)
-        #expect(digest == weights.withUnsafeBytes { SHA256Hasher.hash($0) })
+        #expect(crc == weights.withUnsafeBytes { CRC32C.portableChecksum($0) })
         // Agent → coordinator: PullUpdate streams the update back.
         let pull = try coordinator.makeCall(method: Methods.pullUpdate, timeout: 30)
         try pull.send(.fetchUpdate(FetchUpdate(roundID: 1, modelVersion: 0)), endOfStream: true)
@@ -67,6 +69,7 @@ struct TensorStreamTests {
         let summary = try update.withUnsafeMutableBufferPointer { try TensorStream.receive(from: pull, into: $0) }
         try pull.expectEnd()
         #expect(summary.header.name == "layer0.weight" && summary.header.shape == [10, 100])
+        #expect(summary.sha256 == nil)
         #expect(update == (0..<1000).map { Float($0) * 0.5 })
     }
 
@@ -109,7 +112,7 @@ struct TensorStreamTests {
         #expect(growth < 512 << 20, "peak RSS grew by \(growth >> 20) MiB")
     }
 
-    @Test("A corrupted chunk is detected by the end-to-end hash (DATA_LOSS)")
+    @Test("A corrupted chunk is detected by the end-to-end CRC-32C (DATA_LOSS)")
     func corruptedChunk() throws {
         let server = try TestServer()
         let (agentSide, coordinator) = try Self.agent(server) { call in
@@ -117,13 +120,13 @@ struct TensorStreamTests {
         }
         defer { agentSide.close() }
         var original = [UInt8](repeating: 1, count: 4000)
-        let digest = SHA256Hasher.hash(UnsafeRawBufferPointer(start: &original, count: original.count))
+        let crc = original.withUnsafeBytes { CRC32C.checksum($0) }
         var corrupted = original
         corrupted[1234] ^= 0x01
         let call = try coordinator.makeCall(method: Methods.train, timeout: 10)
         try call.send(.tensorHeader(TensorHeader(name: "w", shape: [1000], totalBytes: 4000, chunkBytes: 4000)))
         try call.send(.tensorChunk(TensorChunk(offset: 0, data: ByteView(corrupted))))
-        try call.send(.tensorTrailer(TensorTrailer(sha256: digest)), endOfStream: true)
+        try call.send(.tensorTrailer(TensorTrailer(crc32c: crc)), endOfStream: true)
         let error = #expect(throws: RPCError.self) { try call.expectEnd() }
         #expect(error?.code == .dataLoss)
         #expect(error?.message.contains("corrupted") == true)
@@ -161,7 +164,7 @@ struct TensorStreamTests {
         for (offset, count) in stream.chunks {
             try? call.send(.tensorChunk(TensorChunk(offset: offset, data: ByteView([UInt8](repeating: 0, count: count)))))
         }
-        try? call.send(.tensorTrailer(TensorTrailer(sha256: [])), endOfStream: true)
+        try? call.send(.tensorTrailer(TensorTrailer(crc32c: 0)), endOfStream: true)
         let error = #expect(throws: RPCError.self) { try call.expectEnd() }
         #expect(error?.code == stream.code, "\(stream): \(String(describing: error))")
         #expect(!agentSide.isClosed, "a refused stream ends the call, not the connection")

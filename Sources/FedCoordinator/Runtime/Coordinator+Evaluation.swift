@@ -70,9 +70,9 @@ extension Coordinator {
             let sink = AbortableSink(call: call) { false }
             try global.values.withUnsafeBufferPointer { values in
                 for (index, spec) in global.layout.tensors.enumerated() {
-                    _ = try TensorStream.send(
+                    try TensorStream.send(
                         name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[global.layout.range(of: index)]),
-                        to: sink, knownSHA256: tensorDigests[index])
+                        to: sink, knownCRC32C: tensorCRCs[index])
                 }
             }
         }

@@ -33,9 +33,9 @@ extension Coordinator {
                 try global.values.withUnsafeBufferPointer { values in
                     for (index, spec) in global.layout.tensors.enumerated() {
                         let range = global.layout.range(of: index)
-                        _ = try TensorStream.send(
+                        try TensorStream.send(
                             name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[range]), to: sink,
-                            knownSHA256: tensorDigests[index])
+                            knownCRC32C: tensorCRCs[index])
                         sent += UInt64(spec.count * 4)
                     }
                 }

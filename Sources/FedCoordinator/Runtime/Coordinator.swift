@@ -1,3 +1,4 @@
+import CKernels
 import FedCore
 import FedLearn
 import FedSecAgg
@@ -29,7 +30,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     let modelLock = ReadWriteLock()
     var global: ModelParameters  // modelLock
     var globalSHA256: [UInt8]  // modelLock
-    var tensorDigests: [[UInt8]]  // modelLock
+    /// Each tensor's CRC-32C, computed once per model for all its broadcasts.
+    var tensorCRCs: [UInt32] = []  // modelLock
     private var optimizer: ServerOptimizer  // modelLock
     /// Lock order: engineLock → accumulatorLock, and modelLock → accumulatorLock.
     let accumulatorLock = NSLock()
@@ -65,6 +67,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     let roundLog: RoundLog  // logLock
     private var server: WireServer?
     private let finished = DispatchSemaphore(value: 0)
+    /// Writes each round's checkpoint and record while the next round starts.
+    private let commitWriter = CommitWriter()
+    /// Why the coordinator stopped on its own, if it had to (``run()`` throws it).
+    private var stopError: (any Error)?  // stateLock
     let broadcastSlots = DispatchSemaphore(value: 4)
 
     /// Opens (or resumes from) the state folder. Does not listen yet.
@@ -108,8 +114,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         store.prune(committed: version)
         // The published schema, for `fedagent check --schema` at sites that check offline.
         if schema != nil { try Data((schemaJSON + "\n").utf8).write(to: URL(fileURLWithPath: store.directory + "/schema.json"), options: .atomic) }
-        tensorDigests = CheckpointStore.tensorDigests(global)
-        globalSHA256 = ModelDigest.combine(tensorDigests)
+        globalSHA256 = ModelDigest.combine(CheckpointStore.tensorDigests(global))
+        tensorCRCs = Self.tensorCRCs(global)
         accumulator = WeightedMeanAccumulator(layout: layout)
         engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
         for record in roundLog.records where record.type == "round" && record.status == "committed" {
@@ -160,7 +166,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             Thread { [self] in gatherStatisticsUntilFrozen() }.start()
         }
         finished.wait()
+        // The last aggregated round becomes durable before the process may exit.
+        commitWriter.waitUntilIdle()
         server.stop()
+        if let error = stateLock.withLock({ stopError }) { throw error }
     }
 
     /// The port the coordinator listens on (after ``run()`` has started).
@@ -421,13 +430,17 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     }
 
     /// The index of the first NaN or infinity among little-endian Float32 values that may sit at
-    /// any alignment (a chunk decoded in place starts wherever the frame put it).
+    /// any alignment (a chunk decoded in place starts wherever the frame put it). Vectorized.
     static func firstNonFinite(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        for index in 0..<bytes.count / 4 {
-            let bits = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self))
-            if bits & 0x7F80_0000 == 0x7F80_0000 { return index }
+        guard let base = bytes.baseAddress else { return nil }
+        let index = fed_first_nonfinite_f32(base, bytes.count / 4)
+        return index < 0 ? nil : index
+    }
+
+    static func tensorCRCs(_ model: ModelParameters) -> [UInt32] {
+        model.values.withUnsafeBufferPointer { values in
+            model.layout.tensors.indices.map { CRC32C.checksum(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: values[model.layout.range(of: $0)]))) }
         }
-        return nil
     }
 
     struct PullFailure: Error {
@@ -480,27 +493,33 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     }
 
     /// Mean → server optimizer → checkpoint → round record (the commit point) → next round.
+    ///
+    /// The checkpoint and the record are written by ``commitWriter`` while the next round starts;
+    /// the previous round's writing has finished before this round's mean is applied.
     private func commit(_ outcome: RoundStateMachine.Outcome) {
         let round = outcome.attempt.roundID
+        commitWriter.waitUntilIdle()
+        guard !isStopped else { return }
         do {
             var unmasked: UnmaskOutcome?
             let secure = currentSecureRound(round)
-            let hash: String = try modelLock.withWriteLock {
+            let (hash, model, optimizerState): (String, ModelParameters, ServerOptimizer) = try modelLock.withWriteLock {
                 if let secure {
                     unmasked = try unmask(secure, accepted: outcome.accepted.keys.sorted()) { mean in
-                        optimizer.step(model: &global.values) { mean($0) }
+                        optimizer.step(model: &global.values) { range, out in
+                            for (k, i) in range.enumerated() { out[k] = mean(i) }
+                        }
                     }
                 } else {
                     accumulatorLock.withLock {
-                        optimizer.step(model: &global.values) { accumulator.meanValue(at: $0) }
+                        optimizer.step(model: &global.values) { range, out in accumulator.mean(range, into: out) }
                         accumulator.reset()
                     }
                 }
-                tensorDigests = CheckpointStore.tensorDigests(global)
-                globalSHA256 = ModelDigest.combine(tensorDigests)
-                try store.writeModel(global, version: round, metadata: checkpointMetadata(round: round))
-                try store.writeOptimizer(optimizer, layout: global.layout, version: round)
-                return globalSHA256.hexString
+                globalSHA256 = ModelDigest.combine(CheckpointStore.tensorDigests(global))
+                tensorCRCs = Self.tensorCRCs(global)
+                // Shared storage, not copies: nothing writes them until the commit writer is idle again.
+                return (globalSHA256.hexString, global, optimizer)
             }
             var record = roundRecord(outcome, status: "committed")
             if let unmasked {
@@ -525,17 +544,35 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             }
             record.modelVersion = round
             record.modelSHA256 = hash
-            _ = try logLock.withLock { try roundLog.append(record) }
-            store.prune(committed: round)
-            logger.info("Round committed", metadata: [
-                "round": "\(round)", "round.reported": "\(outcome.accepted.count)", "round.late": "\(outcome.late.count)",
-                "round.failed": "\(outcome.failed.count)", "round.seconds": "\(String(format: "%.2f", record.durationSeconds ?? 0))",
-            ])
+            let metadata = checkpointMetadata(round: round)
+            let accepted = outcome.accepted.count, late = outcome.late.count, failed = outcome.failed.count
+            commitWriter.submit { [self, record] in
+                do {
+                    try store.writeModel(model, version: round, metadata: metadata)
+                    try store.writeOptimizer(optimizerState, layout: model.layout, version: round)
+                    _ = try logLock.withLock { try roundLog.append(record) }
+                } catch {
+                    // The model in memory has moved on without a durable round: stop, so that a restart
+                    // resumes from the last committed round once the disk is fixed.
+                    logger.critical("Cannot make the round durable; stopping (a restart resumes from the last committed round)",
+                                    metadata: ["round": "\(round)", "error": "\(error)", "state": "\(configuration.stateDir)"])
+                    stateLock.withLock { stopError = error }
+                    stop()
+                    return
+                }
+                store.prune(committed: round)
+                logger.info("Round committed", metadata: [
+                    "round": "\(round)", "round.reported": "\(accepted)", "round.late": "\(late)", "round.failed": "\(failed)",
+                    "round.seconds": "\(String(format: "%.2f", record.durationSeconds ?? 0))",
+                ])
+            }
             if schema != nil, configuration.evaluation.every > 0, round % UInt64(configuration.evaluation.every) == 0 {
+                commitWriter.waitUntilIdle()
                 evaluateGlobalModel(round: round, agents: outcome.accepted.keys.sorted())
             }
             let next = engineLock.withLock { engine.committed(roundID: round, now: now) }
             if isDone {
+                commitWriter.waitUntilIdle()
                 stop()
             } else {
                 perform(next)
@@ -633,3 +670,4 @@ struct AbortableSink: MessageSink {
         try call.send(message, endOfStream: false)
     }
 }
+

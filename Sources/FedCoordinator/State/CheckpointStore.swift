@@ -40,14 +40,12 @@ public final class CheckpointStore {
         }
     }
 
-    /// Writes a model checkpoint atomically. Returns its hash.
-    @discardableResult
-    public func writeModel(_ model: ModelParameters, version: UInt64, metadata: [String: String] = [:]) throws -> String {
+    /// Writes a model checkpoint atomically (its hash is ``modelHash(_:)``).
+    public func writeModel(_ model: ModelParameters, version: UInt64, metadata: [String: String] = [:]) throws {
         let header = try SafeTensors.header(for: model.layout, metadata: metadata)
         try header.withUnsafeBytes { head in
             try model.values.withUnsafeBytes { values in try Self.writeAtomically(segments: [head, values], to: modelPath(version: version)) }
         }
-        return Self.modelHash(model)
     }
 
     /// Writes the optimizer's moments (if it has any) for `version`.

@@ -459,19 +459,20 @@ struct  Fedcoord__V1__TensorChunk
 
 
 /*
- * Sent after the last chunk of a tensor: the end-to-end check.
+ * Sent after the last chunk of a tensor: the end-to-end check of its reassembly (TLS's AEAD
+ * already authenticates every record on the way).
  */
 struct  Fedcoord__V1__TensorTrailer
 {
   ProtobufCMessage base;
   /*
-   * SHA-256 of all the tensor's bytes, in order.
+   * CRC-32C (Castagnoli, as iSCSI) of all the tensor's bytes, in order.
    */
-  ProtobufCBinaryData sha256;
+  uint32_t crc32c;
 };
 #define FEDCOORD__V1__TENSOR_TRAILER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__tensor_trailer__descriptor) \
-    , {0,NULL} }
+    , 0 }
 
 
 /*

@@ -190,7 +190,7 @@ extension Envelope {
         case .tensorTrailer(let v):
             var m = Fedcoord__V1__TensorTrailer()
             fedcoord__v1__tensor_trailer__init(&m)
-            m.sha256 = arena.bytes(v.sha256)
+            m.crc32c = v.crc32c
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_TENSOR_TRAILER
             e.tensor_trailer = arena.box(m)
         case .updateReady(let v):
@@ -368,7 +368,7 @@ extension Envelope {
             return .tensorChunk(TensorChunk(offset: m.offset, data: ByteView(bytes: raw, owner: tree)))
         case FEDCOORD__V1__ENVELOPE__BODY_TENSOR_TRAILER:
             guard let m = e.tensor_trailer?.pointee else { throw missing("TensorTrailer") }
-            return .tensorTrailer(TensorTrailer(sha256: bytes(m.sha256)))
+            return .tensorTrailer(TensorTrailer(crc32c: m.crc32c))
         case FEDCOORD__V1__ENVELOPE__BODY_UPDATE_READY:
             guard let m = e.update_ready?.pointee else { throw missing("UpdateReady") }
             var u = UpdateReady()

@@ -246,9 +246,10 @@ public struct TensorChunk: Sendable {
     }
 }
 
+/// The end of a tensor stream: the CRC-32C of all its bytes.
 public struct TensorTrailer: Sendable, Equatable {
-    public var sha256: [UInt8]
-    public init(sha256: [UInt8]) { self.sha256 = sha256 }
+    public var crc32c: UInt32
+    public init(crc32c: UInt32) { self.crc32c = crc32c }
 }
 
 public struct UpdateReady: Sendable, Equatable {

@@ -19,6 +19,15 @@ public enum WireProcess {
         shim_tune_malloc_for_large_buffers() == 1
     }
 
+    /// Keeps freed heap memory in the process instead of returning it to the kernel: memory stays
+    /// at its high-water mark, and model-sized buffers allocated anew every round cost no page
+    /// faults. For agents, whose memory is a few models; not for the coordinator, whose peak
+    /// memory is budgeted. Call after ``tuneAllocatorForLargeBuffers()``.
+    @discardableResult
+    public static func keepFreedHeapMemory() -> Bool {
+        shim_keep_freed_heap_memory() == 1
+    }
+
     /// Line-buffers standard output, so that progress lines appear while a command runs.
     public static func lineBufferStandardOutput() {
         shim_line_buffer_stdout()
