@@ -264,25 +264,30 @@ public final class Agent: @unchecked Sendable {
     /// when `expectedSHA256` is given, the model's SHA-256 (``ModelDigest``) against it.
     private func receiveModel(from call: ServerCall, tensorCount: UInt32, expectedSHA256: [UInt8]? = nil) throws -> ModelParameters {
         var specs: [TensorSpec] = []
-        var values: [Float] = []
+        var tensors: [[Float]] = []
+        var total = 0
         var digests: [[UInt8]] = []
         for _ in 0..<tensorCount {
             let header = try TensorStream.readHeader(from: call)
-            let shape = header.shape.map { Int($0) }
-            let count = shape.reduce(1, *)
-            guard header.totalBytes == UInt64(count * 4), count > 0, values.count + count <= 1 << 31 else {
+            let shape = header.shape.map { Int(clamping: $0) }
+            let (count, overflow) = shape.reduce((1, false)) { product, dimension in
+                let (next, overflow) = product.0.multipliedReportingOverflow(by: dimension)
+                return (next, product.1 || overflow)
+            }
+            guard !overflow, count > 0, count <= 1 << 31 - total, header.totalBytes == UInt64(count) * 4 else {
                 throw RPCError(.invalidArgument, "tensor '\(header.name)' announces \(header.totalBytes) bytes for shape \(header.shape)")
             }
-            let start = values.count
-            values.append(contentsOf: repeatElement(0, count: count))
-            let summary = try values.withUnsafeMutableBufferPointer { buffer in
-                try TensorStream.receive(
-                    from: call, header: header, into: UnsafeMutableBufferPointer(rebasing: buffer[start..<start + count]),
-                    sha256: expectedSHA256 != nil)
+            // Received straight into uninitialized storage: no zero-filling of a model-sized buffer.
+            let tensor = try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                let summary = try TensorStream.receive(from: call, header: header, into: buffer, sha256: expectedSHA256 != nil)
+                if let digest = summary.sha256 { digests.append(digest) }
+                initialized = count
             }
-            if let digest = summary.sha256 { digests.append(digest) }
+            total += count
+            tensors.append(tensor)
             specs.append(TensorSpec(name: header.name, shape: shape))
         }
+        let values = tensors.count == 1 ? tensors[0] : Array(tensors.joined())
         guard try call.receive() == nil else { throw RPCError(.invalidArgument, "unexpected message after the model's tensors") }
         if let expectedSHA256, ModelDigest.combine(digests) != expectedSHA256 {
             throw RPCError(.dataLoss, "the model received does not match the model hash announced")

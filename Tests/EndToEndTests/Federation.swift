@@ -90,13 +90,17 @@ func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
 final class RunningCoordinator: @unchecked Sendable {
     let coordinator: Coordinator
     let done = DispatchSemaphore(value: 0)
+    /// What ``Coordinator/run()`` threw, once it has returned.
+    var runError: (any Error)? { lock.withLock { thrown } }
+    private let lock = NSLock()
+    private var thrown: (any Error)?  // lock
 
     init(_ configuration: CoordinatorConfiguration, logger: Logger = Federation.quiet) throws {
         coordinator = try Coordinator(configuration: configuration, logger: logger)
         let coordinator = self.coordinator
         let done = self.done
-        startThread {
-            try? coordinator.run()
+        startThread { [self] in
+            do { try coordinator.run() } catch { lock.withLock { thrown = error } }
             done.signal()
         }
         guard eventually(10, { coordinator.port != 0 }) else { throw WireError(.connectFailed, "coordinator did not start") }

@@ -56,4 +56,40 @@ struct RoundsEndToEndTests {
         #expect(rounds.allSatisfy { $0.reported?.count == 5 && $0.status == "committed" })
         #expect(rounds.last?.modelSHA256 == CheckpointStore.modelHash(committed))
     }
+
+    @Test("A checkpoint that cannot be written stops the coordinator with the error; a restart resumes from the last committed round")
+    func checkpointWriteFails() throws {
+        let federation = try Federation()
+        let configuration = try federation.coordinatorConfiguration(rounds: 50, selection: [
+            "target": 5, "min_available": 5, "min_updates": 5, "round_deadline_seconds": 20, "selection_timeout_seconds": 0.2,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers)
+        let store = try CheckpointStore(directory: configuration.stateDir)
+        let committed = { (try? RoundLog.verify(path: store.logPath))?.filter { $0.type == "round" }.compactMap(\.round) ?? [] }
+        #expect(eventually(60) { committed().count >= 2 }, "two rounds did not commit")
+        // The disk "fails": the checkpoint folder becomes a file (root ignores permissions, not this).
+        let moved = store.checkpointDirectory + ".saved"
+        try FileManager.default.moveItem(atPath: store.checkpointDirectory, toPath: moved)
+        #expect(FileManager.default.createFile(atPath: store.checkpointDirectory, contents: Data("not a folder".utf8)))
+        #expect(coordinator.waitUntilFinished(seconds: 60), "the coordinator did not stop")
+        let error = try #require(coordinator.runError)
+        #expect("\(error)".contains("checkpoints"), "\(error)")
+        let last = try #require(committed().last)
+        // Every round in the log is durable: its checkpoint exists with the logged hash.
+        try FileManager.default.removeItem(atPath: store.checkpointDirectory)
+        try FileManager.default.moveItem(atPath: moved, toPath: store.checkpointDirectory)
+        let rounds = try RoundLog.verify(path: store.logPath).filter { $0.type == "round" }
+        #expect(rounds.map(\.round) == (1...last).map { Optional($0) })
+        #expect(rounds.last?.modelSHA256 == CheckpointStore.modelHash(try store.readModel(version: last)))
+        // A restart on the same folder carries on from there.
+        for agent in agents.agents.values { agent.stop() }
+        var resumed = configuration
+        resumed.rounds = last + 1
+        let restarted = try RunningCoordinator(resumed)
+        let reconnected = try RunningAgents(federation, port: restarted.port, trainers: Self.trainers)
+        #expect(restarted.waitUntilFinished(seconds: 60), "the restarted coordinator did not finish its round")
+        #expect(committed() == (1...(last + 1)).map { $0 })
+        _ = (agents, reconnected)
+    }
 }
