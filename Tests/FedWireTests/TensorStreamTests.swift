@@ -26,7 +26,7 @@ struct TensorStreamTests {
         return (connection, joined)
     }
 
-    @Test("A tensor moves into a destination buffer with its hash checked, both directions")
+    @Test("A tensor moves into a destination buffer with its CRC-32C checked, both directions")
     func roundTrip() throws {
         let server = try TestServer()
         let received = Mutex<[Float]>([])
@@ -73,7 +73,7 @@ struct TensorStreamTests {
         #expect(update == (0..<1000).map { Float($0) * 0.5 })
     }
 
-    @Test("A tensor above 2 GiB streams from a generator, hash checked, without holding it in memory")
+    @Test("A tensor above 2 GiB streams from a generator, CRC-32C checked, without holding it in memory")
     func beyondTwoGiB() throws {
         let elements: UInt64 = 550_000_000  // 2.2 GB: past protobuf's 2 GiB message limit
         let server = try TestServer()

@@ -4,10 +4,10 @@ import FedWire
 import Foundation
 
 // Sending a round's task: the task itself, stage 0 of a secure round ahead of the model, and the
-// model streamed from memory (hashed once per round) with bounded concurrency.
+// model streamed from memory (its CRC-32C computed once per round) with bounded concurrency.
 
 extension Coordinator {
-    /// Sends the task and the global model (streamed from memory, hashed once per round).
+    /// Sends the task and the global model (streamed from memory, its CRC-32C computed once per round).
     func sendTask(_ agent: String, _ attempt: RoundStateMachine.Attempt) {
         let secure = currentSecureRound(attempt.roundID)
         let task = makeTask(for: agent, attempt, secure: secure)
