@@ -24,7 +24,7 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
         // C kernels on the data path (CRC-32C, finiteness), vectorized when the CPU can.
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels"),
         // protoc-c output for proto/fedcoord.proto, committed; `make proto` regenerates it.
         .target(name: "FedProtoC", dependencies: ["CProtobufC"]),
         // Tensors, aggregation, server optimizers, safetensors: pure Swift, no I/O.
