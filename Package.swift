@@ -46,13 +46,13 @@ let package = Package(
         // Round engine (pure state machine), round log, checkpoints, the coordinator's runtime.
         .target(
             name: "FedCoordinator",
-            dependencies: ["CKernels", "FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         // The agent's runtime: dial, reconnect, train, announce, stream the update.
         .target(
             name: "FedAgent",
-            dependencies: ["CKernels", "FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .executableTarget(

@@ -1,4 +1,3 @@
-import CKernels
 import FedCore
 import FedLearn
 import FedSecAgg
@@ -269,12 +268,9 @@ public final class Agent: @unchecked Sendable {
         var digests: [[UInt8]] = []
         for _ in 0..<tensorCount {
             let header = try TensorStream.readHeader(from: call)
-            let shape = header.shape.map { Int(clamping: $0) }
-            let (count, overflow) = shape.reduce((1, false)) { product, dimension in
-                let (next, overflow) = product.0.multipliedReportingOverflow(by: dimension)
-                return (next, product.1 || overflow)
-            }
-            guard !overflow, count > 0, count <= 1 << 31 - total, header.totalBytes == UInt64(count) * 4 else {
+            try TensorStream.validate(header)
+            let count = Int(header.totalBytes / 4)
+            guard count > 0, count <= 1 << 31 - total else {
                 throw RPCError(.invalidArgument, "tensor '\(header.name)' announces \(header.totalBytes) bytes for shape \(header.shape)")
             }
             // Received straight into uninitialized storage: no zero-filling of a model-sized buffer.
@@ -285,7 +281,7 @@ public final class Agent: @unchecked Sendable {
             }
             total += count
             tensors.append(tensor)
-            specs.append(TensorSpec(name: header.name, shape: shape))
+            specs.append(TensorSpec(name: header.name, shape: header.shape.map { Int($0) }))
         }
         let values = tensors.count == 1 ? tensors[0] : Array(tensors.joined())
         guard try call.receive() == nil else { throw RPCError(.invalidArgument, "unexpected message after the model's tensors") }
@@ -312,7 +308,7 @@ public final class Agent: @unchecked Sendable {
             return
         }
         guard result.delta.count == job.global.layout.parameterCount, result.exampleCount > 0,
-              result.delta.withUnsafeBytes({ fed_first_nonfinite_f32($0.baseAddress, $0.count / 4) }) < 0
+              result.delta.withUnsafeBytes({ FiniteValues.firstNonFinite($0) }) == nil
         else {
             logger.error("The trainer returned an update that does not fit the model (size, example count or a non-finite value); not sent",
                          metadata: ["round": "\(job.task.roundID)"])

@@ -58,6 +58,15 @@ final class Federation: @unchecked Sendable {
         return configuration
     }
 
+    /// Runs a coordinator with `configuration` and in-process agents with `trainers` until the
+    /// coordinator stops by itself (its rounds committed); false when it did not within `seconds`.
+    func runToCompletion(_ configuration: CoordinatorConfiguration, trainers: [String: any LocalTrainer], seconds: Double) throws -> Bool {
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(self, port: coordinator.port, trainers: trainers)
+        defer { _ = agents }
+        return coordinator.waitUntilFinished(seconds: seconds)
+    }
+
     /// Silent, unless FEDCOORD_TEST_LOG is set (then everything goes to standard error).
     static let quiet: Logger = {
         if ProcessInfo.processInfo.environment["FEDCOORD_TEST_LOG"] != nil {

@@ -56,10 +56,7 @@ struct LearningEndToEndTests {
         let configuration = try Self.configuration(federation, rounds: 30, selection: [
             "target": 5, "min_available": 5, "min_updates": 5, "round_deadline_seconds": 30, "selection_timeout_seconds": 0.2,
         ])
-        let coordinator = try RunningCoordinator(configuration)
-        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers())
-        #expect(coordinator.waitUntilFinished(seconds: 180), "30 rounds did not finish")
-        _ = agents
+        #expect(try federation.runToCompletion(configuration, trainers: Self.trainers(), seconds: 180), "30 rounds did not finish")
         let metrics = try Self.testMetrics(configuration, version: 30)
         print(String(format: "breast cancer, 5 sites, 30 rounds: test accuracy %.4f, ROC AUC %.4f", metrics.accuracy, metrics.rocAUC ?? 0))
         // Reference: 0.946 / 0.992 (0.939–0.956 over ten seeds).
@@ -87,10 +84,7 @@ struct LearningEndToEndTests {
         let configuration = try Self.configuration(federation, rounds: 30, selection: [
             "target": 5, "min_available": 5, "min_updates": 4, "round_deadline_seconds": 30, "selection_timeout_seconds": 0.2,
         ], evaluateEvery: 30, secure: true)
-        let coordinator = try RunningCoordinator(configuration)
-        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers())
-        #expect(coordinator.waitUntilFinished(seconds: 180), "30 rounds did not finish")
-        _ = agents
+        #expect(try federation.runToCompletion(configuration, trainers: Self.trainers(), seconds: 180), "30 rounds did not finish")
         let metrics = try Self.testMetrics(configuration, version: 30)
         print(String(format: "breast cancer under secure aggregation, 30 rounds: test accuracy %.4f, ROC AUC %.4f", metrics.accuracy, metrics.rocAUC ?? 0))
         #expect(metrics.accuracy >= 0.93, "test accuracy \(metrics.accuracy)")
@@ -115,10 +109,7 @@ struct LearningEndToEndTests {
             "target": 4, "overselect": 1.0, "min_available": 5, "min_updates": 4, "round_deadline_seconds": 30,
             "selection_timeout_seconds": 0.2, "seed": 5,
         ], evaluateEvery: 0)
-        let coordinator = try RunningCoordinator(configuration)
-        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers(holdout: nil))
-        #expect(coordinator.waitUntilFinished(seconds: 180), "30 rounds did not finish")
-        _ = agents
+        #expect(try federation.runToCompletion(configuration, trainers: Self.trainers(holdout: nil), seconds: 180), "30 rounds did not finish")
         let metrics = try Self.testMetrics(configuration, version: 30)
         print(String(format: "breast cancer, 4 of 5 sites per round, 30 rounds: test accuracy %.4f, ROC AUC %.4f", metrics.accuracy, metrics.rocAUC ?? 0))
         #expect(metrics.accuracy >= 0.93, "test accuracy \(metrics.accuracy)")
@@ -135,10 +126,7 @@ struct LearningEndToEndTests {
         let configuration = try Self.configuration(federation, rounds: 5, selection: [
             "target": 5, "min_available": 5, "min_updates": 5, "round_deadline_seconds": 30, "selection_timeout_seconds": 0.2,
         ], evaluateEvery: 0)
-        let coordinator = try RunningCoordinator(configuration)
-        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers(holdout: nil))
-        #expect(coordinator.waitUntilFinished(seconds: 60), "5 rounds did not finish")
-        _ = agents
+        #expect(try federation.runToCompletion(configuration, trainers: Self.trainers(holdout: nil), seconds: 60), "5 rounds did not finish")
         let store = try CheckpointStore(directory: configuration.stateDir)
         let records = try RoundLog.verify(path: store.logPath)
         // The standardization, recomputed from the five files.

@@ -17,21 +17,18 @@ struct RoundsEndToEndTests {
         "hospital-e": BenchmarkTrainer(step: 0.003, exampleCount: 7),
     ]
 
-    /// A coordinator for `rounds` rounds with all five hospitals in every round, and the agents.
-    static func start(rounds: Int) throws -> (Federation, CoordinatorConfiguration, RunningCoordinator, RunningAgents) {
-        let federation = try Federation()
-        let configuration = try federation.coordinatorConfiguration(rounds: rounds, selection: [
+    /// `rounds` rounds with all five hospitals in every round.
+    static func configuration(_ federation: Federation, rounds: Int) throws -> CoordinatorConfiguration {
+        try federation.coordinatorConfiguration(rounds: rounds, selection: [
             "target": 5, "min_available": 5, "min_updates": 5, "round_deadline_seconds": 20, "selection_timeout_seconds": 0.2,
         ])
-        let coordinator = try RunningCoordinator(configuration)
-        return (federation, configuration, coordinator, try RunningAgents(federation, port: coordinator.port, trainers: trainers))
     }
 
     @Test("5 agents × 5 rounds: the committed model equals the independently computed weighted mean")
     func fiveByFive() throws {
-        let (federation, configuration, coordinator, agents) = try Self.start(rounds: 5)
-        #expect(coordinator.waitUntilFinished(seconds: 60), "5 rounds did not finish")
-        defer { _ = (federation, agents) }  // the federation's folder lives until the checks are done
+        let federation = try Federation()
+        let configuration = try Self.configuration(federation, rounds: 5)
+        #expect(try federation.runToCompletion(configuration, trainers: Self.trainers, seconds: 60), "5 rounds did not finish")
         // Independent expectation: FedAvg with η = 1 adds the example-weighted mean delta (in
         // Float64) to the Float32 model each round.
         let initial = try configuration.initialModel()
@@ -64,7 +61,10 @@ struct RoundsEndToEndTests {
 
     @Test("A checkpoint that cannot be written stops the coordinator with the error; a restart resumes from the last committed round")
     func checkpointWriteFails() throws {
-        let (federation, configuration, coordinator, agents) = try Self.start(rounds: 50)
+        let federation = try Federation()
+        let configuration = try Self.configuration(federation, rounds: 50)
+        let coordinator = try RunningCoordinator(configuration)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers)
         let store = try CheckpointStore(directory: configuration.stateDir)
         let committed = { (try? RoundLog.verify(path: store.logPath))?.filter { $0.type == "round" }.compactMap(\.round) ?? [] }
         #expect(eventually(60) { committed().count >= 2 }, "two rounds did not commit")

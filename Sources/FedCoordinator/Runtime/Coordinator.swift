@@ -1,4 +1,3 @@
-import CKernels
 import FedCore
 import FedLearn
 import FedSecAgg
@@ -99,22 +98,23 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     "the state folder '\(configuration.stateDir)' holds a model with tensors \(model.layout.tensors.map(\.name)); "
                         + "the configuration describes \(layout.tensors.map(\.name)); use a new state_dir for a new model")
             }
-            let hash = CheckpointStore.modelHash(model)
-            guard hash == committed.modelSHA256 else {
+            let digest = CheckpointStore.modelDigest(model)
+            guard digest.hexString == committed.modelSHA256 else {
                 throw StrictConfiguration.ConfigurationError(
                     "checkpoint \(store.modelPath(version: round)) does not match the hash in the round log; the state folder is damaged")
             }
             global = model
+            globalSHA256 = digest
             optimizer = store.readOptimizer(settings: configuration.optimizer, version: round)
         } else {
             global = try configuration.initialModel()
+            globalSHA256 = CheckpointStore.modelDigest(global)
             try store.writeModel(global, version: 0, metadata: ["round": "0"])
             optimizer = ServerOptimizer(settings: configuration.optimizer)
         }
         store.prune(committed: version)
         // The published schema, for `fedagent check --schema` at sites that check offline.
         if schema != nil { try Data((schemaJSON + "\n").utf8).write(to: URL(fileURLWithPath: store.directory + "/schema.json"), options: .atomic) }
-        globalSHA256 = ModelDigest.combine(CheckpointStore.tensorDigests(global))
         tensorCRCs = Self.tensorCRCs(global)
         accumulator = WeightedMeanAccumulator(layout: layout)
         engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
@@ -356,7 +356,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     guard bytes.count % 4 == 0 else {
                         throw PullFailure(reason: "tensor '\(spec.name)' was cut inside a float (chunk of \(bytes.count) bytes)", refused: true)
                     }
-                    if let bad = Self.firstNonFinite(bytes) {
+                    if let bad = FiniteValues.firstNonFinite(bytes) {
                         throw PullFailure(
                             reason: "tensor '\(spec.name)' holds a non-finite value (NaN or infinity) at element \(position + bad)", refused: true)
                     }
@@ -427,14 +427,6 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             throw PullFailure(reason: "the masked input is '\(tensor.name)' \(tensor.shape); expected 'masked_input' [\(length)] of UINT32", refused: true)
         }
         _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(length * 4)) { _, bytes in try spool.append(bytes) }
-    }
-
-    /// The index of the first NaN or infinity among little-endian Float32 values that may sit at
-    /// any alignment (a chunk decoded in place starts wherever the frame put it). Vectorized.
-    static func firstNonFinite(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        guard let base = bytes.baseAddress else { return nil }
-        let index = fed_first_nonfinite_f32(base, bytes.count / 4)
-        return index < 0 ? nil : index
     }
 
     /// Each tensor's CRC-32C, in layout order (one pass over the model, about 4 ms at 10M).
@@ -519,7 +511,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                         accumulator.reset()
                     }
                 }
-                globalSHA256 = ModelDigest.combine(CheckpointStore.tensorDigests(global))
+                globalSHA256 = CheckpointStore.modelDigest(global)
                 tensorCRCs = Self.tensorCRCs(global)
                 // Shared storage, not copies: nothing writes them until the commit writer is idle again.
                 return (globalSHA256.hexString, global, optimizer)

@@ -29,9 +29,10 @@ public final class CheckpointStore {
     public func optimizerPath(version: UInt64) -> String { checkpointDirectory + String(format: "/optimizer-%06llu.safetensors", version) }
 
     /// The model hash of the wire and the log (``ModelDigest``), hex.
-    public static func modelHash(_ model: ModelParameters) -> String {
-        ModelDigest.combine(tensorDigests(model)).hexString
-    }
+    public static func modelHash(_ model: ModelParameters) -> String { modelDigest(model).hexString }
+
+    /// The model hash (``ModelDigest``: SHA-256 over its tensors' SHA-256s). One pass over the model.
+    public static func modelDigest(_ model: ModelParameters) -> [UInt8] { ModelDigest.combine(tensorDigests(model)) }
 
     /// Each tensor's SHA-256, in layout order.
     public static func tensorDigests(_ model: ModelParameters) -> [[UInt8]] {

@@ -191,7 +191,10 @@ public enum TensorStream {
         return header
     }
 
-    static func validate(_ header: TensorHeader, maxTotalBytes: UInt64) throws {
+    /// Checks a header before anything is allocated for it: a 4-byte element type, a chunk size
+    /// of 1 byte to 4 MiB, a shape whose element count does not overflow and holds exactly the
+    /// announced bytes, and at most `maxTotalBytes`. Throws INVALID_ARGUMENT or RESOURCE_EXHAUSTED.
+    public static func validate(_ header: TensorHeader, maxTotalBytes: UInt64 = .max) throws {
         guard header.dtype.elementSize == 4 else {
             throw RPCError(.invalidArgument, "tensor '\(header.name)': element type \(header.dtype.rawValue) is not supported (Float32 or UInt32)")
         }
