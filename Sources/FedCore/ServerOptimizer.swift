@@ -94,7 +94,17 @@ public struct ServerOptimizer: Sendable, Equatable {
     public mutating func step(
         model: inout [Float], meanDelta fill: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) throws -> Void
     ) rethrows {
-        let count = model.count
+        try model.withUnsafeMutableBufferPointer { try step(model: $0, meanDelta: fill) }
+    }
+
+    /// ``step(model:meanDelta:)-swift.method`` on a model the caller holds in place. Blocks are
+    /// stepped in order, and `meanDelta` is asked for a block only once every element before it has
+    /// its final value: a reader may follow the step (to hash the model while it is written).
+    public mutating func step(
+        model x: UnsafeMutableBufferPointer<Float>,
+        meanDelta fill: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) throws -> Void
+    ) rethrows {
+        let count = x.count
         if settings.kind != .fedavg, firstMoment.count != count { firstMoment = [Float](repeating: 0, count: count) }
         if [.fedadagrad, .fedadam, .fedyogi].contains(settings.kind), secondMoment.count != count {
             secondMoment = [Float](repeating: Float(settings.tau * settings.tau), count: count)
@@ -102,20 +112,18 @@ public struct ServerOptimizer: Sendable, Equatable {
         let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: Self.blockSize)
         defer { scratch.deallocate() }
         let settings = settings
-        try model.withUnsafeMutableBufferPointer { x in
-            try firstMoment.withUnsafeMutableBufferPointer { m in
-                try secondMoment.withUnsafeMutableBufferPointer { v in
-                    var start = 0
-                    while start < count {
-                        let end = min(start + Self.blockSize, count)
-                        let d = UnsafeMutableBufferPointer(rebasing: scratch[0..<(end - start)])
-                        try fill(start..<end, d)
-                        Self.apply(
-                            settings, delta: UnsafeBufferPointer(d), model: UnsafeMutableBufferPointer(rebasing: x[start..<end]),
-                            first: m.isEmpty ? m : UnsafeMutableBufferPointer(rebasing: m[start..<end]),
-                            second: v.isEmpty ? v : UnsafeMutableBufferPointer(rebasing: v[start..<end]))
-                        start = end
-                    }
+        try firstMoment.withUnsafeMutableBufferPointer { m in
+            try secondMoment.withUnsafeMutableBufferPointer { v in
+                var start = 0
+                while start < count {
+                    let end = min(start + Self.blockSize, count)
+                    let d = UnsafeMutableBufferPointer(rebasing: scratch[0..<(end - start)])
+                    try fill(start..<end, d)
+                    Self.apply(
+                        settings, delta: UnsafeBufferPointer(d), model: UnsafeMutableBufferPointer(rebasing: x[start..<end]),
+                        first: m.isEmpty ? m : UnsafeMutableBufferPointer(rebasing: m[start..<end]),
+                        second: v.isEmpty ? v : UnsafeMutableBufferPointer(rebasing: v[start..<end]))
+                    start = end
                 }
             }
         }

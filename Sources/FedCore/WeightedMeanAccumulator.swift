@@ -6,6 +6,9 @@
 /// Callers add an update only
 /// once it is complete and validated (see the coordinator's update spooling), so a broken upload
 /// never touches the sum.
+///
+/// The first update after a ``reset()`` is written over the sums rather than added to them, so a
+/// reset costs nothing and a round makes one pass fewer over the 8-byte sums.
 public struct WeightedMeanAccumulator: Sendable {
     public let layout: ModelLayout
     private var sums: [Double] = []
@@ -13,6 +16,8 @@ public struct WeightedMeanAccumulator: Sendable {
     public private(set) var totalWeight: UInt64 = 0
     /// Updates added so far.
     public private(set) var updateCount = 0
+    /// Elements of the first update written so far (its slices come in order).
+    private var firstUpdateElements = 0
 
     public init(layout: ModelLayout) {
         self.layout = layout
@@ -20,21 +25,32 @@ public struct WeightedMeanAccumulator: Sendable {
 
     /// Adds `weight × values` for the slice of the model starting at element `offset`.
     ///
-    /// Call it for consecutive slices of one update, then ``finishUpdate(weight:)``.
+    /// Call it for consecutive slices of one update, in order, then ``finishUpdate(weight:)``.
     public mutating func add(_ values: UnsafeBufferPointer<Float>, at offset: Int, weight: UInt64) {
         if sums.isEmpty { sums = [Double](repeating: 0, count: layout.parameterCount) }
         precondition(offset >= 0 && offset + values.count <= sums.count, "slice outside the model")
         let w = Double(weight)
+        let first = updateCount == 0
+        if first {
+            precondition(offset == firstUpdateElements, "the first update's slices must come in order")
+            firstUpdateElements += values.count
+        }
         sums.withUnsafeMutableBufferPointer { sums in
             let base = sums.baseAddress! + offset
-            for index in 0..<values.count {
-                base[index] += w * Double(values[index])
+            if first {
+                for index in 0..<values.count { base[index] = w * Double(values[index]) }
+            } else {
+                for index in 0..<values.count { base[index] += w * Double(values[index]) }
             }
         }
     }
 
     /// Records that an update of `weight` examples has been added in full.
     public mutating func finishUpdate(weight: UInt64) {
+        if updateCount == 0, firstUpdateElements < sums.count {
+            // A first update that did not cover the model: the rest of it counts as zero.
+            sums.withUnsafeMutableBufferPointer { UnsafeMutableBufferPointer(rebasing: $0[firstUpdateElements...]).update(repeating: 0) }
+        }
         totalWeight += weight
         updateCount += 1
     }
@@ -48,7 +64,7 @@ public struct WeightedMeanAccumulator: Sendable {
 
     /// The weighted mean, as Float32, or nil when nothing was added.
     public func mean() -> [Float]? {
-        guard totalWeight > 0 else { return nil }
+        guard totalWeight > 0, updateCount > 0 else { return nil }
         let total = Double(totalWeight)
         return sums.map { Float($0 / total) }
     }
@@ -57,7 +73,7 @@ public struct WeightedMeanAccumulator: Sendable {
     /// for a server optimizer's block-wise ``ServerOptimizer/step(model:meanDelta:)-swift.method``.
     public func mean(_ range: Range<Int>, into out: UnsafeMutableBufferPointer<Double>) {
         precondition(out.count == range.count, "the buffer does not fit the range")
-        guard !sums.isEmpty else {
+        guard !sums.isEmpty, updateCount > 0 else {
             out.update(repeating: 0)
             return
         }
@@ -68,10 +84,10 @@ public struct WeightedMeanAccumulator: Sendable {
         }
     }
 
-    /// Forgets everything added (the buffer is kept).
+    /// Forgets everything added (the buffer is kept; the next update overwrites it). O(1).
     public mutating func reset() {
-        sums.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
         totalWeight = 0
         updateCount = 0
+        firstUpdateElements = 0
     }
 }

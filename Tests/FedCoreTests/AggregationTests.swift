@@ -81,6 +81,36 @@ struct AggregationTests {
         #expect(block[0] == expected)
     }
 
+    @Test("After a reset (which zeroes nothing) the next round's mean is exactly a fresh accumulator's")
+    func resetWithoutZeroing() throws {
+        let layout = try ModelLayout([TensorSpec(name: "w", shape: [5])])
+        var reused = WeightedMeanAccumulator(layout: layout)
+        reused.add([9, 9, 9, 9, 9], weight: 7)
+        reused.add([-3, 1e30, 2, 0, 5], weight: 2)
+        reused.reset()
+        #expect(reused.mean() == nil)
+        var block = [Double](repeating: .nan, count: 5)
+        block.withUnsafeMutableBufferPointer { reused.mean(0..<5, into: $0) }
+        #expect(block == [0, 0, 0, 0, 0], "nothing added since the reset: a zero mean")
+        let first: [Float] = [1, 2, 3, 4, 5], second: [Float] = [0.5, -1, 0.25, 8, -2]
+        // The first update in two ordered slices, as the coordinator adds a spooled update.
+        first.withUnsafeBufferPointer {
+            reused.add(UnsafeBufferPointer(rebasing: $0[0..<2]), at: 0, weight: 3)
+            reused.add(UnsafeBufferPointer(rebasing: $0[2...]), at: 2, weight: 3)
+        }
+        reused.finishUpdate(weight: 3)
+        reused.add(second, weight: 1)
+        var fresh = WeightedMeanAccumulator(layout: layout)
+        fresh.add(first, weight: 3)
+        fresh.add(second, weight: 1)
+        #expect(reused.mean() == fresh.mean())
+        // A first update that stops short counts as zero beyond its last slice.
+        reused.reset()
+        first.withUnsafeBufferPointer { reused.add(UnsafeBufferPointer(rebasing: $0[0..<2]), at: 0, weight: 1) }
+        reused.finishUpdate(weight: 1)
+        #expect(reused.mean() == [1, 2, 0, 0, 0])
+    }
+
     @Test("Impossible optimizer settings are refused with what to fix")
     func settingsValidation() {
         #expect(throws: ModelError.self) { try ServerOptimizer.Settings(learningRate: 0).validate() }

@@ -176,8 +176,8 @@ extension Coordinator {
     }
 
     /// Adds a complete masked input (read back from its spool) into the masked sum, mod 2^32.
-    func addMasked(_ spool: UpdateSpool, into round: SecureRound, buffer: UnsafeMutableRawBufferPointer) throws {
-        try spool.forEachSlice(using: buffer) { offset, values in
+    func addMasked(_ spool: UpdateSpool, into round: SecureRound) throws {
+        try spool.forEachSlice { offset, values in
             let words = UnsafeRawPointer(values.baseAddress!).assumingMemoryBound(to: UInt32.self)
             round.sum.withUnsafeMutableBufferPointer { sum in
                 for index in 0..<values.count { sum[offset + index] &+= words[index] }

@@ -35,8 +35,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// Lock order: engineLock → accumulatorLock, and modelLock → accumulatorLock.
     let accumulatorLock = NSLock()
     private var accumulator: WeightedMeanAccumulator  // accumulatorLock
-    /// Reused to read spooled updates back into the accumulator.
-    let sliceBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)  // accumulatorLock
+    /// Updates the engine accepted whose add into the sum has not finished: a commit, and any reset
+    /// of the sum, waits for them first (the add runs outside the engine lock).
+    let pendingAdds = DispatchGroup()
+    /// Spool files reused from pull to pull.
+    let spools: SpoolPool
     private let layout: ModelLayout
     /// The federation's data schema (nil for a raw tensor model), as published in every Welcome.
     let schema: ModelSchema?
@@ -78,6 +81,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         self.logger = logger
         store = try CheckpointStore(directory: configuration.stateDir, keep: configuration.keepCheckpoints)
         roundLog = try RoundLog(path: store.logPath)
+        // A pull's spool is in use until its update has been added, while the next pull streams.
+        spools = SpoolPool(directory: store.directory + "/spool", idleLimit: configuration.selection.maxConcurrentPulls + 1)
         let layout = try configuration.model.layout()
         self.layout = layout
         schema = configuration.model.schema
@@ -129,8 +134,6 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         startCount = roundLog.records.filter { $0.type == "coordinator_started" }.count
         if version > 0 { logger.info("Resumed", metadata: ["model.version": "\(version)", "state": "\(configuration.stateDir)"]) }
     }
-
-    deinit { sliceBuffer.deallocate() }
 
     var now: Double { -startUptime.remainingSeconds }
 
@@ -330,7 +333,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             guard let connection = stateLock.withLock({ connections[agent] }) else {
                 throw PullFailure(reason: "the agent is not connected", refused: false)
             }
-            let spool = try UpdateSpool(directory: store.directory + "/spool")
+            let spool = try spools.take()
+            defer { spools.give(spool) }
             let call = try connection.makeCall(method: Methods.pullUpdate, timeout: max(1, deadline - now))
             defer { call.finish() }
             try call.send(.fetchUpdate(FetchUpdate(roundID: roundID, modelVersion: version)), endOfStream: true)
@@ -374,34 +378,38 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 stats.bytesReceived[agent] = UInt64(spool.bytesWritten)
                 stats.transferSeconds[agent] = -started.remainingSeconds
             }
-            // Decide and add under the engine lock, so that a close cannot slip in between.
-            var addError: (any Error)?
+            // The engine decides; an accepted update is counted in `pendingAdds` before the engine
+            // lock is released, and every reader or reset of the sum waits for it, so that a close
+            // cannot slip in between the decision and the add.
             let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
                 let result = engine.updateReceived(agent, roundID: roundID, now: now)
-                if result.0 == .accept {
-                    accumulatorLock.withLock {
-                        do {
-                            if let secure {
-                                try addMasked(spool, into: secure, buffer: sliceBuffer)
-                            } else {
-                                try spool.forEachSlice(using: sliceBuffer) { offset, values in
-                                    accumulator.add(values, at: offset, weight: header.exampleCount)
-                                }
-                                accumulator.finishUpdate(weight: header.exampleCount)
-                            }
-                        } catch {
-                            addError = error
-                        }
-                    }
-                }
+                if result.0 == .accept { pendingAdds.enter() }
                 return result
             }
-            if let addError { logger.error("Cannot read a spooled update back", metadata: ["error": "\(addError)"]) }
+            // The next pulls stream while this update is added.
+            perform(actions.filter(\.isPull))
+            if verdict == .accept {
+                defer { pendingAdds.leave() }
+                do {
+                    try accumulatorLock.withLock {
+                        if let secure {
+                            try addMasked(spool, into: secure)
+                        } else {
+                            try spool.forEachSlice { offset, values in
+                                accumulator.add(values, at: offset, weight: header.exampleCount)
+                            }
+                            accumulator.finishUpdate(weight: header.exampleCount)
+                        }
+                    }
+                } catch {
+                    logger.error("Cannot read a spooled update back", metadata: ["error": "\(error)"])
+                }
+            }
             switch verdict {
             case .accept: resolveWaiter(agent, round: roundID, .ok)
             case .refuse(let error): resolveWaiter(agent, round: roundID, Self.status(for: error))
             }
-            perform(actions)
+            perform(actions.filter { !$0.isPull })
         } catch {
             let failure: PullFailure
             switch error {
@@ -451,6 +459,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         for action in actions {
             switch action {
             case .attemptStarted(let attempt):
+                pendingAdds.wait()
                 accumulatorLock.withLock { accumulator.reset() }
                 stateLock.withLock {
                     stats = RoundStats()
@@ -473,6 +482,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             case .aggregate(let outcome):
                 Thread { [self] in commit(outcome) }.start()
             case .attemptFailed(let outcome, let reason, let willRetry):
+                pendingAdds.wait()
                 accumulatorLock.withLock { accumulator.reset() }
                 for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, RPCStatus(.aborted, reason)) }
                 var record = roundRecord(outcome, status: "failed")
@@ -494,25 +504,30 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     private func commit(_ outcome: RoundStateMachine.Outcome) {
         let round = outcome.attempt.roundID
         commitWriter.waitUntilIdle()
+        pendingAdds.wait()
         guard !isStopped else { return }
         do {
             var unmasked: UnmaskOutcome?
             let secure = currentSecureRound(round)
             let (hash, model, optimizerState): (String, ModelParameters, ServerOptimizer) = try modelLock.withWriteLock {
+                let fingerprint: ModelFingerprinter.Fingerprint
                 if let secure {
+                    var stepped: ModelFingerprinter.Fingerprint?
                     unmasked = try unmask(secure, accepted: outcome.accepted.keys.sorted()) { mean in
-                        optimizer.step(model: &global.values) { range, out in
+                        stepped = applyMeanDelta { range, out in
                             for (k, i) in range.enumerated() { out[k] = mean(i) }
                         }
                     }
+                    guard let stepped else { throw ModelError("the unmasked sum gave no mean") }
+                    fingerprint = stepped
                 } else {
-                    accumulatorLock.withLock {
-                        optimizer.step(model: &global.values) { range, out in accumulator.mean(range, into: out) }
-                        accumulator.reset()
+                    fingerprint = accumulatorLock.withLock {
+                        defer { accumulator.reset() }
+                        return applyMeanDelta { range, out in accumulator.mean(range, into: out) }
                     }
                 }
-                globalSHA256 = CheckpointStore.modelDigest(global)
-                tensorCRCs = Self.tensorCRCs(global)
+                globalSHA256 = fingerprint.digest
+                tensorCRCs = fingerprint.tensorCRCs
                 // Shared storage, not copies: nothing writes them until the commit writer is idle again.
                 return (globalSHA256.hexString, global, optimizer)
             }
@@ -575,6 +590,23 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         } catch {
             logger.error("Commit failed", metadata: ["round": "\(round)", "error": "\(error)"])
             perform(engineLock.withLock { engine.aggregationFailed(roundID: round, reason: "\(error)", now: now) })
+        }
+    }
+
+    /// Applies the round's mean delta (which `meanDelta` writes block by block) to the global
+    /// model with the server optimizer, hashing the new model on a second thread as it is written.
+    /// Called under the model's write lock.
+    private func applyMeanDelta(
+        _ meanDelta: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
+    ) -> ModelFingerprinter.Fingerprint {
+        let layout = global.layout
+        return global.values.withUnsafeMutableBufferPointer { values in
+            let fingerprinter = ModelFingerprinter(values: UnsafeBufferPointer(values), layout: layout)
+            optimizer.step(model: values) { range, out in
+                fingerprinter.advance(to: range.lowerBound)
+                meanDelta(range, out)
+            }
+            return fingerprinter.finish()
         }
     }
 

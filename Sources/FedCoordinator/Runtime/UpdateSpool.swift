@@ -6,9 +6,13 @@ import Foundation
 /// times the number of pulls in flight.
 ///
 /// The file is unlinked as soon as it is created: nothing is left behind if the coordinator dies.
+/// A spool is reused from pull to pull (``SpoolPool``): overwriting pages the kernel already
+/// caches costs about a third of writing a fresh file and truncating it afterwards.
 final class UpdateSpool {
     private let fd: Int32
     private(set) var bytesWritten = 0
+    /// Bytes mapped at a time when reading back: what the read-back adds to the resident memory.
+    static let windowBytes = 4 << 20
 
     init(directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -19,6 +23,9 @@ final class UpdateSpool {
     }
 
     deinit { close(fd) }
+
+    /// Starts a new update: what was spooled before is forgotten (its pages are overwritten).
+    func rewind() { bytesWritten = 0 }
 
     /// Appends bytes (checked by the caller).
     func append(_ bytes: UnsafeRawBufferPointer) throws {
@@ -34,25 +41,49 @@ final class UpdateSpool {
         bytesWritten += bytes.count
     }
 
-    /// Reads the spooled floats back through `buffer` (whose size is the slice size), in order.
-    func forEachSlice(
-        using buffer: UnsafeMutableRawBufferPointer, _ body: (_ elementOffset: Int, _ values: UnsafeBufferPointer<Float>) throws -> Void
-    ) throws {
-        let sliceBytes = buffer.count - buffer.count % 4
+    /// Reads the spooled floats back in order, ``windowBytes`` at a time, straight from the page
+    /// cache (mapped read-only: no copy into a buffer).
+    func forEachSlice(_ body: (_ elementOffset: Int, _ values: UnsafeBufferPointer<Float>) throws -> Void) throws {
+        let total = bytesWritten - bytesWritten % 4
         var offset = 0
-        while offset < bytesWritten {
-            let want = min(sliceBytes, bytesWritten - offset)
-            var got = 0
-            while got < want {
-                let n = pread(fd, buffer.baseAddress! + got, want - got, off_t(offset + got))
-                if n <= 0 {
-                    if n < 0 && errno == EINTR { continue }
-                    throw ModelError("cannot read a spooled update back")
-                }
-                got += n
+        while offset < total {
+            let length = min(Self.windowBytes, total - offset)
+            guard let window = mmap(nil, length, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, off_t(offset)), window != MAP_FAILED else {
+                throw ModelError("cannot read a spooled update back: \(String(cString: strerror(errno)))")
             }
-            try body(offset / 4, UnsafeBufferPointer(start: buffer.baseAddress!.assumingMemoryBound(to: Float.self), count: want / 4))
-            offset += want
+            defer { munmap(window, length) }
+            try body(offset / 4, UnsafeBufferPointer(start: window.assumingMemoryBound(to: Float.self), count: length / 4))
+            offset += length
         }
+    }
+}
+
+/// Spool files kept open between pulls, so that each pull overwrites cached pages instead of
+/// allocating and truncating a model's worth of them. Holds at most `idleLimit` idle files
+/// (each one model's size in the page cache, not in the coordinator's resident memory).
+final class SpoolPool: @unchecked Sendable {
+    // @unchecked: `idle` is guarded by `lock`.
+    private let directory: String
+    private let idleLimit: Int
+    private let lock = NSLock()
+    private var idle: [UpdateSpool] = []
+
+    init(directory: String, idleLimit: Int) {
+        self.directory = directory
+        self.idleLimit = max(1, idleLimit)
+    }
+
+    /// An empty spool: an idle one rewound, or a new file.
+    func take() throws -> UpdateSpool {
+        if let spool = lock.withLock({ idle.popLast() }) {
+            spool.rewind()
+            return spool
+        }
+        return try UpdateSpool(directory: directory)
+    }
+
+    /// Gives a spool back once its update has been added or dropped.
+    func give(_ spool: UpdateSpool) {
+        lock.withLock { if idle.count < idleLimit { idle.append(spool) } }
     }
 }
