@@ -18,6 +18,10 @@
 static uint32_t fed_crc32c_table[256];
 static uint32_t fed_crc32c_long[4][256];
 static uint32_t fed_crc32c_short[4][256];
+/// Carry-less multiplication constants that move a 128-bit block forward by 2048, 512, 384, 256
+/// and 128 bits (low, high qword each: see fed_crc32c_fold_constants).
+enum { FED_FOLD_2048, FED_FOLD_512, FED_FOLD_384, FED_FOLD_256, FED_FOLD_128, FED_FOLD_COUNT };
+static uint64_t fed_crc32c_fold[FED_FOLD_COUNT][2];
 static pthread_once_t fed_crc32c_once = PTHREAD_ONCE_INIT;
 
 /// GF(2) matrix (32 rows) times a vector.
@@ -72,6 +76,32 @@ static inline uint32_t fed_crc32c_shift(uint32_t zeros[][256], uint32_t crc) {
     return zeros[0][crc & 0xff] ^ zeros[1][(crc >> 8) & 0xff] ^ zeros[2][(crc >> 16) & 0xff] ^ zeros[3][crc >> 24];
 }
 
+/// x^n mod P for the CRC-32C polynomial P (not reflected: bit k is the coefficient of x^k).
+static uint64_t fed_crc32c_xpow(unsigned n) {
+    uint64_t r = 1;
+    while (n--) {
+        r <<= 1;
+        if (r & 0x100000000ull) r ^= 0x11edc6f41ull;
+    }
+    return r;
+}
+
+static uint64_t fed_reverse64(uint64_t v) {
+    uint64_t r = 0;
+    for (int i = 0; i < 64; i++)
+        if (v >> i & 1) r |= 1ull << (63 - i);
+    return r;
+}
+
+/// Folding a 128-bit block A = A_hi·x^64 + A_lo (message order; in memory the first qword is
+/// A_hi, bit-reflected) forward by `bits` onto a later block adds A·x^bits ≡ A_hi·(x^(bits+64) mod P)
+/// + A_lo·(x^bits mod P), each product under 96 bits. In the reflected domain a carry-less product
+/// comes out multiplied by x once more, hence the exponents one lower.
+static void fed_crc32c_fold_constants(uint64_t k[2], unsigned bits) {
+    k[0] = fed_reverse64(fed_crc32c_xpow(bits + 63));
+    k[1] = fed_reverse64(fed_crc32c_xpow(bits - 1));
+}
+
 static void fed_crc32c_init(void) {
     for (uint32_t n = 0; n < 256; n++) {
         uint32_t crc = n;
@@ -80,6 +110,8 @@ static void fed_crc32c_init(void) {
     }
     fed_crc32c_zeros(fed_crc32c_long, FED_CRC32C_LONG);
     fed_crc32c_zeros(fed_crc32c_short, FED_CRC32C_SHORT);
+    const unsigned distances[FED_FOLD_COUNT] = {2048, 512, 384, 256, 128};
+    for (int i = 0; i < FED_FOLD_COUNT; i++) fed_crc32c_fold_constants(fed_crc32c_fold[i], distances[i]);
 }
 
 uint32_t fed_crc32c_portable(uint32_t crc, const void *buffer, size_t length) {
@@ -120,6 +152,19 @@ __attribute__((target("sse4.2"))) static inline uint64_t fed_crc32c_sse42_blocks
     return crc0;
 }
 
+/// The crc32 instruction 8 bytes at a time, then byte by byte (on the internal, inverted state).
+__attribute__((target("sse4.2"))) static inline uint64_t fed_crc32c_sse42_tail(uint64_t state, const unsigned char *next, size_t length) {
+    while (length >= 8) {
+        uint64_t a;
+        memcpy(&a, next, 8);
+        state = _mm_crc32_u64(state, a);
+        next += 8;
+        length -= 8;
+    }
+    while (length--) state = _mm_crc32_u8((uint32_t)state, *next++);
+    return state;
+}
+
 /// SSE 4.2's crc32 instruction on three independent streams, joined with the zeros operators.
 __attribute__((target("sse4.2"))) static uint32_t fed_crc32c_sse42(uint32_t crc, const void *buffer, size_t length) {
     pthread_once(&fed_crc32c_once, fed_crc32c_init);
@@ -131,23 +176,148 @@ __attribute__((target("sse4.2"))) static uint32_t fed_crc32c_sse42(uint32_t crc,
     }
     crc0 = fed_crc32c_sse42_blocks(crc0, &next, &length, FED_CRC32C_LONG, fed_crc32c_long);
     crc0 = fed_crc32c_sse42_blocks(crc0, &next, &length, FED_CRC32C_SHORT, fed_crc32c_short);
-    while (length >= 8) {
-        uint64_t a;
-        memcpy(&a, next, 8);
-        crc0 = _mm_crc32_u64(crc0, a);
-        next += 8;
-        length -= 8;
+    return (uint32_t)fed_crc32c_sse42_tail(crc0, next, length) ^ 0xffffffffu;
+}
+
+#define FED_VPCLMUL_TARGET __attribute__((target("avx512f,avx512bw,vpclmulqdq,pclmul,sse4.2")))
+
+FED_VPCLMUL_TARGET static inline __m128i fed_fold_k(int which) {
+    return _mm_set_epi64x((long long)fed_crc32c_fold[which][1], (long long)fed_crc32c_fold[which][0]);
+}
+
+/// Four 512-bit accumulators folded forward by 2048 bits per 256 bytes (VPCLMULQDQ), then
+/// reduced to one 128-bit block whose CRC the crc32 instruction finishes (Intel's "Fast CRC
+/// computation using PCLMULQDQ", Gopal et al. 2009, widened to AVX-512). When `any_nonfinite` is
+/// given, every 64-byte block read is also checked for a Float32 NaN or infinity (the buffer then
+/// starts on a value): the check rides on loads the CRC makes anyway. Needs length ≥ 256.
+FED_VPCLMUL_TARGET static uint32_t fed_crc32c_vpclmul_main(
+    uint32_t crc, const unsigned char *p, size_t length, int *any_nonfinite) {
+    const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+#define FED_CHECK(v) \
+    if (any_nonfinite) bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, exponent), exponent)
+#define FED_FOLD512(x, k, next) \
+    _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11), next, 0x96)
+#define FED_FOLD128(x, k, next) \
+    _mm_xor_si128(_mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11)), next)
+    const __m512i k2048 = _mm512_broadcast_i32x4(fed_fold_k(FED_FOLD_2048));
+    const __m512i k512 = _mm512_broadcast_i32x4(fed_fold_k(FED_FOLD_512));
+    __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_loadu_si512(p + 64);
+    __m512i x2 = _mm512_loadu_si512(p + 128), x3 = _mm512_loadu_si512(p + 192);
+    FED_CHECK(x0); FED_CHECK(x1); FED_CHECK(x2); FED_CHECK(x3);
+    // The running CRC enters as the first four bytes' XOR (a CRC is linear).
+    x0 = _mm512_xor_si512(x0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)(crc ^ 0xffffffffu))));
+    p += 256;
+    length -= 256;
+    while (length >= 256) {
+        __m512i y0 = _mm512_loadu_si512(p), y1 = _mm512_loadu_si512(p + 64);
+        __m512i y2 = _mm512_loadu_si512(p + 128), y3 = _mm512_loadu_si512(p + 192);
+        FED_CHECK(y0); FED_CHECK(y1); FED_CHECK(y2); FED_CHECK(y3);
+        x0 = FED_FOLD512(x0, k2048, y0);
+        x1 = FED_FOLD512(x1, k2048, y1);
+        x2 = FED_FOLD512(x2, k2048, y2);
+        x3 = FED_FOLD512(x3, k2048, y3);
+        p += 256;
+        length -= 256;
     }
-    while (length--) crc0 = _mm_crc32_u8((uint32_t)crc0, *next++);
-    return (uint32_t)crc0 ^ 0xffffffffu;
+    x1 = FED_FOLD512(x0, k512, x1);
+    x2 = FED_FOLD512(x1, k512, x2);
+    x3 = FED_FOLD512(x2, k512, x3);
+    while (length >= 64) {
+        __m512i y = _mm512_loadu_si512(p);
+        FED_CHECK(y);
+        x3 = FED_FOLD512(x3, k512, y);
+        p += 64;
+        length -= 64;
+    }
+    __m128i r = FED_FOLD128(_mm512_extracti32x4_epi32(x3, 0), fed_fold_k(FED_FOLD_384),
+                FED_FOLD128(_mm512_extracti32x4_epi32(x3, 1), fed_fold_k(FED_FOLD_256),
+                FED_FOLD128(_mm512_extracti32x4_epi32(x3, 2), fed_fold_k(FED_FOLD_128), _mm512_extracti32x4_epi32(x3, 3))));
+    const __m128i k128 = fed_fold_k(FED_FOLD_128);
+    while (length >= 16) {
+        __m128i y = _mm_loadu_si128((const __m128i *)p);
+        if (any_nonfinite) bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_zextsi128_si512(y), exponent), exponent);
+        r = FED_FOLD128(r, k128, y);
+        p += 16;
+        length -= 16;
+    }
+    uint64_t state = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(r));
+    state = _mm_crc32_u64(state, (uint64_t)_mm_extract_epi64(r, 1));
+    state = fed_crc32c_sse42_tail(state, p, length);
+#undef FED_CHECK
+#undef FED_FOLD512
+#undef FED_FOLD128
+    if (any_nonfinite) *any_nonfinite = bad != 0;
+    return (uint32_t)state ^ 0xffffffffu;
+}
+
+FED_VPCLMUL_TARGET static uint32_t fed_crc32c_vpclmul(uint32_t crc, const void *buffer, size_t length) {
+    pthread_once(&fed_crc32c_once, fed_crc32c_init);
+    // Below a few hundred bytes the crc32 instruction alone is as fast.
+    if (length < 512) return fed_crc32c_sse42(crc, buffer, length);
+    return fed_crc32c_vpclmul_main(crc, (const unsigned char *)buffer, length, NULL);
+}
+
+static int fed_has_vpclmul(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("vpclmulqdq")
+        && __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.2");
 }
 #endif
 
-uint32_t fed_crc32c(uint32_t crc, const void *buffer, size_t length) {
+int fed_crc32c_available(int implementation) {
+    switch (implementation) {
+    case FED_CRC32C_PORTABLE: return 1;
 #if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2")) return fed_crc32c_sse42(crc, buffer, length);
+    case FED_CRC32C_SSE42: return __builtin_cpu_supports("sse4.2");
+    case FED_CRC32C_VPCLMULQDQ: return fed_has_vpclmul();
 #endif
-    return fed_crc32c_portable(crc, buffer, length);
+    default: return 0;
+    }
+}
+
+int fed_crc32c_best(void) {
+    if (fed_crc32c_available(FED_CRC32C_VPCLMULQDQ)) return FED_CRC32C_VPCLMULQDQ;
+    if (fed_crc32c_available(FED_CRC32C_SSE42)) return FED_CRC32C_SSE42;
+    return FED_CRC32C_PORTABLE;
+}
+
+uint32_t fed_crc32c_using(int implementation, uint32_t crc, const void *buffer, size_t length) {
+    if (!fed_crc32c_available(implementation)) implementation = FED_CRC32C_PORTABLE;
+    switch (implementation) {
+#if defined(__x86_64__)
+    case FED_CRC32C_SSE42: return fed_crc32c_sse42(crc, buffer, length);
+    case FED_CRC32C_VPCLMULQDQ: return fed_crc32c_vpclmul(crc, buffer, length);
+#endif
+    default: return fed_crc32c_portable(crc, buffer, length);
+    }
+}
+
+uint32_t fed_crc32c(uint32_t crc, const void *buffer, size_t length) {
+    static int best = -1;
+    int chosen = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (chosen < 0) {
+        chosen = fed_crc32c_best();
+        __atomic_store_n(&best, chosen, __ATOMIC_RELAXED);
+    }
+    return fed_crc32c_using(chosen, crc, buffer, length);
+}
+
+uint32_t fed_crc32c_f32(uint32_t crc, const void *buffer, size_t count, long *first_nonfinite) {
+    size_t length = count * 4;
+#if defined(__x86_64__)
+    if (length >= 512 && fed_has_vpclmul()) {
+        pthread_once(&fed_crc32c_once, fed_crc32c_init);
+        int any = 0;
+        uint32_t result = fed_crc32c_vpclmul_main(crc, (const unsigned char *)buffer, length, &any);
+        // The last values past the last 16-byte block were not checked; a hit is located exactly.
+        size_t checked = length & ~(size_t)15;
+        long tail = fed_first_nonfinite_f32((const unsigned char *)buffer + checked, count - checked / 4);
+        *first_nonfinite = any ? fed_first_nonfinite_f32(buffer, count) : (tail < 0 ? -1 : (long)(checked / 4) + tail);
+        return result;
+    }
+#endif
+    *first_nonfinite = fed_first_nonfinite_f32(buffer, count);
+    return fed_crc32c(crc, buffer, length);
 }
 
 // MARK: Float32 validation

@@ -43,6 +43,8 @@ public final class Agent: @unchecked Sendable {
         let global: ModelParameters
         var cancelled = false
         var update: TrainingResult?
+        /// The update's per-tensor CRC-32Cs, computed once when it was checked.
+        var updateCRCs: [UInt32] = []
         var trainSeconds = 0.0
         /// Under secure aggregation: the attempt's protocol state (its own lock serializes it),
         /// and the masked input once computed.
@@ -329,9 +331,21 @@ public final class Agent: @unchecked Sendable {
             announceFailure(job, reason: "local training failed: \(error)")
             return
         }
-        guard result.delta.count == job.global.layout.parameterCount, result.exampleCount > 0,
-              result.delta.withUnsafeBytes({ FiniteValues.firstNonFinite($0) }) == nil
-        else {
+        // Each tensor's CRC-32C for the upload, computed in the same pass that checks every value is finite.
+        let layout = job.global.layout
+        let crcs: [UInt32]? = result.delta.count != layout.parameterCount ? nil : result.delta.withUnsafeBytes { delta in
+            var crcs: [UInt32] = []
+            for index in layout.tensors.indices {
+                let range = layout.range(of: index)
+                var crc = CRC32C()
+                guard crc.update(floats: UnsafeRawBufferPointer(rebasing: delta[(4 * range.lowerBound)..<(4 * range.upperBound)])) == nil else {
+                    return nil
+                }
+                crcs.append(crc.value)
+            }
+            return crcs
+        }
+        guard let crcs, result.exampleCount > 0 else {
             logger.error("The trainer returned an update that does not fit the model (size, example count or a non-finite value); not sent",
                          metadata: ["round": "\(job.task.roundID)"])
             announceFailure(job, reason: "the trainer returned an update that does not fit the model")
@@ -340,6 +354,7 @@ public final class Agent: @unchecked Sendable {
         let proceed: Bool = lock.withLock {
             guard !job.cancelled else { return false }
             job.update = result
+            job.updateCRCs = crcs
             job.trainSeconds = -started.remainingSeconds
             return true
         }
@@ -421,10 +436,12 @@ public final class Agent: @unchecked Sendable {
             return
         }
         let layout = job.global.layout
+        let crcs = lock.withLock { job.updateCRCs }
         try update.delta.withUnsafeBufferPointer { delta in
             for (index, spec) in layout.tensors.enumerated() {
                 _ = try TensorStream.send(
-                    name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: delta[layout.range(of: index)]), to: call)
+                    name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: delta[layout.range(of: index)]), to: call,
+                    knownCRC32C: index < crcs.count ? crcs[index] : nil)
             }
         }
     }

@@ -4,8 +4,8 @@ import Foundation
 
 /// The round benchmark: a real `fedcoord` process and N real `fedagent` processes on loopback
 /// with the benchmark trainer and P Float32 parameters; per grid point the median round time,
-/// bytes moved, the wire limit (bytes ÷ the TLS throughput measured in the same run) and the
-/// coordinator's peak RSS (VmHWM).
+/// bytes moved, the wire limit (bytes ÷ the TLS throughput measured in the same run, just before
+/// the point) and the coordinator's peak RSS (VmHWM).
 final class RoundBenchmark {
     struct Point {
         var parameters: Int
@@ -23,17 +23,17 @@ final class RoundBenchmark {
         var peakRSS: Int
         /// Median seconds the coordinator spent recovering the dropped agents' masks.
         var recoverySeconds: Double?
+        /// The TLS stream throughput measured just before this point, GB/s.
+        var tlsGBps = 0.0
         var error: String?
     }
 
     let binDirectory: String
     let rounds: Int
-    let tlsGBps: Double
 
-    init(binDirectory: String, rounds: Int, tlsGBps: Double) {
+    init(binDirectory: String, rounds: Int) {
         self.binDirectory = binDirectory
         self.rounds = rounds
-        self.tlsGBps = tlsGBps
     }
 
     /// Flower 1.42 on this machine (gRPC, no TLS), seconds per round, from the issue.
@@ -135,9 +135,10 @@ final class RoundBenchmark {
 
     func printTable(_ results: [Result]) {
         print("Rounds: fedcoord + N fedagent processes on loopback, mTLS, benchmark trainer, FedAvg; median of \(rounds) rounds")
-        print("wire limit = bytes moved per round ÷ TLS throughput measured in this run (\(String(format: "%.2f", tlsGBps)) GB/s)")
+        print("wire limit = bytes moved per round ÷ TLS throughput (median of 3 × 1 GiB measured just before the point,")
+        print("             shown as TLS GB/s: the machine is shared and its speed drifts)")
         print("")
-        print("      P    N   round s   wire limit s   ratio   bytes/round   coord. peak RSS   RSS target   Flower 1.42 (no TLS)")
+        print("      P    N   round s   TLS GB/s   wire limit s   ratio   bytes/round   coord. peak RSS   RSS target   Flower 1.42 (no TLS)")
         for result in results {
             let p = result.point
             let modelBytes = Double(p.parameters * 4)
@@ -147,10 +148,10 @@ final class RoundBenchmark {
                 print(String(format: "%7@ %4d   failed: %@", label as NSString, p.agents, error as NSString))
                 continue
             }
-            let wire = Double(result.bytesPerRound) / (tlsGBps * 1e9)
+            let wire = Double(result.bytesPerRound) / (max(result.tlsGBps, 1e-9) * 1e9)
             print(String(
-                format: "%7@ %4d %9.2f %14.2f %7.2f %10.1f MB %14.0f MB %9.0f MB %@ %@",
-                label as NSString, p.agents, result.medianRoundSeconds, wire, result.medianRoundSeconds / max(wire, 1e-9),
+                format: "%7@ %4d %9.2f %10.2f %14.2f %7.2f %10.1f MB %14.0f MB %9.0f MB %@ %@",
+                label as NSString, p.agents, result.medianRoundSeconds, result.tlsGBps, wire, result.medianRoundSeconds / max(wire, 1e-9),
                 Double(result.bytesPerRound) / 1e6, Double(result.peakRSS) / 1048576, target / 1048576,
                 (result.peakRSS <= Int(target) ? "ok  " : "OVER") as NSString,
                 (Self.flower["\(p.parameters)x\(p.agents)"] ?? "-") as NSString))

@@ -64,7 +64,7 @@ struct SecAggBenchmark {
         print(String(format: "mask generation (self + %d pairwise AES-128-CTR masks folded into %d elements), 1 core: %.2f GB/s", agents - 1, parameters + 2, mask))
         print(String(format: "openssl speed -evp aes-128-ctr, 1 core, 16 KiB blocks:                 %.2f GB/s", openssl))
         print(String(format: "ratio: %.2f (target ≥ 0.8)", mask / max(openssl, 1e-9)))
-        let bench = RoundBenchmark(binDirectory: binDirectory, rounds: rounds, tlsGBps: 1)
+        let bench = RoundBenchmark(binDirectory: binDirectory, rounds: rounds)
         let plain = bench.run(.init(parameters: parameters, agents: agents))
         let secure = bench.run(.init(parameters: parameters, agents: agents, secure: true))
         let dropped = bench.run(.init(parameters: parameters, agents: agents, secure: true, dropouts: 1))

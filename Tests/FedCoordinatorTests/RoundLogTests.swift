@@ -75,7 +75,8 @@ struct RoundLogTests {
         let store = try CheckpointStore(directory: Self.temporaryDirectory(), keep: 2)
         let layout = try ModelLayout([TensorSpec(name: "w", shape: [3])])
         for version in 0...4 {
-            try store.writeModel(try ModelParameters(layout: layout, values: [Float(version), 1, 2]), version: UInt64(version))
+            try store.writeModel(try ModelParameters(layout: layout, values: [Float(version), 1, 2]), version: UInt64(version),
+                                 metadata: ["round": "\(version)", "note": String(repeating: "x", count: 100)])
         }
         var optimizer = ServerOptimizer(settings: .init(kind: .fedadam))
         var model: [Float] = [0, 0, 0]
@@ -84,7 +85,16 @@ struct RoundLogTests {
         #expect(store.readOptimizer(settings: optimizer.settings, version: 3) == optimizer)
         store.prune(committed: 3)
         let names = try FileManager.default.contentsOfDirectory(atPath: store.checkpointDirectory).sorted()
-        #expect(names == ["model-000002.safetensors", "model-000003.safetensors", "optimizer-000003.safetensors"])
+        // The oldest committed checkpoint pruned stays as the spare the next one is written over.
+        #expect(names == [".spare-model.safetensors", "model-000002.safetensors", "model-000003.safetensors", "optimizer-000003.safetensors"])
         #expect(try store.readModel(version: 3).values == [3, 1, 2])
+        // Written over the spare: a shorter file than the spare was (no metadata), read back whole.
+        let spareBytes = try FileManager.default.attributesOfItem(atPath: store.spareModelPath)[.size] as? Int
+        try store.writeModel(try ModelParameters(layout: layout, values: [4, 5, 6]), version: 4)
+        #expect(!FileManager.default.fileExists(atPath: store.spareModelPath))
+        #expect(try store.readModel(version: 4).values == [4, 5, 6])
+        let written = try FileManager.default.attributesOfItem(atPath: store.modelPath(version: 4))[.size] as? Int
+        #expect(written == (try SafeTensors.header(for: layout)).count + 12)
+        #expect((spareBytes ?? 0) > (written ?? 0), "the spare was longer: the rewrite cut its tail")
     }
 }

@@ -15,6 +15,56 @@ import Testing
         #expect(Self.crc([]) == 0)
     }
 
+    @Test("Every implementation this CPU has, at every length and alignment, equals the byte-at-a-time reference",
+          arguments: CRC32C.Implementation.allCases.filter(\.isAvailable))
+    func implementationsMatchPortable(_ implementation: CRC32C.Implementation) {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<(3 * 8192 * 2 + 777)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        bytes.withUnsafeBytes { all in
+            // Every length to 2 KiB (the folding path starts at 512 bytes and has 256-, 64- and
+            // 16-byte stages and byte tails), at three alignments, then a few long ones.
+            let lengths = Array(0...2048) + [3 * 8192 - 1, 3 * 8192 + 9, all.count - 3]
+            for length in lengths {
+                for start in 0..<3 {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start..<start + length])
+                    let reference = CRC32C.portableChecksum(slice)
+                    if CRC32C.checksum(slice, using: implementation) != reference {
+                        Issue.record("\(implementation): offset \(start), \(length) bytes")
+                        return
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("Float32 values: the CRC equals the bytes' CRC and the first NaN or infinity is found wherever it is")
+    func floatsWithFiniteness() {
+        let count = 5_000
+        var values = (0..<count).map { Float($0) * 0.5 - 7 }
+        func check(_ values: [Float], start: Int) -> (UInt32, Int?) {
+            values.withUnsafeBytes { raw in
+                var crc = CRC32C()
+                let bad = crc.update(floats: UnsafeRawBufferPointer(rebasing: raw[(4 * start)...]))
+                return (crc.value, bad)
+            }
+        }
+        for start in [0, 1, 3] {
+            let (crc, bad) = check(values, start: start)
+            #expect(bad == nil)
+            #expect(crc == values.withUnsafeBytes { CRC32C.portableChecksum(UnsafeRawBufferPointer(rebasing: $0[(4 * start)...])) })
+        }
+        // In the first 256 bytes, the 256-byte loop, the 64- and 16-byte stages and the last values.
+        for index in [0, 63, 64, 70, 1000, 4_930, 4_990, 4_996, count - 1] {
+            for bad: Float in [.nan, .infinity, -.infinity] {
+                let saved = values[index]
+                values[index] = bad
+                #expect(check(values, start: 0).1 == index, "\(bad) at \(index)")
+                #expect(check(values, start: 1).1 == (index == 0 ? nil : index - 1), "\(bad) at \(index), from value 1")
+                values[index] = saved
+            }
+        }
+    }
+
     @Test("Every length and alignment, whole or in pieces, equals the byte-at-a-time reference")
     func matchesPortable() {
         var generator = SystemRandomNumberGenerator()

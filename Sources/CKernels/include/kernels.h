@@ -14,6 +14,24 @@ uint32_t fed_crc32c(uint32_t crc, const void *buffer, size_t length);
 /// The same CRC-32C a byte at a time, without the CPU's instruction: the reference.
 uint32_t fed_crc32c_portable(uint32_t crc, const void *buffer, size_t length);
 
+/// The CRC-32C implementations: a table, SSE 4.2's crc32 instruction on three streams, and
+/// AVX-512 carry-less multiplication folding four 512-bit lanes (about 3× SSE 4.2).
+enum { FED_CRC32C_PORTABLE = 0, FED_CRC32C_SSE42 = 1, FED_CRC32C_VPCLMULQDQ = 2 };
+
+/// Whether this CPU runs `implementation`.
+int fed_crc32c_available(int implementation);
+
+/// The fastest implementation this CPU runs (the one `fed_crc32c` uses).
+int fed_crc32c_best(void);
+
+/// CRC-32C with a given implementation (the portable one when the CPU lacks it), for tests.
+uint32_t fed_crc32c_using(int implementation, uint32_t crc, const void *buffer, size_t length);
+
+/// CRC-32C of `count` Float32 values (4 × `count` bytes) and, in `*first_nonfinite`, the index of
+/// the first NaN or infinity among them (-1 when all are finite), in one pass where the CPU has
+/// AVX-512 (the check rides on the CRC's loads), two otherwise.
+uint32_t fed_crc32c_f32(uint32_t crc, const void *buffer, size_t count, long *first_nonfinite);
+
 /// The index of the first NaN or infinity among `count` little-endian Float32 values at any
 /// alignment, or -1 when all are finite. Branch-free blocks of 64 values, AVX2 when present.
 long fed_first_nonfinite_f32(const void *buffer, size_t count);

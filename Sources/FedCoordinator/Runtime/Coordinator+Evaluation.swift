@@ -60,7 +60,7 @@ extension Coordinator {
             var request = EvaluationRequest()
             request.roundID = round
             request.modelVersion = round
-            request.modelSHA256 = globalSHA256
+            request.modelSHA256 = stateLock.withLock { globalSHA256 }
             request.tensorCount = UInt32(global.layout.tensors.count)
             if let standardization = stateLock.withLock({ standardization }) {
                 request.featureMeans = standardization.means

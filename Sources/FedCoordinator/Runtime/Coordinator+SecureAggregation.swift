@@ -13,7 +13,7 @@ extension Coordinator {
     /// Sets up secure aggregation for a new attempt and starts its driver; nil when it is off.
     func startSecureRound(_ attempt: RoundStateMachine.Attempt) {
         guard configuration.secureAggregation.enabled else { return }
-        let (hash, count) = modelLock.withReadLock { (globalSHA256, global.layout.parameterCount) }
+        let (hash, count) = modelLock.withReadLock { (stateLock.withLock { globalSHA256 }, global.layout.parameterCount) }
         do {
             let config = try SecureRound.configuration(
                 invited: attempt.invited, roundID: attempt.roundID, attempt: attempt.attempt, epoch: startCount,

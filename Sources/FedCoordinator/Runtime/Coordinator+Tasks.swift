@@ -74,7 +74,9 @@ extension Coordinator {
                 var task = TrainTask()
                 task.roundID = attempt.roundID
                 task.modelVersion = attempt.modelVersion
-                task.modelSHA256 = globalSHA256
+                // A secure round binds the model's digest (computed before its broadcast); a
+                // plaintext task goes without, its tensors checked by their CRC-32C.
+                if secure != nil { task.modelSHA256 = stateLock.withLock { globalSHA256 } }
                 task.localEpochs = configuration.task.localEpochs
                 task.batchSize = configuration.task.batchSize
                 task.learningRate = configuration.task.learningRate

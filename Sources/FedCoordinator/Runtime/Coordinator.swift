@@ -28,7 +28,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     let modelLock = ReadWriteLock()
     var global: ModelParameters  // modelLock
-    var globalSHA256: [UInt8]  // modelLock
+    /// The global model's digest; empty from a plaintext round's close until the commit writer has
+    /// hashed the new model (no plaintext task carries it: their tensors are checked by CRC).
+    var globalSHA256: [UInt8]  // stateLock
     /// Each tensor's CRC-32C, computed once per model for all its broadcasts.
     var tensorCRCs: [UInt32] = []  // modelLock
     private var optimizer: ServerOptimizer  // modelLock
@@ -355,18 +357,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 guard tensor.name == spec.name, tensor.shape == spec.shape.map({ UInt64($0) }) else {
                     throw PullFailure(reason: "tensor \(index) is '\(tensor.name)' \(tensor.shape); the model expects '\(spec.name)' \(spec.shape)", refused: true)
                 }
-                var position = 0
-                _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(spec.count * 4)) { _, bytes in
-                    guard bytes.count % 4 == 0 else {
-                        throw PullFailure(reason: "tensor '\(spec.name)' was cut inside a float (chunk of \(bytes.count) bytes)", refused: true)
-                    }
-                    if let bad = FiniteValues.firstNonFinite(bytes) {
-                        throw PullFailure(
-                            reason: "tensor '\(spec.name)' holds a non-finite value (NaN or infinity) at element \(position + bad)", refused: true)
-                    }
-                    position += bytes.count / 4
-                    try spool.append(bytes)
-                }
+                // Finiteness is checked in the CRC's pass over each chunk, before it is spooled.
+                _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(spec.count * 4), nonFinite: { element in
+                    throw PullFailure(reason: "tensor '\(spec.name)' holds a non-finite value (NaN or infinity) at element \(element)", refused: true)
+                }) { _, bytes in try spool.append(bytes) }
             }
             }
             try call.expectEnd()
@@ -509,12 +503,12 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         do {
             var unmasked: UnmaskOutcome?
             let secure = currentSecureRound(round)
-            let (hash, model, optimizerState): (String, ModelParameters, ServerOptimizer) = try modelLock.withWriteLock {
+            let (digest, model, optimizerState): ([UInt8]?, ModelParameters, ServerOptimizer) = try modelLock.withWriteLock {
                 let fingerprint: ModelFingerprinter.Fingerprint
                 if let secure {
                     var stepped: ModelFingerprinter.Fingerprint?
                     unmasked = try unmask(secure, accepted: outcome.accepted.keys.sorted()) { mean in
-                        stepped = applyMeanDelta { range, out in
+                        stepped = applyMeanDelta(sha256: true) { range, out in
                             for (k, i) in range.enumerated() { out[k] = mean(i) }
                         }
                     }
@@ -523,13 +517,14 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 } else {
                     fingerprint = accumulatorLock.withLock {
                         defer { accumulator.reset() }
-                        return applyMeanDelta { range, out in accumulator.mean(range, into: out) }
+                        // The digest is only for the round log here: the commit writer computes it.
+                        return applyMeanDelta(sha256: false) { range, out in accumulator.mean(range, into: out) }
                     }
                 }
-                globalSHA256 = fingerprint.digest
+                stateLock.withLock { globalSHA256 = fingerprint.digest ?? [] }
                 tensorCRCs = fingerprint.tensorCRCs
                 // Shared storage, not copies: nothing writes them until the commit writer is idle again.
-                return (globalSHA256.hexString, global, optimizer)
+                return (fingerprint.digest, global, optimizer)
             }
             var record = roundRecord(outcome, status: "committed")
             if let unmasked {
@@ -553,10 +548,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 record.examples = nil
             }
             record.modelVersion = round
-            record.modelSHA256 = hash
             let metadata = checkpointMetadata(round: round)
             let accepted = outcome.accepted.count, late = outcome.late.count, failed = outcome.failed.count
             commitWriter.submit { [self, record] in
+                var record = record
+                let digest = digest ?? CheckpointStore.modelDigest(model)
+                stateLock.withLock { globalSHA256 = digest }
+                record.modelSHA256 = digest.hexString
                 do {
                     try store.writeModel(model, version: round, metadata: metadata)
                     try store.writeOptimizer(optimizerState, layout: model.layout, version: round)
@@ -597,11 +595,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// model with the server optimizer, hashing the new model on a second thread as it is written.
     /// Called under the model's write lock.
     private func applyMeanDelta(
-        _ meanDelta: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
+        sha256: Bool, _ meanDelta: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
     ) -> ModelFingerprinter.Fingerprint {
         let layout = global.layout
         return global.values.withUnsafeMutableBufferPointer { values in
-            let fingerprinter = ModelFingerprinter(values: UnsafeBufferPointer(values), layout: layout)
+            let fingerprinter = ModelFingerprinter(values: UnsafeBufferPointer(values), layout: layout, sha256: sha256)
             optimizer.step(model: values) { range, out in
                 fingerprinter.advance(to: range.lowerBound)
                 meanDelta(range, out)

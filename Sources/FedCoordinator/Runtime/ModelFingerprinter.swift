@@ -2,9 +2,9 @@ import FedCore
 import FedWire
 import Foundation
 
-/// Hashes a model while it is being written: the model's digest (``ModelDigest``: SHA-256 per
-/// tensor, combined) and each tensor's CRC-32C (for the broadcasts), on a thread of its own that
-/// follows the writer's progress.
+/// Hashes a model while it is being written: each tensor's CRC-32C (for the broadcasts) and, when
+/// asked, the model's digest (``ModelDigest``: SHA-256 per tensor, combined), on a thread of its
+/// own that follows the writer's progress.
 ///
 /// At a round's close the server optimizer writes the new model block by block, in order; the
 /// fingerprinter reads every element once it is final, so hashing (≈ 30 ms for 10M parameters)
@@ -14,12 +14,14 @@ import Foundation
 final class ModelFingerprinter: @unchecked Sendable {
     // @unchecked: `final_`/`result` are guarded by `condition`; `values` is read below `final_` only.
     struct Fingerprint {
-        var digest: [UInt8]
+        /// Nil when not asked for.
+        var digest: [UInt8]?
         var tensorCRCs: [UInt32]
     }
 
     private let values: UnsafeBufferPointer<Float>
     private let ranges: [Range<Int>]
+    private let sha256: Bool
     private let condition = NSCondition()
     /// Elements below this are final.
     private var final_ = 0
@@ -29,9 +31,11 @@ final class ModelFingerprinter: @unchecked Sendable {
     private static let publishElements = 1 << 18
     private var published = 0
 
-    /// Starts hashing `values` (laid out as `layout`) as it becomes final.
-    init(values: UnsafeBufferPointer<Float>, layout: ModelLayout) {
+    /// Starts hashing `values` (laid out as `layout`) as it becomes final; the SHA-256 digest too
+    /// when `sha256`.
+    init(values: UnsafeBufferPointer<Float>, layout: ModelLayout, sha256: Bool) {
         self.values = values
+        self.sha256 = sha256
         ranges = layout.tensors.indices.map { layout.range(of: $0) }
         let thread = Thread { [self] in run() }
         thread.name = "fedcoord-hash"
@@ -63,7 +67,7 @@ final class ModelFingerprinter: @unchecked Sendable {
         var crcs: [UInt32] = []
         var position = 0
         for range in ranges {
-            let hasher = SHA256Hasher()
+            let hasher = sha256 ? SHA256Hasher() : nil
             var crc = CRC32C()
             while position < range.upperBound {
                 condition.lock()
@@ -75,17 +79,17 @@ final class ModelFingerprinter: @unchecked Sendable {
                 let end = min(available, range.upperBound)
                 while start < end {
                     let piece = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: values[start..<min(start + Self.publishElements, end)]))
-                    hasher.update(piece)
+                    hasher?.update(piece)
                     crc.update(piece)
                     start += piece.count / 4
                 }
                 position = end
             }
-            digests.append(hasher.finalize())
+            if let hasher { digests.append(hasher.finalize()) }
             crcs.append(crc.value)
         }
         condition.lock()
-        result = Fingerprint(digest: ModelDigest.combine(digests), tensorCRCs: crcs)
+        result = Fingerprint(digest: sha256 ? ModelDigest.combine(digests) : nil, tensorCRCs: crcs)
         condition.broadcast()
         condition.unlock()
     }

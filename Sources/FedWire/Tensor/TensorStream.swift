@@ -110,12 +110,16 @@ public enum TensorStream {
     ///   - maxTotalBytes: the largest tensor accepted (checked against the header before any chunk).
     ///   - sha256: also hash the bytes with SHA-256 (about 0.7 ns a byte; the CRC-32C alone is
     ///     about 0.05) and return the digest in the summary.
+    ///   - nonFinite: when given, every value is checked for NaN and infinity in the CRC's own
+    ///     pass, chunks must hold whole Float32 values, and the first bad value's element index is
+    ///     handed to it before its chunk is consumed (it throws to refuse the tensor).
     ///   - consume: gets each chunk's bytes at its offset, in order; they must not escape it.
     /// - Throws: ``RPCError`` INVALID_ARGUMENT when the stream breaks its announcement (type,
     ///   shape, size, order, chunk size), RESOURCE_EXHAUSTED above `maxTotalBytes`, DATA_LOSS on a
     ///   CRC mismatch.
     public static func receive(
         from source: any MessageSource, header: TensorHeader? = nil, maxTotalBytes: UInt64 = .max, sha256: Bool = false,
+        nonFinite: ((_ element: UInt64) throws -> Void)? = nil,
         consume: (_ offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Void
     ) throws -> Summary {
         let header = try header ?? readHeader(from: source)
@@ -141,7 +145,14 @@ public enum TensorStream {
                     throw RPCError(.invalidArgument, "tensor '\(header.name)': more bytes than the \(header.totalBytes) announced")
                 }
                 try chunk.data.withUnsafeBytes { bytes in
-                    crc.update(bytes)
+                    if let nonFinite {
+                        guard count % 4 == 0 else {
+                            throw RPCError(.invalidArgument, "tensor '\(header.name)' was cut inside a float (chunk of \(count) bytes)")
+                        }
+                        if let bad = crc.update(floats: bytes) { try nonFinite(offset / 4 + UInt64(bad)) }
+                    } else {
+                        crc.update(bytes)
+                    }
                     hasher?.update(bytes)
                     try consume(offset, bytes)
                 }
