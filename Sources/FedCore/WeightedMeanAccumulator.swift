@@ -27,22 +27,45 @@ public struct WeightedMeanAccumulator: Sendable {
     ///
     /// Call it for consecutive slices of one update, in order, then ``finishUpdate(weight:)``.
     public mutating func add(_ values: UnsafeBufferPointer<Float>, at offset: Int, weight: UInt64) {
-        if sums.isEmpty { sums = [Double](repeating: 0, count: layout.parameterCount) }
-        precondition(offset >= 0 && offset + values.count <= sums.count, "slice outside the model")
         let w = Double(weight)
-        let first = updateCount == 0
-        if first {
-            precondition(offset == firstUpdateElements, "the first update's slices must come in order")
-            firstUpdateElements += values.count
-        }
-        sums.withUnsafeMutableBufferPointer { sums in
-            let base = sums.baseAddress! + offset
+        withSlice(at: offset, count: values.count) { base, first in
             if first {
                 for index in 0..<values.count { base[index] = w * Double(values[index]) }
             } else {
                 for index in 0..<values.count { base[index] += w * Double(values[index]) }
             }
         }
+    }
+
+    /// Adds two updates' slices at once, `weightA × a + weightB × b` (same length, same offset):
+    /// one pass over the 8-byte sums for two updates, the pass that dominates a round's adds.
+    ///
+    /// Call it for consecutive slices of the two updates, then ``finishUpdate(weight:)`` for each.
+    public mutating func add(
+        _ a: UnsafeBufferPointer<Float>, weight weightA: UInt64, _ b: UnsafeBufferPointer<Float>, weight weightB: UInt64, at offset: Int
+    ) {
+        precondition(a.count == b.count, "the two slices differ in length")
+        let wa = Double(weightA), wb = Double(weightB)
+        withSlice(at: offset, count: a.count) { base, first in
+            if first {
+                for index in 0..<a.count { base[index] = wa * Double(a[index]) + wb * Double(b[index]) }
+            } else {
+                for index in 0..<a.count { base[index] += wa * Double(a[index]) + wb * Double(b[index]) }
+            }
+        }
+    }
+
+    /// The sums from `offset` on, and whether they belong to the first update since the reset
+    /// (to be overwritten rather than added to).
+    private mutating func withSlice(at offset: Int, count: Int, _ body: (UnsafeMutablePointer<Double>, _ first: Bool) -> Void) {
+        if sums.isEmpty { sums = [Double](repeating: 0, count: layout.parameterCount) }
+        precondition(offset >= 0 && offset + count <= sums.count, "slice outside the model")
+        let first = updateCount == 0
+        if first {
+            precondition(offset == firstUpdateElements, "the first update's slices must come in order")
+            firstUpdateElements += count
+        }
+        sums.withUnsafeMutableBufferPointer { body($0.baseAddress! + offset, first) }
     }
 
     /// Records that an update of `weight` examples has been added in full.

@@ -37,4 +37,27 @@ struct UpdateSpoolTests {
         // The file was unlinked at once: nothing is left in the folder.
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
     }
+
+    @Test("Two spools read back side by side, window by window; spools of different sizes are refused")
+    func pairs() throws {
+        let directory = RoundLogTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let count = UpdateSpool.windowBytes / 4 * 2 + 1001
+        let a = try UpdateSpool(directory: directory), b = try UpdateSpool(directory: directory)
+        try (0..<count).map { Float($0) }.withUnsafeBytes { try a.append($0) }
+        try (0..<count).map { -Float($0) }.withUnsafeBytes { try b.append($0) }
+        var seen = 0
+        try UpdateSpool.forEachSlice(a, b) { offset, x, y in
+            #expect(offset == seen && x.count == y.count)
+            for i in 0..<x.count where x[i] != Float(offset + i) || y[i] != -Float(offset + i) {
+                Issue.record("element \(offset + i)")
+                break
+            }
+            seen += x.count
+        }
+        #expect(seen == count)
+        let short = try UpdateSpool(directory: directory)
+        try [Float(1)].withUnsafeBytes { try short.append($0) }
+        #expect(throws: (any Error).self) { try UpdateSpool.forEachSlice(a, short) { _, _, _ in } }
+    }
 }

@@ -111,6 +111,30 @@ struct AggregationTests {
         #expect(reused.mean() == [1, 2, 0, 0, 0])
     }
 
+    @Test("Two updates added in one pass give the mean of adding them one by one, first after a reset or not")
+    func pairedAdd() throws {
+        let layout = try ModelLayout([TensorSpec(name: "w", shape: [6])])
+        // Values whose weighted sums are exact in Float64, so that the two orders agree bit for bit.
+        let updates: [([Float], UInt64)] = [([1, 2, 3, 4, 5, 6], 3), ([0.5, -1, 0.25, 8, -2, 0], 1), ([-4, 4, 2, 1, 0.125, 9], 2)]
+        var single = WeightedMeanAccumulator(layout: layout)
+        for (values, weight) in updates { single.add(values, weight: weight) }
+        var paired = WeightedMeanAccumulator(layout: layout)
+        paired.add([9, 9, 9, 9, 9, 9], weight: 5)
+        paired.reset()
+        updates[0].0.withUnsafeBufferPointer { a in
+            updates[1].0.withUnsafeBufferPointer { b in
+                // In two slices, as the coordinator reads two spools back window by window.
+                paired.add(UnsafeBufferPointer(rebasing: a[0..<4]), weight: 3, UnsafeBufferPointer(rebasing: b[0..<4]), weight: 1, at: 0)
+                paired.add(UnsafeBufferPointer(rebasing: a[4...]), weight: 3, UnsafeBufferPointer(rebasing: b[4...]), weight: 1, at: 4)
+            }
+        }
+        paired.finishUpdate(weight: 3)
+        paired.finishUpdate(weight: 1)
+        paired.add(updates[2].0, weight: 2)
+        #expect(paired.mean() == single.mean())
+        #expect(paired.totalWeight == 6 && paired.updateCount == 3)
+    }
+
     @Test("Impossible optimizer settings are refused with what to fix")
     func settingsValidation() {
         #expect(throws: ModelError.self) { try ServerOptimizer.Settings(learningRate: 0).validate() }

@@ -42,6 +42,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     let pendingAdds = DispatchGroup()
     /// Spool files reused from pull to pull.
     let spools: SpoolPool
+    /// A complete, accepted update not yet added: held (in its spool) until the next one arrives,
+    /// so that the two are added in one pass over the sums, or until the close.
+    private var parkedUpdate: (spool: UpdateSpool, weight: UInt64)?  // accumulatorLock
     private let layout: ModelLayout
     /// The federation's data schema (nil for a raw tensor model), as published in every Welcome.
     let schema: ModelSchema?
@@ -84,7 +87,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         store = try CheckpointStore(directory: configuration.stateDir, keep: configuration.keepCheckpoints)
         roundLog = try RoundLog(path: store.logPath)
         // A pull's spool is in use until its update has been added, while the next pull streams.
-        spools = SpoolPool(directory: store.directory + "/spool", idleLimit: configuration.selection.maxConcurrentPulls + 1)
+        // (and one more while an update is parked).
+        spools = SpoolPool(directory: store.directory + "/spool", idleLimit: configuration.selection.maxConcurrentPulls + 2)
         let layout = try configuration.model.layout()
         self.layout = layout
         schema = configuration.model.schema
@@ -336,7 +340,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 throw PullFailure(reason: "the agent is not connected", refused: false)
             }
             let spool = try spools.take()
-            defer { spools.give(spool) }
+            var parked = false
+            defer { if !parked { spools.give(spool) } }
             let call = try connection.makeCall(method: Methods.pullUpdate, timeout: max(1, deadline - now))
             defer { call.finish() }
             try call.send(.fetchUpdate(FetchUpdate(roundID: roundID, modelVersion: version)), endOfStream: true)
@@ -388,11 +393,17 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     try accumulatorLock.withLock {
                         if let secure {
                             try addMasked(spool, into: secure)
-                        } else {
-                            try spool.forEachSlice { offset, values in
-                                accumulator.add(values, at: offset, weight: header.exampleCount)
+                        } else if let other = parkedUpdate {
+                            parkedUpdate = nil
+                            defer { spools.give(other.spool) }
+                            try UpdateSpool.forEachSlice(other.spool, spool) { offset, a, b in
+                                accumulator.add(a, weight: other.weight, b, weight: header.exampleCount, at: offset)
                             }
+                            accumulator.finishUpdate(weight: other.weight)
                             accumulator.finishUpdate(weight: header.exampleCount)
+                        } else {
+                            parkedUpdate = (spool, header.exampleCount)
+                            parked = true
                         }
                     }
                 } catch {
@@ -454,7 +465,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             switch action {
             case .attemptStarted(let attempt):
                 pendingAdds.wait()
-                accumulatorLock.withLock { accumulator.reset() }
+                resetAccumulator()
                 stateLock.withLock {
                     stats = RoundStats()
                     broadcastAborts = []
@@ -477,7 +488,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 Thread { [self] in commit(outcome) }.start()
             case .attemptFailed(let outcome, let reason, let willRetry):
                 pendingAdds.wait()
-                accumulatorLock.withLock { accumulator.reset() }
+                resetAccumulator()
                 for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, RPCStatus(.aborted, reason)) }
                 var record = roundRecord(outcome, status: "failed")
                 record.type = "attempt_failed"
@@ -515,7 +526,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     guard let stepped else { throw ModelError("the unmasked sum gave no mean") }
                     fingerprint = stepped
                 } else {
-                    fingerprint = accumulatorLock.withLock {
+                    fingerprint = try accumulatorLock.withLock {
+                        if let last = parkedUpdate {
+                            parkedUpdate = nil
+                            defer { spools.give(last.spool) }
+                            try last.spool.forEachSlice { offset, values in accumulator.add(values, at: offset, weight: last.weight) }
+                            accumulator.finishUpdate(weight: last.weight)
+                        }
                         defer { accumulator.reset() }
                         // The digest is only for the round log here: the commit writer computes it.
                         return applyMeanDelta(sha256: false) { range, out in accumulator.mean(range, into: out) }
@@ -588,6 +605,15 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         } catch {
             logger.error("Commit failed", metadata: ["round": "\(round)", "error": "\(error)"])
             perform(engineLock.withLock { engine.aggregationFailed(roundID: round, reason: "\(error)", now: now) })
+        }
+    }
+
+    /// Empties the sum, and drops an update parked for it.
+    private func resetAccumulator() {
+        accumulatorLock.withLock {
+            if let parked = parkedUpdate { spools.give(parked.spool) }
+            parkedUpdate = nil
+            accumulator.reset()
         }
     }
 

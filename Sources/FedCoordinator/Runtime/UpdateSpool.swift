@@ -12,7 +12,7 @@ final class UpdateSpool {
     private let fd: Int32
     private(set) var bytesWritten = 0
     /// Bytes mapped at a time when reading back: what the read-back adds to the resident memory.
-    static let windowBytes = 4 << 20
+    static let windowBytes = 2 << 20
 
     init(directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -44,15 +44,34 @@ final class UpdateSpool {
     /// Reads the spooled floats back in order, ``windowBytes`` at a time, straight from the page
     /// cache (mapped read-only: no copy into a buffer).
     func forEachSlice(_ body: (_ elementOffset: Int, _ values: UnsafeBufferPointer<Float>) throws -> Void) throws {
-        let total = bytesWritten - bytesWritten % 4
+        try Self.forEachSlice(of: [self]) { offset, slices in try body(offset, slices[0]) }
+    }
+
+    /// Reads two spools of the same length back side by side, a window of each at a time.
+    static func forEachSlice(
+        _ a: UpdateSpool, _ b: UpdateSpool,
+        _ body: (_ elementOffset: Int, _ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) throws -> Void
+    ) throws {
+        guard a.bytesWritten == b.bytesWritten else { throw ModelError("two spooled updates of different sizes cannot be read together") }
+        try forEachSlice(of: [a, b]) { offset, slices in try body(offset, slices[0], slices[1]) }
+    }
+
+    private static func forEachSlice(
+        of spools: [UpdateSpool], _ body: (_ elementOffset: Int, _ slices: [UnsafeBufferPointer<Float>]) throws -> Void
+    ) throws {
+        let total = spools[0].bytesWritten - spools[0].bytesWritten % 4
         var offset = 0
         while offset < total {
-            let length = min(Self.windowBytes, total - offset)
-            guard let window = mmap(nil, length, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, off_t(offset)), window != MAP_FAILED else {
-                throw ModelError("cannot read a spooled update back: \(String(cString: strerror(errno)))")
+            let length = min(windowBytes, total - offset)
+            var windows: [UnsafeMutableRawPointer] = []
+            defer { for window in windows { munmap(window, length) } }
+            for spool in spools {
+                guard let window = mmap(nil, length, PROT_READ, MAP_SHARED | MAP_POPULATE, spool.fd, off_t(offset)), window != MAP_FAILED else {
+                    throw ModelError("cannot read a spooled update back: \(String(cString: strerror(errno)))")
+                }
+                windows.append(window)
             }
-            defer { munmap(window, length) }
-            try body(offset / 4, UnsafeBufferPointer(start: window.assumingMemoryBound(to: Float.self), count: length / 4))
+            try body(offset / 4, windows.map { UnsafeBufferPointer(start: $0.assumingMemoryBound(to: Float.self), count: length / 4) })
             offset += length
         }
     }
