@@ -317,6 +317,24 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
+    /// Each tensor's CRC-32C of an update (for its upload), computed in the pass that checks every
+    /// value is finite; nil when the update does not fit the layout or holds a NaN or infinity.
+    private static func checkedCRCs(of delta: [Float], layout: ModelLayout) -> [UInt32]? {
+        guard delta.count == layout.parameterCount else { return nil }
+        return delta.withUnsafeBytes { bytes in
+            var crcs: [UInt32] = []
+            for index in layout.tensors.indices {
+                let range = layout.range(of: index)
+                var crc = CRC32C()
+                guard crc.update(floats: UnsafeRawBufferPointer(rebasing: bytes[(4 * range.lowerBound)..<(4 * range.upperBound)])) == nil else {
+                    return nil
+                }
+                crcs.append(crc.value)
+            }
+            return crcs
+        }
+    }
+
     func train(_ job: Job) {
         let started = Deadline.now
         let result: TrainingResult
@@ -331,21 +349,7 @@ public final class Agent: @unchecked Sendable {
             announceFailure(job, reason: "local training failed: \(error)")
             return
         }
-        // Each tensor's CRC-32C for the upload, computed in the same pass that checks every value is finite.
-        let layout = job.global.layout
-        let crcs: [UInt32]? = result.delta.count != layout.parameterCount ? nil : result.delta.withUnsafeBytes { delta in
-            var crcs: [UInt32] = []
-            for index in layout.tensors.indices {
-                let range = layout.range(of: index)
-                var crc = CRC32C()
-                guard crc.update(floats: UnsafeRawBufferPointer(rebasing: delta[(4 * range.lowerBound)..<(4 * range.upperBound)])) == nil else {
-                    return nil
-                }
-                crcs.append(crc.value)
-            }
-            return crcs
-        }
-        guard let crcs, result.exampleCount > 0 else {
+        guard let crcs = Self.checkedCRCs(of: result.delta, layout: job.global.layout), result.exampleCount > 0 else {
             logger.error("The trainer returned an update that does not fit the model (size, example count or a non-finite value); not sent",
                          metadata: ["round": "\(job.task.roundID)"])
             announceFailure(job, reason: "the trainer returned an update that does not fit the model")

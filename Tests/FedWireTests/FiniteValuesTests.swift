@@ -1,8 +1,16 @@
 import FedWire
 import Testing
 
+/// Finiteness, checked in the CRC-32C's pass over every chunk a coordinator receives and over
+/// every update an agent sends.
 @Suite("Update validation")
 struct UpdateValidationTests {
+    /// The first NaN or infinity among `bytes` (whole Float32 values at any alignment), or nil.
+    static func firstNonFinite(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var crc = CRC32C()
+        return crc.update(floats: bytes)
+    }
+
     @Test("Non-finite values are found at any alignment")
     func nonFinite() {
         var bytes = [UInt8](repeating: 0, count: 1 + 4 * 5)
@@ -14,9 +22,9 @@ struct UpdateValidationTests {
         }
         bytes.withUnsafeBytes { raw in
             let unaligned = UnsafeRawBufferPointer(rebasing: raw[1...])
-            #expect(FiniteValues.firstNonFinite(unaligned) == 2)
-            #expect(FiniteValues.firstNonFinite(UnsafeRawBufferPointer(rebasing: unaligned[..<8])) == nil)
-            #expect(FiniteValues.firstNonFinite(UnsafeRawBufferPointer(rebasing: unaligned[12...])) == 1)
+            #expect(Self.firstNonFinite(unaligned) == 2)
+            #expect(Self.firstNonFinite(UnsafeRawBufferPointer(rebasing: unaligned[..<8])) == nil)
+            #expect(Self.firstNonFinite(UnsafeRawBufferPointer(rebasing: unaligned[12...])) == 1)
         }
     }
 
@@ -30,9 +38,9 @@ struct UpdateValidationTests {
             var bytes = [UInt8](repeating: 0, count: 3)
             values.withUnsafeBytes { bytes += $0 }
             bytes.withUnsafeBytes { raw in
-                #expect(FiniteValues.firstNonFinite(UnsafeRawBufferPointer(rebasing: raw[3...])) == position)
+                #expect(Self.firstNonFinite(UnsafeRawBufferPointer(rebasing: raw[3...])) == position)
             }
         }
-        finite.withUnsafeBytes { #expect(FiniteValues.firstNonFinite($0) == nil) }
+        finite.withUnsafeBytes { #expect(Self.firstNonFinite($0) == nil) }
     }
 }
