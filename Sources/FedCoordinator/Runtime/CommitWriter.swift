@@ -8,9 +8,16 @@ import Foundation
 /// at most one round is in flight to disk and its model is never copied (the job shares the
 /// model's storage, which nobody writes until the job is done).
 final class CommitWriter: @unchecked Sendable {
-    // @unchecked: `busy` is guarded by `condition`.
+    // @unchecked: `busy` and `pending` are guarded by `condition`.
     private let condition = NSCondition()
     private var busy = false
+    /// The job submitted and not yet started. Held here rather than captured by the thread, so
+    /// that the job (and the model it shares) is released before the writer reports idle: a
+    /// model still shared at the next close would be copied there.
+    private var pending: (@Sendable () -> Void)?
+
+    /// Whether a job is submitted and not finished.
+    var isBusy: Bool { condition.withLock { busy } }
 
     /// Blocks until the job in flight (if any) has finished.
     func waitUntilIdle() {
@@ -24,9 +31,13 @@ final class CommitWriter: @unchecked Sendable {
         condition.lock()
         while busy { condition.wait() }
         busy = true
+        pending = job
         condition.unlock()
         let thread = Thread { [self] in
-            job()
+            do {
+                let job = condition.withLock { pending.take() }
+                job?()
+            }
             condition.lock()
             busy = false
             condition.broadcast()
