@@ -73,6 +73,42 @@ struct TensorStreamTests {
         #expect(update == (0..<1000).map { Float($0) * 0.5 })
     }
 
+    @Test("Large chunks land straight in their tensor's memory, never in another tensor's, even behind a slow consumer")
+    func landing() throws {
+        let server = try TestServer()
+        // Three tensors of 3 MB in 1 MiB chunks (frames above the reader's own 256 KiB buffer).
+        let counts = [750_001, 750_000, 749_999]
+        let received = Mutex<[[Float]]>([])
+        let (agentSide, coordinator) = try Self.agent(server) { call in
+            guard case .trainTask = try call.receiveOnly() else { throw RPCError(.invalidArgument, "task first") }
+            var tensors: [[Float]] = []
+            for (index, count) in counts.enumerated() {
+                // The reader runs ahead while the consumer dawdles: chunks read before the landing
+                // exists are copied, the later ones land; the next tensor's must not land here.
+                usleep(index == 1 ? 300_000 : 50_000)
+                let header = try TensorStream.readHeader(from: call)
+                usleep(100_000)
+                var floats = [Float](repeating: .nan, count: count)
+                _ = try floats.withUnsafeMutableBufferPointer { try TensorStream.receive(from: call, header: header, into: $0) }
+                tensors.append(floats)
+            }
+            #expect(try call.receive() == nil)
+            received.withLock { $0 = tensors }
+        }
+        defer { agentSide.close() }
+        let tensors = counts.enumerated().map { index, count in (0..<count).map { Float(($0 * 7 + index * 1_000_003) % 65_521) - 9.5 } }
+        let call = try coordinator.makeCall(method: Methods.train, timeout: 30)
+        var task = TrainTask()
+        task.tensorCount = UInt32(counts.count)
+        try call.send(.trainTask(task))
+        for (index, tensor) in tensors.enumerated() {
+            _ = try tensor.withUnsafeBufferPointer { try TensorStream.send(name: "t\(index)", shape: [$0.count], floats: $0, to: call) }
+        }
+        try call.finishSending()
+        try call.expectEnd()
+        #expect(received.withLock { $0 } == tensors)
+    }
+
     @Test("A tensor above 2 GiB streams from a generator, CRC-32C checked, without holding it in memory")
     func beyondTwoGiB() throws {
         let elements: UInt64 = 550_000_000  // 2.2 GB: past protobuf's 2 GiB message limit

@@ -31,23 +31,74 @@ public final class FrameReader {
     public func readFrameView(idleDeadline: Deadline = .distantFuture) throws -> UnsafeRawBufferPointer? {
         guard let length = try readHeader(idleDeadline: idleDeadline) else { return nil }
         releaseLargeBuffer()
-        if length > Self.keptBufferBytes {
-            // Large frames (tensor chunks) borrow a block from the process-wide recycling pool,
-            // so that idle connections do not each pin a 4 MiB buffer.
-            guard let block = RecyclingAllocator.allocate(length) else {
-                throw WireError(.frameTooLarge, "cannot allocate \(length) bytes for a frame")
+        guard length > Self.keptBufferBytes else { return try readSmall(length) }
+        return try readLarge(length, after: UnsafeRawBufferPointer(start: nil, count: 0), deadline: .after(seconds: frameTimeout))
+    }
+
+    /// What ``readFrameView(idleDeadline:landing:)`` read.
+    public enum Frame {
+        /// A whole frame, in the reader's buffer (valid until the next read).
+        case view(UnsafeRawBufferPointer)
+        /// A tensor chunk of `callID` whose bytes went straight into a landing's destination.
+        case landed(callID: UInt64, offset: UInt64, bytes: UnsafeRawBufferPointer, landing: ChunkLanding)
+    }
+
+    /// Bytes read ahead of a large frame to tell whether it is a chunk that can land: the
+    /// envelope's call id, body tag and length, the chunk's offset and the data's tag and length
+    /// take at most 45 bytes.
+    static let landingPrefixBytes = 48
+
+    /// Like ``readFrameView(idleDeadline:)``, but a large tensor-chunk frame for a call that
+    /// `landing` names a ``ChunkLanding`` for is read straight into its destination when it fits.
+    public func readFrameView(idleDeadline: Deadline = .distantFuture, landing: (UInt64) -> ChunkLanding?) throws -> Frame? {
+        guard let length = try readHeader(idleDeadline: idleDeadline) else { return nil }
+        releaseLargeBuffer()
+        guard length > Self.keptBufferBytes else { return .view(try readSmall(length)) }
+        let deadline = Deadline.after(seconds: frameTimeout)
+        var prefix = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return try withUnsafeMutableBytes(of: &prefix) { raw in
+            let head = UnsafeMutableRawBufferPointer(rebasing: raw[..<Self.landingPrefixBytes])
+            try readRest(into: head, deadline: deadline)
+            if let chunk = ChunkFastPath.prefix(UnsafeRawBufferPointer(head), frameLength: length),
+               let target = landing(chunk.callID), target.fits(offset: chunk.offset, count: chunk.dataLength)
+            {
+                target.lock.lock()
+                defer { target.lock.unlock() }
+                if target.isOpen {
+                    let destination = UnsafeMutableRawBufferPointer(
+                        rebasing: target.destination[Int(chunk.offset)..<(Int(chunk.offset) + chunk.dataLength)])
+                    let already = Self.landingPrefixBytes - chunk.dataStart
+                    destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: head[chunk.dataStart...]))
+                    try readRest(into: UnsafeMutableRawBufferPointer(rebasing: destination[already...]), deadline: deadline)
+                    return .landed(callID: chunk.callID, offset: chunk.offset, bytes: UnsafeRawBufferPointer(destination), landing: target)
+                }
             }
-            largeBuffer = UnsafeMutableRawBufferPointer(start: block, count: length)
-            let view = largeBuffer!
-            try readRest(into: view, deadline: .after(seconds: frameTimeout))
-            return UnsafeRawBufferPointer(view)
+            let view = try readLarge(length, after: UnsafeRawBufferPointer(head), deadline: deadline)
+            return .view(view)
         }
+    }
+
+    /// A small frame into the reader's own buffer.
+    private func readSmall(_ length: Int) throws -> UnsafeRawBufferPointer {
         if buffer.count < length {
             buffer.deallocate()
             buffer = .allocate(byteCount: Self.keptBufferBytes, alignment: 64)
         }
         let view = UnsafeMutableRawBufferPointer(rebasing: buffer[..<length])
         try readRest(into: view, deadline: .after(seconds: frameTimeout))
+        return UnsafeRawBufferPointer(view)
+    }
+
+    /// A large frame (a tensor chunk) into a block borrowed from the process-wide recycling pool,
+    /// so that idle connections do not each pin a 4 MiB buffer; `head` is its first bytes, already read.
+    private func readLarge(_ length: Int, after head: UnsafeRawBufferPointer, deadline: Deadline) throws -> UnsafeRawBufferPointer {
+        guard let block = RecyclingAllocator.allocate(length) else {
+            throw WireError(.frameTooLarge, "cannot allocate \(length) bytes for a frame")
+        }
+        largeBuffer = UnsafeMutableRawBufferPointer(start: block, count: length)
+        let view = largeBuffer!
+        UnsafeMutableRawBufferPointer(rebasing: view[..<head.count]).copyMemory(from: head)
+        try readRest(into: UnsafeMutableRawBufferPointer(rebasing: view[head.count...]), deadline: deadline)
         return UnsafeRawBufferPointer(view)
     }
 

@@ -8,9 +8,25 @@ enum ChunkFastPath {
     ///
     /// - Parameter owner: keeps `frame`'s memory alive for as long as the chunk is used.
     static func decode(_ frame: UnsafeRawBufferPointer, owner: AnyObject) -> Envelope? {
-        var reader = Reader(bytes: frame)
+        guard let chunk = prefix(frame, frameLength: frame.count) else { return nil }
+        let view = ByteView(bytes: UnsafeRawBufferPointer(rebasing: frame[chunk.dataStart...]), owner: owner)
+        return Envelope(callID: chunk.callID, body: .tensorChunk(TensorChunk(offset: chunk.offset, data: view)))
+    }
+
+    /// Where a plain tensor-chunk envelope's data starts, parsed from the first bytes of a frame
+    /// of `frameLength` bytes (the data runs to the end of the frame); nil for anything else.
+    struct Prefix {
+        var callID: UInt64
+        var offset: UInt64
+        /// Index of the first data byte in the frame (within `head`).
+        var dataStart: Int
+        var dataLength: Int
+    }
+
+    static func prefix(_ head: UnsafeRawBufferPointer, frameLength: Int) -> Prefix? {
+        var reader = Reader(bytes: head)
         guard reader.tag() == (1 << 3 | 0), let callID = reader.varint(),
-            reader.tag() == (15 << 3 | 2), let bodyLength = reader.varint(), bodyLength == UInt64(reader.remaining)
+            reader.tag() == (15 << 3 | 2), let bodyLength = reader.varint(), bodyLength == UInt64(frameLength - reader.position)
         else { return nil }
         var offset: UInt64 = 0
         if reader.peekTag() == (1 << 3 | 0) {
@@ -18,12 +34,10 @@ enum ChunkFastPath {
             guard let value = reader.varint() else { return nil }
             offset = value
         }
-        guard reader.tag() == (2 << 3 | 2), let dataLength = reader.varint(), dataLength == UInt64(reader.remaining),
-            dataLength > 0
+        guard reader.tag() == (2 << 3 | 2), let dataLength = reader.varint(), dataLength == UInt64(frameLength - reader.position),
+            dataLength > 0, reader.position <= head.count
         else { return nil }
-        let data = UnsafeRawBufferPointer(rebasing: frame[reader.position...])
-        let view = ByteView(bytes: data, owner: owner)
-        return Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: view)))
+        return Prefix(callID: callID, offset: offset, dataStart: reader.position, dataLength: Int(dataLength))
     }
 
     private struct Reader {

@@ -9,11 +9,13 @@ public final class ClientCall {
     public let deadline: Deadline
     private let timeout: Double?
     private let metadata: [String: String]
-    private let connection: RPCConnection
+    let connection: RPCConnection
     private let inbox: CallInbox
     private var hasSentFirst = false
     private var hasEndedSending = false
     private var finalStatus: RPCStatus?
+    /// Tensor streams begun in what this call has received (see ``ChunkLanding``).
+    private(set) var tensorHeadersReceived = 0
 
     init(id: UInt64, method: String, timeout: Double?, metadata: [String: String], connection: RPCConnection, inbox: CallInbox) {
         self.id = id
@@ -68,6 +70,7 @@ public final class ClientCall {
         }
         switch item {
         case .message(let message):
+            if case .tensorHeader = message { tensorHeadersReceived += 1 }
             return message
         case .status(let status):
             finalStatus = status

@@ -29,6 +29,10 @@ public final class RPCConnection: @unchecked Sendable {
     private let stateLock = SpinlessLock()
     private var nextCallID: UInt64
     private var calls: [UInt64: CallInbox] = [:]
+    /// Destinations tensor chunks of these calls are read straight into.
+    private var landings: [UInt64: ChunkLanding] = [:]
+    /// Tensor headers the reader has routed to each call with a landing (or that may get one).
+    private var tensorHeadersRouted: [UInt64: Int] = [:]
     private var closed = false
     private var closeError: WireError?
     private var lastHeard = Deadline.now
@@ -204,11 +208,31 @@ public final class RPCConnection: @unchecked Sendable {
     }
 
     func removeCall(_ id: UInt64) {
-        let inbox = stateLock.withLock { calls.removeValue(forKey: id) }
+        let inbox = stateLock.withLock {
+            tensorHeadersRouted.removeValue(forKey: id)
+            return calls.removeValue(forKey: id)
+        }
         inbox?.close()
     }
 
     private func isPeerCallID(_ id: UInt64) -> Bool { isDialler ? id % 2 == 0 : id % 2 == 1 }
+
+    // MARK: Landing chunks
+
+    /// Lets the reader put the chunks of call `callID`'s tensor stream number `tensorIndex`
+    /// (counted by headers, from 1) straight into `destination` (see ``ChunkLanding``). The
+    /// memory must stay valid until ``endLanding(_:)`` returns.
+    public func land(callID: UInt64, tensorIndex: Int, into destination: UnsafeMutableRawBufferPointer) -> ChunkLanding {
+        let landing = ChunkLanding(callID: callID, tensorIndex: tensorIndex, destination: destination)
+        stateLock.withLock { landings[callID] = landing }
+        return landing
+    }
+
+    /// Ends a landing; waits for a chunk being read into it. Afterwards nothing writes there.
+    public func endLanding(_ landing: ChunkLanding) {
+        stateLock.withLock { if landings[landing.callID] === landing { landings.removeValue(forKey: landing.callID) } }
+        landing.lock.withLock { landing.isOpen = false }
+    }
 
     // MARK: Reading
 
@@ -218,9 +242,11 @@ public final class RPCConnection: @unchecked Sendable {
             let idleDeadline: Deadline = options.livenessTimeout.map { timeout in
                 Deadline(uptimeNanoseconds: stateLock.withLock { lastHeard }.uptimeNanoseconds + UInt64(timeout * 1e9))
             } ?? .distantFuture
-            let frame: UnsafeRawBufferPointer?
+            let read: FrameReader.Frame?
             do {
-                frame = try reader.readFrameView(idleDeadline: idleDeadline)
+                read = try reader.readFrameView(idleDeadline: idleDeadline) { [self] id in
+                    stateLock.withLock { landings[id].flatMap { $0.tensorIndex == tensorHeadersRouted[id] ? $0 : nil } }
+                }
             } catch let error as WireError {
                 handleReadError(error, idle: idleDeadline)
                 return
@@ -228,11 +254,20 @@ public final class RPCConnection: @unchecked Sendable {
                 close(error: WireError(.connectionBroken, "\(error)"))
                 return
             }
-            guard let frame else {
+            guard let read else {
                 close(error: WireError(.connectionClosed, "the peer closed the connection"))
                 return
             }
             stateLock.withLock { lastHeard = .now }
+            let frame: UnsafeRawBufferPointer
+            switch read {
+            case .landed(let callID, let offset, let bytes, let landing):
+                // Already in place: the chunk still goes to its call, to be checked like any other.
+                route(Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: ByteView(bytes: bytes, owner: landing)))))
+                continue
+            case .view(let view):
+                frame = view
+            }
             let envelope: Envelope
             do {
                 if frame.count > FrameReader.keptBufferBytes, let block = reader.takeLargeFrameBlock() {
@@ -289,10 +324,19 @@ public final class RPCConnection: @unchecked Sendable {
             }
             return
         }
-        let existing = stateLock.withLock { calls[id] }
+        let existing: CallInbox? = stateLock.withLock {
+            let inbox = calls[id]
+            if inbox != nil, case .tensorHeader = envelope.body { tensorHeadersRouted[id, default: 0] += 1 }
+            return inbox
+        }
         if let inbox = existing {
             deliver(envelope, to: inbox)
-            if envelope.status != nil && !isPeerCallID(id) { stateLock.withLock { _ = calls.removeValue(forKey: id) } }
+            if envelope.status != nil && !isPeerCallID(id) {
+                stateLock.withLock {
+                    calls.removeValue(forKey: id)
+                    tensorHeadersRouted.removeValue(forKey: id)
+                }
+            }
             return
         }
         guard isPeerCallID(id), let method = envelope.method else {

@@ -12,6 +12,8 @@ public final class ServerCall: @unchecked Sendable {
     private let inbox: CallInbox
     private var finished = false
     private var sawEnd = false
+    /// Tensor streams begun in what this call has received (see ``ChunkLanding``).
+    private(set) var tensorHeadersReceived = 0
 
     init(id: UInt64, method: String, metadata: [String: String], deadline: Deadline, connection: RPCConnection, inbox: CallInbox) {
         self.id = id
@@ -35,7 +37,9 @@ public final class ServerCall: @unchecked Sendable {
             throw RPCError(.deadlineExceeded, "\(method): the caller's deadline passed while waiting for its next message")
         }
         switch item {
-        case .message(let message): return message
+        case .message(let message):
+            if case .tensorHeader = message { tensorHeadersReceived += 1 }
+            return message
         case .endOfStream:
             sawEnd = true
             return nil

@@ -8,11 +8,25 @@ public protocol MessageSink {
 public protocol MessageSource {
     /// The next message, or nil at the end of the stream.
     func receive() throws -> Message?
+    /// Lets the connection read this stream's next chunks straight into `destination` (nil when
+    /// the source cannot); ``RPCConnection/endLanding(_:)`` ends it.
+    func landChunks(into destination: UnsafeMutableRawBufferPointer) -> (RPCConnection, ChunkLanding)?
 }
 
-extension ServerCall: MessageSink, MessageSource {}
+extension MessageSource {
+    public func landChunks(into destination: UnsafeMutableRawBufferPointer) -> (RPCConnection, ChunkLanding)? { nil }
+}
+
+extension ServerCall: MessageSink, MessageSource {
+    public func landChunks(into destination: UnsafeMutableRawBufferPointer) -> (RPCConnection, ChunkLanding)? {
+        (connection, connection.land(callID: id, tensorIndex: tensorHeadersReceived, into: destination))
+    }
+}
 extension ClientCall: MessageSink, MessageSource {
     public func send(_ message: Message) throws { try send(message, endOfStream: false) }
+    public func landChunks(into destination: UnsafeMutableRawBufferPointer) -> (RPCConnection, ChunkLanding)? {
+        (connection, connection.land(callID: id, tensorIndex: tensorHeadersReceived, into: destination))
+    }
 }
 
 /// Moves one Float32 tensor of any size as a TensorHeader (size announced up front), chunks of
@@ -183,8 +197,12 @@ public enum TensorStream {
         guard header.totalBytes == UInt64(destination.count) else {
             throw RPCError(.invalidArgument, "tensor '\(header.name)' announces \(header.totalBytes) bytes; \(destination.count) expected")
         }
+        // Chunks arriving from now on are read straight into place; earlier ones are copied.
+        let landing = source.landChunks(into: destination)
+        defer { if let (connection, landing) = landing { connection.endLanding(landing) } }
         return try receive(from: source, header: header, maxTotalBytes: UInt64(destination.count), sha256: sha256) { offset, bytes in
-            UnsafeMutableRawBufferPointer(rebasing: destination[Int(offset)...]).copyMemory(from: bytes)
+            let target = destination.baseAddress! + Int(offset)
+            if bytes.baseAddress != UnsafeRawPointer(target) { UnsafeMutableRawBufferPointer(rebasing: destination[Int(offset)...]).copyMemory(from: bytes) }
         }
     }
 
