@@ -608,12 +608,17 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
     }
 
-    /// Empties the sum, and drops an update parked for it.
+    /// Empties the sum, drops an update parked for it, and frees the masked sum of the secure
+    /// attempt that has ended: a thread still waiting on that attempt's key stages (an agent that
+    /// never answers holds it up to the key deadline) keeps the round object, not its 4 bytes per
+    /// parameter, so memory does not grow by a model per round while an agent keeps dropping.
     private func resetAccumulator() {
+        let ended = stateLock.withLock { secureRound }
         accumulatorLock.withLock {
             if let parked = parkedUpdate { spools.give(parked.spool) }
             parkedUpdate = nil
             accumulator.reset()
+            ended?.sum = []
         }
     }
 
