@@ -292,20 +292,25 @@ uint32_t fed_crc32c_using(int implementation, uint32_t crc, const void *buffer, 
     }
 }
 
-uint32_t fed_crc32c(uint32_t crc, const void *buffer, size_t length) {
+/// fed_crc32c_best(), asked of the CPU once.
+static int fed_crc32c_chosen(void) {
     static int best = -1;
     int chosen = __atomic_load_n(&best, __ATOMIC_RELAXED);
     if (chosen < 0) {
         chosen = fed_crc32c_best();
         __atomic_store_n(&best, chosen, __ATOMIC_RELAXED);
     }
-    return fed_crc32c_using(chosen, crc, buffer, length);
+    return chosen;
+}
+
+uint32_t fed_crc32c(uint32_t crc, const void *buffer, size_t length) {
+    return fed_crc32c_using(fed_crc32c_chosen(), crc, buffer, length);
 }
 
 uint32_t fed_crc32c_f32(uint32_t crc, const void *buffer, size_t count, long *first_nonfinite) {
     size_t length = count * 4;
 #if defined(__x86_64__)
-    if (length >= 512 && fed_has_vpclmul()) {
+    if (length >= 512 && fed_crc32c_chosen() == FED_CRC32C_VPCLMULQDQ) {
         pthread_once(&fed_crc32c_once, fed_crc32c_init);
         int any = 0;
         uint32_t result = fed_crc32c_vpclmul_main(crc, (const unsigned char *)buffer, length, &any);

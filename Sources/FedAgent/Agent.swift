@@ -321,18 +321,8 @@ public final class Agent: @unchecked Sendable {
     /// value is finite; nil when the update does not fit the layout or holds a NaN or infinity.
     private static func checkedCRCs(of delta: [Float], layout: ModelLayout) -> [UInt32]? {
         guard delta.count == layout.parameterCount else { return nil }
-        return delta.withUnsafeBytes { bytes in
-            var crcs: [UInt32] = []
-            for index in layout.tensors.indices {
-                let range = layout.range(of: index)
-                var crc = CRC32C()
-                guard crc.update(floats: UnsafeRawBufferPointer(rebasing: bytes[(4 * range.lowerBound)..<(4 * range.upperBound)])) == nil else {
-                    return nil
-                }
-                crcs.append(crc.value)
-            }
-            return crcs
-        }
+        let (crcs, allFinite) = delta.withUnsafeBufferPointer { CRC32C.tensorChecksums($0, ranges: layout.ranges) }
+        return allFinite ? crcs : nil
     }
 
     func train(_ job: Job) {

@@ -60,6 +60,9 @@ public struct ModelLayout: Codable, Hashable, Sendable {
 
     /// The range of a tensor's elements in the flat buffer.
     public func range(of index: Int) -> Range<Int> { offsets[index]..<offsets[index] + tensors[index].count }
+
+    /// Every tensor's range, in order.
+    public var ranges: [Range<Int>] { tensors.indices.map { range(of: $0) } }
 }
 
 /// A model's parameters: a layout and one flat Float32 buffer.

@@ -71,32 +71,32 @@ extension Coordinator {
     /// secure-aggregation parameters with its index when the round runs under secure aggregation.
     func makeTask(for agent: String, _ attempt: RoundStateMachine.Attempt, secure: SecureRound?) -> TrainTask {
         modelLock.withReadLock {
-                var task = TrainTask()
-                task.roundID = attempt.roundID
-                task.modelVersion = attempt.modelVersion
-                // A secure round binds the model's digest (computed before its broadcast); a
-                // plaintext task goes without, its tensors checked by their CRC-32C.
-                if secure != nil { task.modelSHA256 = stateLock.withLock { globalSHA256 } }
-                task.localEpochs = configuration.task.localEpochs
-                task.batchSize = configuration.task.batchSize
-                task.learningRate = configuration.task.learningRate
-                task.proximalMu = configuration.task.proximalMu
-                task.deadlineUnixMs = UInt64((Date().timeIntervalSince1970 + attempt.deadline - now) * 1000)
-                task.seed = attempt.seed
-                task.tensorCount = UInt32(global.layout.tensors.count)
-                task.localOptimizer = configuration.task.localOptimizer
-                task.momentum = configuration.task.momentum
-                task.l2 = configuration.task.l2
-                if let standardization = stateLock.withLock({ standardization }) {
-                    task.featureMeans = standardization.means
-                    task.featureScales = standardization.scales
-                }
-                if let secure, let index = secure.withSession({ $0.index(of: agent) }) {
-                    task.secureAggregation = SecureAggregationTask(
-                        config: secure.config, index: index, projectedEpsilon: secure.projectedEpsilon,
-                        delta: secure.projectedEpsilon == nil ? nil : configuration.secureAggregation.dp.delta)
-                }
-                return task
+            var task = TrainTask()
+            task.roundID = attempt.roundID
+            task.modelVersion = attempt.modelVersion
+            // A secure round binds the model's digest (computed before its broadcast); a
+            // plaintext task goes without, its tensors checked by their CRC-32C.
+            if secure != nil { task.modelSHA256 = stateLock.withLock { globalSHA256 } }
+            task.localEpochs = configuration.task.localEpochs
+            task.batchSize = configuration.task.batchSize
+            task.learningRate = configuration.task.learningRate
+            task.proximalMu = configuration.task.proximalMu
+            task.deadlineUnixMs = UInt64((Date().timeIntervalSince1970 + attempt.deadline - now) * 1000)
+            task.seed = attempt.seed
+            task.tensorCount = UInt32(global.layout.tensors.count)
+            task.localOptimizer = configuration.task.localOptimizer
+            task.momentum = configuration.task.momentum
+            task.l2 = configuration.task.l2
+            if let standardization = stateLock.withLock({ standardization }) {
+                task.featureMeans = standardization.means
+                task.featureScales = standardization.scales
+            }
+            if let secure, let index = secure.withSession({ $0.index(of: agent) }) {
+                task.secureAggregation = SecureAggregationTask(
+                    config: secure.config, index: index, projectedEpsilon: secure.projectedEpsilon,
+                    delta: secure.projectedEpsilon == nil ? nil : configuration.secureAggregation.dp.delta)
+            }
+            return task
         }
     }
 }

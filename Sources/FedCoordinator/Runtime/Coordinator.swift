@@ -393,17 +393,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     try accumulatorLock.withLock {
                         if let secure {
                             try addMasked(spool, into: secure)
-                        } else if let other = parkedUpdate {
-                            parkedUpdate = nil
-                            defer { spools.give(other.spool) }
-                            try UpdateSpool.forEachSlice(other.spool, spool) { offset, a, b in
-                                accumulator.add(a, weight: other.weight, b, weight: header.exampleCount, at: offset)
-                            }
-                            accumulator.finishUpdate(weight: other.weight)
-                            accumulator.finishUpdate(weight: header.exampleCount)
                         } else {
-                            parkedUpdate = (spool, header.exampleCount)
-                            parked = true
+                            parked = try addSpooled(spool, weight: header.exampleCount)
                         }
                     }
                 } catch {
@@ -444,11 +435,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     /// Each tensor's CRC-32C, in layout order (one pass over the model, about 4 ms at 10M).
     static func tensorCRCs(_ model: ModelParameters) -> [UInt32] {
-        model.values.withUnsafeBufferPointer { values in
-            model.layout.tensors.indices.map { index in
-                CRC32C.checksum(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: values[model.layout.range(of: index)])))
-            }
-        }
+        model.values.withUnsafeBufferPointer { CRC32C.tensorChecksums($0, ranges: model.layout.ranges).crcs }
     }
 
     struct PullFailure: Error {
@@ -527,12 +514,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     fingerprint = stepped
                 } else {
                     fingerprint = try accumulatorLock.withLock {
-                        if let last = parkedUpdate {
-                            parkedUpdate = nil
-                            defer { spools.give(last.spool) }
-                            try last.spool.forEachSlice { offset, values in accumulator.add(values, at: offset, weight: last.weight) }
-                            accumulator.finishUpdate(weight: last.weight)
-                        }
+                        try addParkedUpdate()
                         defer { accumulator.reset() }
                         // The digest is only for the round log here: the commit writer computes it.
                         return applyMeanDelta(sha256: false) { range, out in accumulator.mean(range, into: out) }
@@ -606,6 +588,33 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             logger.error("Commit failed", metadata: ["round": "\(round)", "error": "\(error)"])
             perform(engineLock.withLock { engine.aggregationFailed(roundID: round, reason: "\(error)", now: now) })
         }
+    }
+
+    /// Adds an accepted update from its spool. With an update already waiting, the two go into the
+    /// sums in one pass; otherwise this one waits for the next (or the close) and true is returned:
+    /// its spool is kept until then. Under `accumulatorLock`.
+    private func addSpooled(_ spool: UpdateSpool, weight: UInt64) throws -> Bool {
+        guard let other = parkedUpdate else {
+            parkedUpdate = (spool, weight)
+            return true
+        }
+        parkedUpdate = nil
+        defer { spools.give(other.spool) }
+        try UpdateSpool.forEachSlice(other.spool, spool) { offset, a, b in
+            accumulator.add(a, weight: other.weight, b, weight: weight, at: offset)
+        }
+        accumulator.finishUpdate(weight: other.weight)
+        accumulator.finishUpdate(weight: weight)
+        return false
+    }
+
+    /// Adds the update still waiting for a partner, alone (at the close). Under `accumulatorLock`.
+    private func addParkedUpdate() throws {
+        guard let last = parkedUpdate else { return }
+        parkedUpdate = nil
+        defer { spools.give(last.spool) }
+        try last.spool.forEachSlice { offset, values in accumulator.add(values, at: offset, weight: last.weight) }
+        accumulator.finishUpdate(weight: last.weight)
     }
 
     /// Empties the sum, drops an update parked for it, and frees the masked sum of the secure

@@ -36,7 +36,7 @@ final class ModelFingerprinter: @unchecked Sendable {
     init(values: UnsafeBufferPointer<Float>, layout: ModelLayout, sha256: Bool) {
         self.values = values
         self.sha256 = sha256
-        ranges = layout.tensors.indices.map { layout.range(of: $0) }
+        ranges = layout.ranges
         let thread = Thread { [self] in run() }
         thread.name = "fedcoord-hash"
         thread.start()

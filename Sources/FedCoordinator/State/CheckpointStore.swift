@@ -45,7 +45,7 @@ public final class CheckpointStore {
     /// Each tensor's SHA-256, in layout order.
     public static func tensorDigests(_ model: ModelParameters) -> [[UInt8]] {
         model.values.withUnsafeBufferPointer { values in
-            ModelDigest.tensorDigests(values, ranges: model.layout.tensors.indices.map { model.layout.range(of: $0) })
+            ModelDigest.tensorDigests(values, ranges: model.layout.ranges)
         }
     }
 

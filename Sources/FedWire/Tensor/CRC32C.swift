@@ -38,6 +38,18 @@ public struct CRC32C: Sendable, Equatable {
         return first < 0 ? nil : first
     }
 
+    /// Each tensor's CRC-32C over a model's flat Float32 `values` (tensor `i` at `ranges[i]`), and
+    /// whether every value is finite: one pass where the CPU has AVX-512.
+    public static func tensorChecksums(_ values: UnsafeBufferPointer<Float>, ranges: [Range<Int>]) -> (crcs: [UInt32], allFinite: Bool) {
+        var allFinite = true
+        let crcs = ranges.map { range in
+            var crc = CRC32C()
+            if crc.update(floats: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: values[range]))) != nil { allFinite = false }
+            return crc.value
+        }
+        return (crcs, allFinite)
+    }
+
     /// The CRC-32C of `bytes` with a given implementation (the portable one where the CPU lacks
     /// it): for tests that check every path on this machine.
     public static func checksum(_ bytes: UnsafeRawBufferPointer, using implementation: Implementation) -> UInt32 {

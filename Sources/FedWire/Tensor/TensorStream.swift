@@ -17,16 +17,23 @@ extension MessageSource {
     public func landChunks(into destination: UnsafeMutableRawBufferPointer) -> (RPCConnection, ChunkLanding)? { nil }
 }
 
-extension ServerCall: MessageSink, MessageSource {
+/// A call on an ``RPCConnection``, either side: what a landing needs to know of it.
+protocol ConnectionCall: MessageSource {
+    var id: UInt64 { get }
+    var connection: RPCConnection { get }
+    /// Tensor streams begun in what the call has received.
+    var tensorHeadersReceived: Int { get }
+}
+
+extension ConnectionCall {
     public func landChunks(into destination: UnsafeMutableRawBufferPointer) -> (RPCConnection, ChunkLanding)? {
         (connection, connection.land(callID: id, tensorIndex: tensorHeadersReceived, into: destination))
     }
 }
-extension ClientCall: MessageSink, MessageSource {
+
+extension ServerCall: MessageSink, ConnectionCall {}
+extension ClientCall: MessageSink, ConnectionCall {
     public func send(_ message: Message) throws { try send(message, endOfStream: false) }
-    public func landChunks(into destination: UnsafeMutableRawBufferPointer) -> (RPCConnection, ChunkLanding)? {
-        (connection, connection.land(callID: id, tensorIndex: tensorHeadersReceived, into: destination))
-    }
 }
 
 /// Moves one Float32 tensor of any size as a TensorHeader (size announced up front), chunks of
