@@ -43,8 +43,6 @@ public final class Agent: @unchecked Sendable {
         let global: ModelParameters
         var cancelled = false
         var update: TrainingResult?
-        /// The update's per-tensor CRC-32Cs, computed once when it was checked.
-        var updateCRCs: [UInt32] = []
         var trainSeconds = 0.0
         /// Under secure aggregation: the attempt's protocol state (its own lock serializes it),
         /// and the masked input once computed.
@@ -317,12 +315,14 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
-    /// Each tensor's CRC-32C of an update (for its upload), computed in the pass that checks every
-    /// value is finite; nil when the update does not fit the layout or holds a NaN or infinity.
-    private static func checkedCRCs(of delta: [Float], layout: ModelLayout) -> [UInt32]? {
-        guard delta.count == layout.parameterCount else { return nil }
-        let (crcs, allFinite) = delta.withUnsafeBufferPointer { CRC32C.tensorChecksums($0, ranges: layout.ranges) }
-        return allFinite ? crcs : nil
+    /// Whether an update fits the model: its size, a positive example count and, when
+    /// `checkingValues`, every value finite (one pass over it). A plaintext update's values are
+    /// checked by its upload instead, in the pass that computes its CRCs chunk by chunk just before
+    /// each chunk is encrypted: one read of the update from memory instead of two.
+    private static func fits(_ result: TrainingResult, layout: ModelLayout, checkingValues: Bool) -> Bool {
+        guard result.delta.count == layout.parameterCount, result.exampleCount > 0 else { return false }
+        guard checkingValues else { return true }
+        return result.delta.withUnsafeBufferPointer { CRC32C.tensorChecksums($0, ranges: layout.ranges).allFinite }
     }
 
     func train(_ job: Job) {
@@ -339,7 +339,7 @@ public final class Agent: @unchecked Sendable {
             announceFailure(job, reason: "local training failed: \(error)")
             return
         }
-        guard let crcs = Self.checkedCRCs(of: result.delta, layout: job.global.layout), result.exampleCount > 0 else {
+        guard Self.fits(result, layout: job.global.layout, checkingValues: job.secure != nil) else {
             logger.error("The trainer returned an update that does not fit the model (size, example count or a non-finite value); not sent",
                          metadata: ["round": "\(job.task.roundID)"])
             announceFailure(job, reason: "the trainer returned an update that does not fit the model")
@@ -348,7 +348,6 @@ public final class Agent: @unchecked Sendable {
         let proceed: Bool = lock.withLock {
             guard !job.cancelled else { return false }
             job.update = result
-            job.updateCRCs = crcs
             job.trainSeconds = -started.remainingSeconds
             return true
         }
@@ -430,12 +429,18 @@ public final class Agent: @unchecked Sendable {
             return
         }
         let layout = job.global.layout
-        let crcs = lock.withLock { job.updateCRCs }
         try update.delta.withUnsafeBufferPointer { delta in
             for (index, spec) in layout.tensors.enumerated() {
+                // A NaN or infinity stops the upload before its chunk leaves: the update is withdrawn
+                // (the coordinator records this site as failed for the round, with this reason).
                 _ = try TensorStream.send(
-                    name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: delta[layout.range(of: index)]), to: call,
-                    knownCRC32C: index < crcs.count ? crcs[index] : nil)
+                    name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: delta[layout.range(of: index)]), to: call
+                ) { element in
+                    let reason = "the trainer's update holds a non-finite value (NaN or infinity) in tensor '\(spec.name)' at element \(element); "
+                        + "it is withdrawn, not sent"
+                    self.logger.error("Update withdrawn", metadata: ["round": "\(job.task.roundID)", "reason": "\(reason)"])
+                    throw RPCError(.aborted, reason)
+                }
             }
         }
     }

@@ -86,6 +86,30 @@ struct RobustnessEndToEndTests {
         #expect(model.values == (try Self.expectedAfterHonestRound(configuration)), "bit for bit as without hospital-d")
     }
 
+    @Test("An agent whose trainer returns a NaN withdraws its update mid-upload; the round commits without it")
+    func trainerReturnsNaN() throws {
+        let federation = try Federation()
+        let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
+            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 10, "selection_timeout_seconds": 5,
+        ])
+        let coordinator = try RunningCoordinator(configuration)
+        // The NaN is the first tensor's last value: found by the upload's check, not before.
+        let layout = try configuration.initialModel().layout
+        let element = layout.range(of: 0).upperBound - 1
+        var trainers = Self.honest
+        trainers["hospital-d"] = NaNTrainer(element: element)
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: trainers)
+        #expect(coordinator.waitUntilFinished(seconds: 30))
+        let round = try #require(try Self.records(configuration).first { $0.type == "round" })
+        #expect(round.reported == ["hospital-a", "hospital-b", "hospital-c"])
+        let reason = try #require(round.failed?["hospital-d"], "\(String(describing: round.failed))")
+        #expect(reason.contains("non-finite value (NaN or infinity) in tensor '\(layout.tensors[0].name)' at element \(element)"), "\(reason)")
+        let agent = try #require(agents.agents["hospital-d"])
+        #expect(eventually(10) { agent.announcementOutcomes[round.round ?? 0]?.code == .aborted }, "\(agent.announcementOutcomes)")
+        let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
+        #expect(model.values == (try Self.expectedAfterHonestRound(configuration)), "bit for bit as without hospital-d")
+    }
+
     @Test("Quorum not reached: the attempt fails, the model is unchanged, and a fresh selection retries and commits")
     func quorumRetry() throws {
         let federation = try Federation()
@@ -184,5 +208,15 @@ struct RobustnessEndToEndTests {
             let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
             #expect(Self.relativeError(model.values, try Self.expectedAfterHonestRound(configuration)) <= 1e-6)
         }
+    }
+}
+
+/// A trainer whose update is finite except for one NaN at `element`.
+struct NaNTrainer: LocalTrainer {
+    let element: Int
+    func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult {
+        var delta = [Float](repeating: 0.001, count: global.layout.parameterCount)
+        delta[element] = .nan
+        return TrainingResult(delta: delta, exampleCount: 50, loss: 0)
     }
 }

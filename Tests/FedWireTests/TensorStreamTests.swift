@@ -148,6 +148,42 @@ struct TensorStreamTests {
         #expect(growth < 512 << 20, "peak RSS grew by \(growth >> 20) MiB")
     }
 
+    /// Keeps what is sent to it.
+    final class RecordingSink: MessageSink {
+        var messages: [Message] = []
+        func send(_ message: Message) throws { messages.append(message) }
+    }
+
+    @Test("A sender checking its values stops before the chunk holding the first NaN or infinity leaves, naming its element")
+    func senderStopsAtNonFinite() throws {
+        for (bad, value) in [(0, Float.nan), (5_000, Float.infinity), (9_999, -Float.infinity)] {
+            var floats = (0..<10_000).map { Float($0) * 0.25 }
+            floats[bad] = value
+            let sink = RecordingSink()
+            var reported: UInt64?
+            #expect(throws: RPCError.self) {
+                try floats.withUnsafeBufferPointer { values in
+                    try TensorStream.send(name: "w", shape: [10_000], floats: values, chunkBytes: 4_000, to: sink) { element in
+                        reported = element
+                        throw RPCError(.aborted, "non-finite at \(element)")
+                    }
+                }
+            }
+            #expect(reported == UInt64(bad))
+            // The header and the chunks before the bad one's: 1000 floats per chunk.
+            let chunks = sink.messages.filter { if case .tensorChunk = $0 { true } else { false } }
+            #expect(sink.messages.count == 1 + bad / 1000 && chunks.count == bad / 1000)
+        }
+        // All finite: the CRC sent is the bytes' CRC, as without the check.
+        let finite = (0..<10_000).map { Float($0) * 0.25 }
+        let sink = RecordingSink()
+        let crc = try finite.withUnsafeBufferPointer { values in
+            try TensorStream.send(name: "w", shape: [10_000], floats: values, chunkBytes: 4_000, to: sink) { _ in Issue.record("all values are finite") }
+        }
+        #expect(crc == finite.withUnsafeBytes { CRC32C.portableChecksum($0) })
+        #expect(sink.messages.count == 12)
+    }
+
     @Test("A corrupted chunk is detected by the end-to-end CRC-32C (DATA_LOSS)")
     func corruptedChunk() throws {
         let server = try TestServer()

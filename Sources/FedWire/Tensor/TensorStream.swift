@@ -61,17 +61,24 @@ public enum TensorStream {
 
     /// Sends a tensor whose bytes are in memory, without copying them. Returns the CRC-32C sent.
     ///
-    /// - Parameter knownCRC32C: the bytes' CRC-32C if the caller already has it (a coordinator
-    ///   broadcasting one model to many agents computes it once per round, not once per agent).
+    /// - Parameters:
+    ///   - knownCRC32C: the bytes' CRC-32C if the caller already has it (a coordinator
+    ///     broadcasting one model to many agents computes it once per round, not once per agent).
+    ///   - nonFinite: when given (and no CRC is known), every value is checked for NaN and infinity
+    ///     in the CRC's pass over each chunk, just before the chunk is sent (the pass brings it into
+    ///     the cache that the encryption then reads it from), and the first bad value's element
+    ///     index is handed to it before its chunk goes out (it throws to stop the stream).
     @discardableResult
     public static func send(
         name: String, shape: [Int], floats: UnsafeBufferPointer<Float>, chunkBytes: Int = defaultChunkBytes, to sink: any MessageSink,
-        knownCRC32C: UInt32? = nil
+        knownCRC32C: UInt32? = nil, nonFinite: ((_ element: UInt64) throws -> Void)? = nil
     ) throws -> UInt32 {
         precondition(shape.reduce(1, *) == floats.count, "shape \(shape) does not hold \(floats.count) floats")
+        precondition(nonFinite == nil || chunkBytes % 4 == 0, "a checked tensor is sent in whole floats")
         let raw = UnsafeRawBufferPointer(floats)
         return try send(
-            name: name, shape: shape.map { UInt64($0) }, totalBytes: UInt64(raw.count), chunkBytes: chunkBytes, to: sink, knownCRC32C: knownCRC32C
+            name: name, shape: shape.map { UInt64($0) }, totalBytes: UInt64(raw.count), chunkBytes: chunkBytes, to: sink, knownCRC32C: knownCRC32C,
+            nonFinite: nonFinite
         ) {
             offset, length in ByteView(borrowing: UnsafeRawBufferPointer(rebasing: raw[Int(offset)..<Int(offset) + length]))
         }
@@ -105,7 +112,8 @@ public enum TensorStream {
 
     private static func send(
         name: String, shape: [UInt64], totalBytes: UInt64, chunkBytes: Int, to sink: any MessageSink, knownCRC32C: UInt32? = nil,
-        dtype: DType = .float32, chunk: (_ offset: UInt64, _ length: Int) throws -> ByteView
+        nonFinite: ((_ element: UInt64) throws -> Void)? = nil, dtype: DType = .float32,
+        chunk: (_ offset: UInt64, _ length: Int) throws -> ByteView
     ) throws -> UInt32 {
         precondition(chunkBytes > 0 && chunkBytes <= maxChunkBytes, "chunks are 1 byte to 4 MiB")
         try sink.send(.tensorHeader(TensorHeader(
@@ -115,7 +123,13 @@ public enum TensorStream {
         while offset < totalBytes {
             let length = Int(min(UInt64(chunkBytes), totalBytes - offset))
             let view = try chunk(offset, length)
-            if knownCRC32C == nil { view.withUnsafeBytes { crc.update($0) } }
+            if knownCRC32C == nil {
+                if let nonFinite {
+                    if let bad = view.withUnsafeBytes({ crc.update(floats: $0) }) { try nonFinite(offset / 4 + UInt64(bad)) }
+                } else {
+                    view.withUnsafeBytes { crc.update($0) }
+                }
+            }
             try sink.send(.tensorChunk(TensorChunk(offset: offset, data: view)))
             offset += UInt64(length)
         }
