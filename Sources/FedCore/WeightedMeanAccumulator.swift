@@ -27,31 +27,63 @@ public struct WeightedMeanAccumulator: Sendable {
     ///
     /// Call it for consecutive slices of one update, in order, then ``finishUpdate(weight:)``.
     public mutating func add(_ values: UnsafeBufferPointer<Float>, at offset: Int, weight: UInt64) {
-        let w = Double(weight)
-        withSlice(at: offset, count: values.count) { base, first in
-            if first {
-                for index in 0..<values.count { base[index] = w * Double(values[index]) }
-            } else {
-                for index in 0..<values.count { base[index] += w * Double(values[index]) }
-            }
+        add([WeightedSlice(values, weight: weight)], at: offset)
+    }
+
+    /// Adds several updates' slices at once, `Σ weight × values` (same length, same offset): one
+    /// pass over the 8-byte sums for up to four updates (more are taken four at a time), the pass
+    /// that dominates a round's adds.
+    ///
+    /// Call it for consecutive slices of the updates, then ``finishUpdate(weight:)`` for each.
+    public mutating func add(_ slices: [WeightedSlice], at offset: Int) {
+        guard let count = slices.first?.values.count else { return }
+        precondition(slices.allSatisfy { $0.values.count == count }, "the slices differ in length")
+        withSlice(at: offset, count: count) { base, first in
+            Self.accumulate(slices, into: base, count: count, overwrite: first)
         }
     }
 
-    /// Adds two updates' slices at once, `weightA × a + weightB × b` (same length, same offset):
-    /// one pass over the 8-byte sums for two updates, the pass that dominates a round's adds.
-    ///
-    /// Call it for consecutive slices of the two updates, then ``finishUpdate(weight:)`` for each.
-    public mutating func add(
-        _ a: UnsafeBufferPointer<Float>, weight weightA: UInt64, _ b: UnsafeBufferPointer<Float>, weight weightB: UInt64, at offset: Int
-    ) {
-        precondition(a.count == b.count, "the two slices differ in length")
-        let wa = Double(weightA), wb = Double(weightB)
-        withSlice(at: offset, count: a.count) { base, first in
-            if first {
-                for index in 0..<a.count { base[index] = wa * Double(a[index]) + wb * Double(b[index]) }
-            } else {
-                for index in 0..<a.count { base[index] += wa * Double(a[index]) + wb * Double(b[index]) }
+    /// `out = Σ weight × values` (or `out += …` unless `overwrite`), four updates per pass over `out`.
+    private static func accumulate(_ slices: [WeightedSlice], into out: UnsafeMutablePointer<Double>, count: Int, overwrite: Bool) {
+        var overwrite = overwrite
+        var next = 0
+        while next < slices.count {
+            let group = min(4, slices.count - next)
+            let a = slices[next].values, wa = Double(slices[next].weight)
+            switch group {
+            case 1:
+                if overwrite {
+                    for i in 0..<count { out[i] = wa * Double(a[i]) }
+                } else {
+                    for i in 0..<count { out[i] += wa * Double(a[i]) }
+                }
+            case 2:
+                let b = slices[next + 1].values, wb = Double(slices[next + 1].weight)
+                if overwrite {
+                    for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) }
+                } else {
+                    for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) }
+                }
+            case 3:
+                let b = slices[next + 1].values, wb = Double(slices[next + 1].weight)
+                let c = slices[next + 2].values, wc = Double(slices[next + 2].weight)
+                if overwrite {
+                    for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) }
+                } else {
+                    for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) }
+                }
+            default:
+                let b = slices[next + 1].values, wb = Double(slices[next + 1].weight)
+                let c = slices[next + 2].values, wc = Double(slices[next + 2].weight)
+                let d = slices[next + 3].values, wd = Double(slices[next + 3].weight)
+                if overwrite {
+                    for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) + wd * Double(d[i]) }
+                } else {
+                    for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) + wd * Double(d[i]) }
+                }
             }
+            overwrite = false
+            next += group
         }
     }
 
@@ -94,17 +126,28 @@ public struct WeightedMeanAccumulator: Sendable {
 
     /// Writes the weighted mean of the elements in `range` into `out` (`range.count` values),
     /// for a server optimizer's block-wise ``ServerOptimizer/step(model:meanDelta:)-swift.method``.
-    public func mean(_ range: Range<Int>, into out: UnsafeMutableBufferPointer<Double>) {
+    ///
+    /// - Parameter pending: updates not added to the sums that count in the mean all the same,
+    ///   each slice covering `range` (a round's last updates go straight into the mean at its
+    ///   close: one pass over them and the sums instead of an add that writes the sums and a mean
+    ///   that reads them again). Pass the same updates, with the same weights, for every range.
+    public func mean(_ range: Range<Int>, into out: UnsafeMutableBufferPointer<Double>, pending: [WeightedSlice] = []) {
         precondition(out.count == range.count, "the buffer does not fit the range")
-        guard !sums.isEmpty, updateCount > 0 else {
+        precondition(pending.allSatisfy { $0.values.count == range.count }, "a pending slice does not cover the range")
+        let hasSums = !sums.isEmpty && updateCount > 0
+        let total = Double(pending.reduce(hasSums ? totalWeight : 0) { $0 + $1.weight })
+        guard total > 0, let base = out.baseAddress else {
             out.update(repeating: 0)
             return
         }
-        let total = Double(totalWeight)
-        sums.withUnsafeBufferPointer { sums in
-            let base = sums.baseAddress! + range.lowerBound
-            for k in 0..<out.count { out[k] = base[k] / total }
+        if hasSums {
+            sums.withUnsafeBufferPointer { sums in
+                let from = sums.baseAddress! + range.lowerBound
+                for k in 0..<out.count { out[k] = from[k] }
+            }
         }
+        Self.accumulate(pending, into: base, count: out.count, overwrite: !hasSums)
+        for k in 0..<out.count { out[k] /= total }
     }
 
     /// Forgets everything added (the buffer is kept; the next update overwrites it). O(1).
@@ -112,5 +155,16 @@ public struct WeightedMeanAccumulator: Sendable {
         totalWeight = 0
         updateCount = 0
         firstUpdateElements = 0
+    }
+}
+
+/// One update's values over a slice of the model, and its weight (its example count).
+public struct WeightedSlice {
+    public var values: UnsafeBufferPointer<Float>
+    public var weight: UInt64
+
+    public init(_ values: UnsafeBufferPointer<Float>, weight: UInt64) {
+        self.values = values
+        self.weight = weight
     }
 }

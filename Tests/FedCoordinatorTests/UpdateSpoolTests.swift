@@ -47,7 +47,8 @@ struct UpdateSpoolTests {
         try (0..<count).map { Float($0) }.withUnsafeBytes { try a.append($0) }
         try (0..<count).map { -Float($0) }.withUnsafeBytes { try b.append($0) }
         var seen = 0
-        try UpdateSpool.forEachSlice(a, b) { offset, x, y in
+        try SpoolMapping.forEachSlice(of: [a, b]) { offset, slices in
+            let x = slices[0], y = slices[1]
             #expect(offset == seen && x.count == y.count)
             for i in 0..<x.count where x[i] != Float(offset + i) || y[i] != -Float(offset + i) {
                 Issue.record("element \(offset + i)")
@@ -58,6 +59,59 @@ struct UpdateSpoolTests {
         #expect(seen == count)
         let short = try UpdateSpool(directory: directory)
         try [Float(1)].withUnsafeBytes { try short.append($0) }
-        #expect(throws: (any Error).self) { try UpdateSpool.forEachSlice(a, short) { _, _, _ in } }
+        #expect(throws: (any Error).self) { try SpoolMapping.forEachSlice(of: [a, short]) { _, _ in } }
+    }
+
+    /// Resident bytes of this process's mappings of files whose path contains `path` (/proc/self/smaps).
+    static func mappedResidentBytes(containing path: String) -> Int {
+        // Read to the end (a /proc file reports no size, and this one is large in a test process).
+        guard let handle = FileHandle(forReadingAtPath: "/proc/self/smaps"), let data = try? handle.readToEnd() else { return 0 }
+        let smaps = String(decoding: data, as: UTF8.self)
+        var total = 0
+        var inside = false
+        for line in smaps.split(separator: "\n") {
+            if let first = line.first, first.isHexDigit, line.contains("-") && !line.hasPrefix("Rss") {
+                inside = line.contains(path)
+            } else if inside, line.hasPrefix("Rss:") {
+                total += (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+            }
+        }
+        return total
+    }
+
+    @Test("A mapping reads ranges in order across windows, any block size, and lets go of the windows behind")
+    func mappingRanges() throws {
+        let directory = RoundLogTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let count = UpdateSpool.windowBytes / 4 * 3 + 777
+        let spool = try UpdateSpool(directory: directory)
+        try (0..<count).map { Float($0) }.withUnsafeBytes { try spool.append($0) }
+        for block in [8192, 100_003, count] {
+            let mapping = try SpoolMapping(spool)
+            #expect(mapping.count == count)
+            var start = 0
+            while start < count {
+                let range = start..<min(start + block, count)
+                let values = mapping.slice(range)
+                #expect(values.count == range.count && values.first == Float(range.lowerBound) && values.last == Float(range.upperBound - 1),
+                        "block \(block) at \(start)")
+                start = range.upperBound
+            }
+        }
+        // Resident memory stays about a window per mapping: after reading 3 windows' worth, the
+        // spool's pages mapped in this process are at most the window being read.
+        let mapping = try SpoolMapping(spool)
+        var start = 0
+        var peak = 0
+        while start < count {
+            let range = start..<min(start + 8192, count)
+            _ = mapping.slice(range).reduce(0, +)
+            let window = UpdateSpool.windowBytes / 4
+            if range.lowerBound % window == 0 || range.upperBound % window == 0 {
+                peak = max(peak, Self.mappedResidentBytes(containing: directory))
+            }
+            start = range.upperBound
+        }
+        #expect(peak > 0 && peak <= UpdateSpool.windowBytes, "\(peak) bytes of the spool resident")
     }
 }

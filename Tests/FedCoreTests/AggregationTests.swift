@@ -111,28 +111,66 @@ struct AggregationTests {
         #expect(reused.mean() == [1, 2, 0, 0, 0])
     }
 
-    @Test("Two updates added in one pass give the mean of adding them one by one, first after a reset or not")
-    func pairedAdd() throws {
+    /// Updates whose weighted sums are exact in Float64, so that every order agrees bit for bit.
+    static let exactUpdates: [([Float], UInt64)] = [
+        ([1, 2, 3, 4, 5, 6], 3), ([0.5, -1, 0.25, 8, -2, 0], 1), ([-4, 4, 2, 1, 0.125, 9], 2),
+        ([7, 0, -0.5, 3, 2, 1], 5), ([0, 0, 1, 1, -1, 2], 4), ([16, -8, 4, -2, 1, -0.5], 7),
+    ]
+
+    /// `body` with the updates' slices over `range`.
+    static func withSlices<R>(_ updates: ArraySlice<([Float], UInt64)>, _ range: Range<Int>, _ body: ([WeightedSlice]) -> R) -> R {
+        var slices: [WeightedSlice] = []
+        var retained: [[Float]] = []
+        for (values, weight) in updates {
+            retained.append(values)
+            slices.append(WeightedSlice(values.withUnsafeBufferPointer { UnsafeBufferPointer(start: $0.baseAddress! + range.lowerBound, count: range.count) },
+                                        weight: weight))
+        }
+        return withExtendedLifetime(retained) { body(slices) }
+    }
+
+    @Test("Up to six updates added in one call (four per pass) give the mean of adding them one by one, first after a reset or not",
+          arguments: 1...6)
+    func severalAtOnce(_ k: Int) throws {
         let layout = try ModelLayout([TensorSpec(name: "w", shape: [6])])
-        // Values whose weighted sums are exact in Float64, so that the two orders agree bit for bit.
-        let updates: [([Float], UInt64)] = [([1, 2, 3, 4, 5, 6], 3), ([0.5, -1, 0.25, 8, -2, 0], 1), ([-4, 4, 2, 1, 0.125, 9], 2)]
+        let updates = Self.exactUpdates
         var single = WeightedMeanAccumulator(layout: layout)
         for (values, weight) in updates { single.add(values, weight: weight) }
-        var paired = WeightedMeanAccumulator(layout: layout)
-        paired.add([9, 9, 9, 9, 9, 9], weight: 5)
-        paired.reset()
-        updates[0].0.withUnsafeBufferPointer { a in
-            updates[1].0.withUnsafeBufferPointer { b in
-                // In two slices, as the coordinator reads two spools back window by window.
-                paired.add(UnsafeBufferPointer(rebasing: a[0..<4]), weight: 3, UnsafeBufferPointer(rebasing: b[0..<4]), weight: 1, at: 0)
-                paired.add(UnsafeBufferPointer(rebasing: a[4...]), weight: 3, UnsafeBufferPointer(rebasing: b[4...]), weight: 1, at: 4)
-            }
+        var batched = WeightedMeanAccumulator(layout: layout)
+        batched.add([9, 9, 9, 9, 9, 9], weight: 5)
+        batched.reset()
+        // The first k in two slices, as the coordinator reads spools back window by window.
+        for range in [0..<4, 4..<6] {
+            Self.withSlices(updates[..<k], range) { batched.add($0, at: range.lowerBound) }
         }
-        paired.finishUpdate(weight: 3)
-        paired.finishUpdate(weight: 1)
-        paired.add(updates[2].0, weight: 2)
-        #expect(paired.mean() == single.mean())
-        #expect(paired.totalWeight == 6 && paired.updateCount == 3)
+        for (_, weight) in updates[..<k] { batched.finishUpdate(weight: weight) }
+        for (values, weight) in updates[k...] { batched.add(values, weight: weight) }
+        #expect(batched.mean() == single.mean())
+        #expect(batched.totalWeight == 22 && batched.updateCount == 6)
+    }
+
+    @Test("A block's mean with updates still pending (not added) equals the mean of adding them first, with or without sums",
+          arguments: 0...6)
+    func meanWithPending(_ added: Int) throws {
+        let layout = try ModelLayout([TensorSpec(name: "w", shape: [6])])
+        let updates = Self.exactUpdates
+        var all = WeightedMeanAccumulator(layout: layout)
+        for (values, weight) in updates { all.add(values, weight: weight) }
+        var partial = WeightedMeanAccumulator(layout: layout)
+        partial.add([1e30, 9, 9, 9, 9, 9], weight: 5)
+        partial.reset()
+        for (values, weight) in updates[..<added] { partial.add(values, weight: weight) }
+        var expected = [Double](repeating: .nan, count: 6)
+        expected.withUnsafeMutableBufferPointer { all.mean(0..<6, into: $0) }
+        for range in [0..<2, 2..<6] {
+            var block = [Double](repeating: .nan, count: range.count)
+            Self.withSlices(updates[added...], range) { pending in
+                block.withUnsafeMutableBufferPointer { partial.mean(range, into: $0, pending: pending) }
+            }
+            #expect(block == Array(expected[range]), "range \(range)")
+        }
+        // The pending updates were not added: the sums still hold only the first ones.
+        #expect(partial.updateCount == added)
     }
 
     @Test("Impossible optimizer settings are refused with what to fix")
