@@ -367,3 +367,28 @@ long fed_first_nonfinite_f32(const void *buffer, size_t count) {
     }
     return -1;
 }
+
+/// a(x) · b(x) modulo the CRC-32C polynomial, bits reflected (x^0 is the top bit).
+static uint32_t fed_crc32c_multmodp(uint32_t a, uint32_t b) {
+    uint32_t m = 1u << 31, p = 0;
+    for (;;) {
+        if (a & m) {
+            p ^= b;
+            if ((a & (m - 1)) == 0) break;
+        }
+        m >>= 1;
+        b = (b & 1) ? (b >> 1) ^ 0x82f63b78u : b >> 1;
+    }
+    return p;
+}
+
+uint32_t fed_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2) {
+    // crc(A ‖ B) = crc(A) · x^(8 · |B|) + crc(B): the power by repeated squaring of x^8.
+    uint32_t power = 1u << 31;  // x^0
+    uint32_t square = 1u << 23; // x^8
+    for (uint64_t n = length2; n; n >>= 1) {
+        if (n & 1) power = fed_crc32c_multmodp(square, power);
+        square = fed_crc32c_multmodp(square, square);
+    }
+    return fed_crc32c_multmodp(power, crc1) ^ crc2;
+}

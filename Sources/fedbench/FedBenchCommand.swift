@@ -80,10 +80,14 @@ struct RoundsBenchCommand: ParsableCommand {
                     print("skip P=\(p) N=\(n): the agents alone would need \(Int(Double(n) * Double(p) * 12 / 1e9)) GB")
                     continue
                 }
-                // The wire limit's throughput is measured next to the point it divides.
-                let tls = [try bench.tlsThroughput(), try bench.tlsThroughput(), try bench.tlsThroughput()].sorted()[1]
+                // The wire limit's throughput is measured next to the point it divides, three times
+                // just before and three times just after (this shared machine's speed drifts within
+                // minutes): the median of the six.
+                let before = try (0..<3).map { _ in try bench.tlsThroughput() }
                 var result = rounds.run(.init(parameters: p, agents: n))
-                result.tlsGBps = tls
+                let after = try (0..<3).map { _ in try bench.tlsThroughput() }
+                let tls = (before + after).sorted()
+                result.tlsGBps = (tls[2] + tls[3]) / 2
                 print(String(format: "  P=%d N=%d: %.2f s/round, peak RSS %.0f MB%@", p, n, result.medianRoundSeconds,
                              Double(result.peakRSS) / 1048576, (result.error.map { " (\($0))" } ?? "") as NSString))
                 results.append(result)

@@ -5,7 +5,7 @@ import Foundation
 /// The round benchmark: a real `fedcoord` process and N real `fedagent` processes on loopback
 /// with the benchmark trainer and P Float32 parameters; per grid point the median round time,
 /// bytes moved, the wire limit (bytes ÷ the TLS throughput measured in the same run, just before
-/// the point) and the coordinator's peak RSS (VmHWM).
+/// and just after the point) and the coordinator's peak RSS (VmHWM).
 final class RoundBenchmark {
     struct Point {
         var parameters: Int
@@ -23,7 +23,7 @@ final class RoundBenchmark {
         var peakRSS: Int
         /// Median seconds the coordinator spent recovering the dropped agents' masks.
         var recoverySeconds: Double?
-        /// The TLS stream throughput measured just before this point, GB/s.
+        /// The TLS stream throughput measured around this point (median of 3 before and 3 after), GB/s.
         var tlsGBps = 0.0
         var error: String?
     }
@@ -135,8 +135,8 @@ final class RoundBenchmark {
 
     func printTable(_ results: [Result]) {
         print("Rounds: fedcoord + N fedagent processes on loopback, mTLS, benchmark trainer, FedAvg; median of \(rounds) rounds")
-        print("wire limit = bytes moved per round ÷ TLS throughput (median of 3 × 1 GiB measured just before the point,")
-        print("             shown as TLS GB/s: the machine is shared and its speed drifts)")
+        print("wire limit = bytes moved per round ÷ TLS throughput (median of 6 × 1 GiB, 3 measured just before the point and")
+        print("             3 just after, shown as TLS GB/s: the machine is shared and its speed drifts)")
         print("")
         print("      P    N   round s   TLS GB/s   wire limit s   ratio   bytes/round   coord. peak RSS   RSS target   Flower 1.42 (no TLS)")
         for result in results {

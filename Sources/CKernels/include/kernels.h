@@ -32,6 +32,10 @@ uint32_t fed_crc32c_using(int implementation, uint32_t crc, const void *buffer, 
 /// AVX-512 (the check rides on the CRC's loads), two otherwise.
 uint32_t fed_crc32c_f32(uint32_t crc, const void *buffer, size_t count, long *first_nonfinite);
 
+/// The CRC-32C of two byte strings one after the other, from the CRC of each and the second's
+/// length (zlib's crc32_combine for the Castagnoli polynomial): O(log length), no data read.
+uint32_t fed_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2);
+
 /// The index of the first NaN or infinity among `count` little-endian Float32 values at any
 /// alignment, or -1 when all are finite. Branch-free blocks of 64 values, AVX2 when present.
 long fed_first_nonfinite_f32(const void *buffer, size_t count);

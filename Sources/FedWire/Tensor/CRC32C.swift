@@ -28,6 +28,12 @@ public struct CRC32C: Sendable, Equatable {
         value = fed_crc32c(value, base, bytes.count)
     }
 
+    /// Continues with bytes already checksummed elsewhere: `crc` is their CRC-32C (from 0) and
+    /// `length` their count. Reads no data; about a microsecond for a 1 MiB chunk.
+    public mutating func append(crc: UInt32, length: Int) {
+        value = fed_crc32c_combine(value, crc, UInt64(length))
+    }
+
     /// Continues with `bytes` holding Float32 values, and returns the index among them of the
     /// first NaN or infinity (nil when all are finite): one pass where the CPU has AVX-512.
     public mutating func update(floats bytes: UnsafeRawBufferPointer) -> Int? {
