@@ -105,10 +105,7 @@ public struct ServerOptimizer: Sendable, Equatable {
         meanDelta fill: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) throws -> Void
     ) rethrows {
         let count = x.count
-        if settings.kind != .fedavg, firstMoment.count != count { firstMoment = [Float](repeating: 0, count: count) }
-        if [.fedadagrad, .fedadam, .fedyogi].contains(settings.kind), secondMoment.count != count {
-            secondMoment = [Float](repeating: Float(settings.tau * settings.tau), count: count)
-        }
+        prepareMoments(count: count)
         let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: Self.blockSize)
         defer { scratch.deallocate() }
         let settings = settings
@@ -126,6 +123,59 @@ public struct ServerOptimizer: Sendable, Equatable {
                     start = end
                 }
             }
+        }
+    }
+
+    /// ``step(model:meanDelta:)-swift.method`` split over `parts` threads, each stepping one
+    /// contiguous share of the model block by block: the same result, element for element (the
+    /// rule is element-wise), in about 1/`parts` of the time where the cores are free. `meanDelta`
+    /// and `stepped` are called concurrently from the parts for disjoint ranges, in order within a
+    /// part (its index is passed); `stepped` gets each block once its elements are final, to read
+    /// it while it is in cache. Costs `parts` scratch blocks of 64 KiB.
+    public mutating func step(
+        model x: UnsafeMutableBufferPointer<Float>, parts: Int,
+        meanDelta fill: (_ part: Int, _ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void,
+        stepped: (_ part: Int, _ range: Range<Int>) -> Void
+    ) {
+        let count = x.count
+        prepareMoments(count: count)
+        let settings = settings
+        let share = ((count + parts - 1) / max(parts, 1) + Self.blockSize - 1) / Self.blockSize * Self.blockSize
+        firstMoment.withUnsafeMutableBufferPointer { m in
+            secondMoment.withUnsafeMutableBufferPointer { v in
+                // The parts write disjoint ranges of the model and moments, and the callbacks
+                // promise to be safe for disjoint ranges: nothing is shared unsafely.
+                withoutActuallyEscaping(fill) { fill in
+                withoutActuallyEscaping(stepped) { stepped in
+                nonisolated(unsafe) let (x, m, v, fill, stepped) = (x, m, v, fill, stepped)
+                DispatchQueue.concurrentPerform(iterations: max(parts, 1)) { part in
+                    let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: Self.blockSize)
+                    defer { scratch.deallocate() }
+                    var start = min(part * share, count)
+                    let stop = min(start + share, count)
+                    while start < stop {
+                        let end = min(start + Self.blockSize, stop)
+                        let d = UnsafeMutableBufferPointer(rebasing: scratch[0..<(end - start)])
+                        fill(part, start..<end, d)
+                        Self.apply(
+                            settings, delta: UnsafeBufferPointer(d), model: UnsafeMutableBufferPointer(rebasing: x[start..<end]),
+                            first: m.isEmpty ? m : UnsafeMutableBufferPointer(rebasing: m[start..<end]),
+                            second: v.isEmpty ? v : UnsafeMutableBufferPointer(rebasing: v[start..<end]))
+                        stepped(part, start..<end)
+                        start = end
+                    }
+                }
+                }
+                }
+            }
+        }
+    }
+
+    /// Allocates the moments the kind needs for a model of `count` parameters (m = 0, v = τ²).
+    private mutating func prepareMoments(count: Int) {
+        if settings.kind != .fedavg, firstMoment.count != count { firstMoment = [Float](repeating: 0, count: count) }
+        if [.fedadagrad, .fedadam, .fedyogi].contains(settings.kind), secondMoment.count != count {
+            secondMoment = [Float](repeating: Float(settings.tau * settings.tau), count: count)
         }
     }
 

@@ -67,6 +67,37 @@ struct AggregationTests {
         }
     }
 
+    @Test("A step split over threads equals the one-thread step bit for bit, each block reported once",
+          arguments: ServerOptimizer.Kind.allCases)
+    func parallelStep(kind: ServerOptimizer.Kind) throws {
+        let settings = ServerOptimizer.Settings(kind: kind, learningRate: 0.1, momentum: 0.9, beta1: 0.9, beta2: 0.99, tau: 1e-3)
+        let count = 5 * 8192 + 123
+        let deltas: [[Float]] = (0..<3).map { round in (0..<count).map { Float(($0 * 7 + round) % 11) * 0.01 - 0.05 } }
+        var reference = (0..<count).map { Float($0 % 13) * 0.25 - 1 }
+        var single = ServerOptimizer(settings: settings)
+        for delta in deltas { single.step(model: &reference, meanDelta: delta) }
+        for parts in [1, 2, 3, 7] {
+            var model = (0..<count).map { Float($0 % 13) * 0.25 - 1 }
+            var split = ServerOptimizer(settings: settings)
+            let seen = UnsafeMutableBufferPointer<Int>.allocate(capacity: count)
+            defer { seen.deallocate() }
+            for delta in deltas {
+                seen.initialize(repeating: 0)
+                nonisolated(unsafe) let marks = seen
+                model.withUnsafeMutableBufferPointer { values in
+                    split.step(model: values, parts: parts) { _, range, out in
+                        for (k, i) in range.enumerated() { out[k] = Double(delta[i]) }
+                    } stepped: { _, range in
+                        for i in range { marks[i] += 1 }
+                    }
+                }
+                #expect(seen.allSatisfy { $0 == 1 }, "\(parts) parts: every element reported once")
+            }
+            let same = model == reference && split.firstMoment == single.firstMoment && split.secondMoment == single.secondMoment
+            #expect(same, "\(kind) in \(parts) parts")
+        }
+    }
+
     @Test("The accumulator's block-wise mean equals the whole mean")
     func blockMean() throws {
         let layout = try ModelLayout([TensorSpec(name: "w", shape: [10_000])])

@@ -6,10 +6,9 @@ import Foundation
 ///
 /// The whole file is mapped when the mapping is made, which reserves address space only: a
 /// failure comes before anything has been read, so a caller that writes as it reads (the close,
-/// stepping the model) never stops half-way. Pages are then populated a window
-/// (``UpdateSpool/windowBytes``) at a time as the reader reaches them and unmapped once it has
-/// passed them: the resident memory a mapping adds stays about one window, whatever the size of
-/// the update.
+/// stepping the model) never stops half-way. Pages are then populated a window at a time as the
+/// reader reaches them and unmapped once it has passed them: the resident memory a mapping adds
+/// stays one window, whatever the size of the update.
 final class SpoolMapping {
     /// Floats in the update.
     let count: Int
@@ -18,8 +17,11 @@ final class SpoolMapping {
     /// Bytes from `base` unmapped (behind the reader) and populated (ahead of it).
     private var released = 0
     private var populated = 0
+    private let window: Int
 
-    init(_ spool: UpdateSpool) throws {
+    /// Maps `spool`'s update; `windowBytes` (a multiple of the page size) is populated at a time.
+    init(_ spool: UpdateSpool, windowBytes: Int = UpdateSpool.windowBytes) throws {
+        window = windowBytes
         length = spool.bytesWritten - spool.bytesWritten % 4
         count = length / 4
         guard length > 0 else {
@@ -42,7 +44,6 @@ final class SpoolMapping {
         guard let base, !range.isEmpty else { return UnsafeBufferPointer(start: nil, count: 0) }
         let start = range.lowerBound * 4, end = range.upperBound * 4
         precondition(start >= released && end <= length, "spool ranges must come in order and inside the update")
-        let window = UpdateSpool.windowBytes
         let behind = start / window * window
         if behind > released {
             munmap(base + released, behind - released)

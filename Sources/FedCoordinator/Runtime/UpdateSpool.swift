@@ -12,8 +12,9 @@ final class UpdateSpool {
     /// The open (unlinked) file; ``SpoolMapping`` maps it.
     let descriptor: Int32
     private(set) var bytesWritten = 0
-    /// Bytes mapped at a time when reading back: what the read-back adds to the resident memory.
-    static let windowBytes = 2 << 20
+    /// Bytes mapped at a time when reading back (``SpoolMapping``'s default window): what each
+    /// update being read back adds to the resident memory.
+    static let windowBytes = 1 << 20
 
     init(directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
