@@ -148,7 +148,7 @@ public struct ServerOptimizer: Sendable, Equatable {
                 withoutActuallyEscaping(fill) { fill in
                 withoutActuallyEscaping(stepped) { stepped in
                 nonisolated(unsafe) let (x, m, v, fill, stepped) = (x, m, v, fill, stepped)
-                DispatchQueue.concurrentPerform(iterations: max(parts, 1)) { part in
+                ParallelParts.run(max(parts, 1)) { part in
                     let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: Self.blockSize)
                     defer { scratch.deallocate() }
                     var start = min(part * share, count)

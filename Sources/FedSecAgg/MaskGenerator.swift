@@ -1,4 +1,5 @@
 import COpenSSL
+import FedCore
 import Foundation
 
 /// The FLSECAGG-v1 PRG (§3.7): a 32-byte seed → a stream of `uint32` elements in `Z_{2^32}`,
@@ -118,7 +119,7 @@ public final class MaskGenerator {
         failure.initialize(repeating: false, count: parts)
         defer { failure.deallocate() }
         nonisolated(unsafe) let failed = failure
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        ParallelParts.run(parts) { part in
             let start = part * size
             let length = min(size, count - start)
             guard length > 0 else { return }

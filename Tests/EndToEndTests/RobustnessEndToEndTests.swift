@@ -147,10 +147,8 @@ struct RobustnessEndToEndTests {
           arguments: ProcessInfo.processInfo.environment["ONLY_HOSTILITY"].flatMap { Hostility(rawValue: $0) }.map { [$0] } ?? Hostility.allCases)
     func hostile(_ hostility: Hostility) throws {
         let federation = try Federation()
-        // A 5 s deadline: the other suites run beside this one, and on a loaded 2-core machine an
-        // honest agent cut at 3 s (seen once in nine runs) would test the machine, not the refusal.
         let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
-            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 5, "selection_timeout_seconds": 5,
+            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 3, "selection_timeout_seconds": 5,
         ])
         let coordinator = try RunningCoordinator(configuration)
         let upload: ScriptedAgent.Upload = switch hostility {

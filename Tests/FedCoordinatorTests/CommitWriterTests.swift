@@ -24,12 +24,12 @@ struct CommitWriterTests {
         nonisolated(unsafe) var ran: [Int] = []
         nonisolated(unsafe) var releasedWhileBusy: [Bool] = []
         for round in 0..<10 {
-            do {
-                let payload = Payload(writer: writer) { busy in lock.withLock { releasedWhileBusy.append(busy) } }
-                writer.submit { [payload] in
-                    _ = payload
-                    lock.withLock { ran.append(round) }
-                }
+            // The job holds the only reference (a reference kept here could outlive the job on a
+            // slow machine and be released by this thread, after the writer went idle).
+            let note: @Sendable (Bool) -> Void = { busy in lock.withLock { releasedWhileBusy.append(busy) } }
+            writer.submit { [payload = Payload(writer: writer, releasedWhileBusy: note)] in
+                _ = payload
+                lock.withLock { ran.append(round) }
             }
             writer.waitUntilIdle()
         }
