@@ -631,9 +631,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
     }
 
-    /// Applies the round's mean delta (which `meanDelta` writes block by block) to the global
-    /// model with the server optimizer, hashing the new model on a second thread as it is written.
-    /// Called under the model's write lock.
+    /// Applies a secure round's mean delta (which `meanDelta` writes block by block) to the global
+    /// model with the server optimizer, hashing the new model (CRCs and SHA-256) on a second
+    /// thread as it is written: the SHA-256 cannot be split, so the step is not either (a
+    /// plaintext close: ``applyMeanOfSumsAndParked()``). Called under the model's write lock.
     private func applyMeanDelta(
         sha256: Bool, _ meanDelta: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
     ) -> ModelFingerprinter.Fingerprint {

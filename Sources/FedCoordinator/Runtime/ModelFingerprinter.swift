@@ -6,7 +6,8 @@ import Foundation
 /// asked, the model's digest (``ModelDigest``: SHA-256 per tensor, combined), on a thread of its
 /// own that follows the writer's progress.
 ///
-/// At a round's close the server optimizer writes the new model block by block, in order; the
+/// At a secure round's close (a plaintext close steps on both cores and takes each block's CRC
+/// itself: ``PartChecksums``) the server optimizer writes the new model block by block, in order; the
 /// fingerprinter reads every element once it is final, so hashing (≈ 30 ms for 10M parameters)
 /// overlaps the step (≈ 15 ms) on the other core instead of following it. The writer reports
 /// progress with ``advance(to:)`` and collects the result with ``finish()``; `values` must stay

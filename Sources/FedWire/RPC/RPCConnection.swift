@@ -260,23 +260,20 @@ public final class RPCConnection: @unchecked Sendable {
             }
             stateLock.withLock { lastHeard = .now }
             let frame: UnsafeRawBufferPointer
-            var chunkCheck: ChunkCheck?
             switch read {
-            case .landed(let callID, let offset, let bytes, let landing, let check):
+            case .landed(let callID, let offset, let bytes, let landing):
                 // Already in place: the chunk still goes to its call, to be checked like any other.
-                let data = ByteView(bytes: bytes, owner: landing, check: check)
-                route(Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: data))))
+                route(Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: ByteView(bytes: bytes, owner: landing)))))
                 continue
-            case .view(let view, let check):
+            case .view(let view):
                 frame = view
-                chunkCheck = check
             }
             let envelope: Envelope
             do {
                 if frame.count > FrameReader.keptBufferBytes, let block = reader.takeLargeFrameBlock() {
                     // A large frame: decode a tensor chunk in place; the block goes with the chunk.
                     let owner = BlockOwner(block)
-                    if let chunk = ChunkFastPath.decode(frame, owner: owner, check: chunkCheck) {
+                    if let chunk = ChunkFastPath.decode(frame, owner: owner) {
                         route(chunk)
                         continue
                     }
