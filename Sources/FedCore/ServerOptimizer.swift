@@ -92,9 +92,9 @@ public struct ServerOptimizer: Sendable, Equatable {
     /// elements it fills a buffer of `range.count` Float64s (so that the mean never needs a
     /// model-sized buffer of its own). Cost: one vectorizable pass over the model and moments.
     public mutating func step(
-        model: inout [Float], meanDelta fill: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) throws -> Void
-    ) rethrows {
-        try model.withUnsafeMutableBufferPointer { try step(model: $0, meanDelta: fill) }
+        model: inout [Float], meanDelta fill: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
+    ) {
+        model.withUnsafeMutableBufferPointer { step(model: $0, meanDelta: fill) }
     }
 
     /// ``step(model:meanDelta:)-swift.method`` on a model the caller holds in place. Blocks are
@@ -102,28 +102,9 @@ public struct ServerOptimizer: Sendable, Equatable {
     /// its final value: a reader may follow the step (to hash the model while it is written).
     public mutating func step(
         model x: UnsafeMutableBufferPointer<Float>,
-        meanDelta fill: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) throws -> Void
-    ) rethrows {
-        let count = x.count
-        prepareMoments(count: count)
-        let scratch = UnsafeMutableBufferPointer<Double>.allocate(capacity: Self.blockSize)
-        defer { scratch.deallocate() }
-        let settings = settings
-        try firstMoment.withUnsafeMutableBufferPointer { m in
-            try secondMoment.withUnsafeMutableBufferPointer { v in
-                var start = 0
-                while start < count {
-                    let end = min(start + Self.blockSize, count)
-                    let d = UnsafeMutableBufferPointer(rebasing: scratch[0..<(end - start)])
-                    try fill(start..<end, d)
-                    Self.apply(
-                        settings, delta: UnsafeBufferPointer(d), model: UnsafeMutableBufferPointer(rebasing: x[start..<end]),
-                        first: m.isEmpty ? m : UnsafeMutableBufferPointer(rebasing: m[start..<end]),
-                        second: v.isEmpty ? v : UnsafeMutableBufferPointer(rebasing: v[start..<end]))
-                    start = end
-                }
-            }
-        }
+        meanDelta fill: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
+    ) {
+        step(model: x, parts: 1) { _, range, out in fill(range, out) } stepped: { _, _ in }
     }
 
     /// ``step(model:meanDelta:)-swift.method`` split over `parts` threads, each stepping one

@@ -150,14 +150,25 @@ struct AggregationTests {
 
     /// `body` with the updates' slices over `range`.
     static func withSlices<R>(_ updates: ArraySlice<([Float], UInt64)>, _ range: Range<Int>, _ body: ([WeightedSlice]) -> R) -> R {
-        var slices: [WeightedSlice] = []
-        var retained: [[Float]] = []
-        for (values, weight) in updates {
-            retained.append(values)
-            slices.append(WeightedSlice(values.withUnsafeBufferPointer { UnsafeBufferPointer(start: $0.baseAddress! + range.lowerBound, count: range.count) },
-                                        weight: weight))
+        let slices = updates.map { values, weight in
+            WeightedSlice(values.withUnsafeBufferPointer { UnsafeBufferPointer(rebasing: $0[range]) }, weight: weight)
         }
-        return withExtendedLifetime(retained) { body(slices) }
+        return withExtendedLifetime(updates) { body(slices) }
+    }
+
+    /// An accumulator of `exactUpdates` added one by one, the reference.
+    static func addedOneByOne(_ layout: ModelLayout) -> WeightedMeanAccumulator {
+        var accumulator = WeightedMeanAccumulator(layout: layout)
+        for (values, weight) in exactUpdates { accumulator.add(values, weight: weight) }
+        return accumulator
+    }
+
+    /// An accumulator that held `garbage` and was reset (its sums are not zeroed).
+    static func reset(_ layout: ModelLayout, after garbage: [Float]) -> WeightedMeanAccumulator {
+        var accumulator = WeightedMeanAccumulator(layout: layout)
+        accumulator.add(garbage, weight: 5)
+        accumulator.reset()
+        return accumulator
     }
 
     @Test("Up to six updates added in one call (four per pass) give the mean of adding them one by one, first after a reset or not",
@@ -165,11 +176,8 @@ struct AggregationTests {
     func severalAtOnce(_ k: Int) throws {
         let layout = try ModelLayout([TensorSpec(name: "w", shape: [6])])
         let updates = Self.exactUpdates
-        var single = WeightedMeanAccumulator(layout: layout)
-        for (values, weight) in updates { single.add(values, weight: weight) }
-        var batched = WeightedMeanAccumulator(layout: layout)
-        batched.add([9, 9, 9, 9, 9, 9], weight: 5)
-        batched.reset()
+        let single = Self.addedOneByOne(layout)
+        var batched = Self.reset(layout, after: [9, 9, 9, 9, 9, 9])
         // The first k in two slices, as the coordinator reads spools back window by window.
         for range in [0..<4, 4..<6] {
             Self.withSlices(updates[..<k], range) { batched.add($0, at: range.lowerBound) }
@@ -185,11 +193,8 @@ struct AggregationTests {
     func meanWithPending(_ added: Int) throws {
         let layout = try ModelLayout([TensorSpec(name: "w", shape: [6])])
         let updates = Self.exactUpdates
-        var all = WeightedMeanAccumulator(layout: layout)
-        for (values, weight) in updates { all.add(values, weight: weight) }
-        var partial = WeightedMeanAccumulator(layout: layout)
-        partial.add([1e30, 9, 9, 9, 9, 9], weight: 5)
-        partial.reset()
+        let all = Self.addedOneByOne(layout)
+        var partial = Self.reset(layout, after: [1e30, 9, 9, 9, 9, 9])
         for (values, weight) in updates[..<added] { partial.add(values, weight: weight) }
         var expected = [Double](repeating: .nan, count: 6)
         expected.withUnsafeMutableBufferPointer { all.mean(0..<6, into: $0) }

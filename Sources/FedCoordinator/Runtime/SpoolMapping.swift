@@ -53,14 +53,11 @@ final class SpoolMapping {
             let upTo = min(length, (end + window - 1) / window * window)
             // One call maps the window's pages instead of a fault every few pages; if the kernel
             // cannot, the pages fault in as they are read.
-            _ = madvise(base + populated, upTo - populated, Self.populateRead)
+            _ = madvise(base + populated, upTo - populated, MADV_POPULATE_READ)
             populated = upTo
         }
         return UnsafeBufferPointer(start: (base + start).assumingMemoryBound(to: Float.self), count: range.count)
     }
-
-    /// MADV_POPULATE_READ (Linux 5.14).
-    private static let populateRead: Int32 = 22
 
     /// Reads spools of the same length side by side, ``UpdateSpool/windowBytes`` of each at a time.
     static func forEachSlice(
