@@ -42,19 +42,20 @@ extension Agent {
     public func planDropout(at stage: SecureStage) { lock.withLock { plannedDropout = stage } }
 
     /// Drops out at `stage` if planned: a planned dropout (once) drops the connection, as a crash
-    /// would; the configured drill (every round) answers UNAVAILABLE and stays connected, so that
-    /// benchmarks measure the round, not the reconnection. Returns whether it dropped out.
-    func dropIfPlanned(_ stage: SecureStage) -> Bool {
+    /// would (`connection`, the one the stage's request came on); the configured drill (every
+    /// round) answers UNAVAILABLE and stays connected, so that benchmarks measure the round, not the
+    /// reconnection. Returns whether it dropped out.
+    func dropIfPlanned(_ stage: SecureStage, connection: RPCConnection) -> Bool {
         if configuration.drill.secureDropoutStage.flatMap(SecureStage.init(name:)) == stage {
             logger.warning("Dropping out of the secure round (drill)", metadata: ["stage": "\(stage)"])
             return true
         }
-        let connection: RPCConnection? = lock.withLock {
-            guard plannedDropout == stage else { return nil }
+        let planned: Bool = lock.withLock {
+            guard plannedDropout == stage else { return false }
             plannedDropout = nil
-            return self.connection
+            return true
         }
-        guard let connection else { return false }
+        guard planned else { return false }
         logger.warning("Dropping out of the secure round as planned", metadata: ["stage": "\(stage)"])
         connection.close()
         return true
@@ -120,7 +121,7 @@ extension Agent {
             return old
         }
         for state in stale { state.lock.withLock { state.session.erase() } }
-        if dropIfPlanned(.advertiseKeys) { throw RPCError(.unavailable, "dropped out") }
+        if dropIfPlanned(.advertiseKeys, connection: call.connection) { throw RPCError(.unavailable, "dropped out") }
         try call.send(.advertiseKeys(AdvertiseKeysMessage(roundID: secure.config.roundID, keys: session.keys)))
     }
 
@@ -170,7 +171,7 @@ extension Agent {
         default: .unmask
         }
         // Dropout drills are about rounds; statistics sessions are not drilled.
-        if !state.statistics && dropIfPlanned(stage) { throw RPCError(.unavailable, "dropped out") }
+        if !state.statistics && dropIfPlanned(stage, connection: call.connection) { throw RPCError(.unavailable, "dropped out") }
         do {
             switch request {
             case .shareKeysRequest(let r):

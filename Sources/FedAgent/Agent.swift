@@ -41,6 +41,10 @@ public final class Agent: @unchecked Sendable {
         // @unchecked: `cancelled` and `update` are guarded by the agent's lock.
         let task: TrainTask
         let global: ModelParameters
+        /// The connection the task arrived on: the update is announced there. (Not the agent's
+        /// `connection`, which is set only once the join has returned, and the coordinator may
+        /// send a task, and the trainer finish it, before that.)
+        let connection: RPCConnection
         var cancelled = false
         var update: TrainingResult?
         var trainSeconds = 0.0
@@ -50,9 +54,11 @@ public final class Agent: @unchecked Sendable {
         var masked: [UInt32]?
         /// Where the model's storage goes when the job ends.
         private let recycler: ModelStorageRecycler?
-        init(task: TrainTask, global: ModelParameters, secure: SecureState? = nil, recycler: ModelStorageRecycler? = nil) {
+        init(task: TrainTask, global: ModelParameters, connection: RPCConnection, secure: SecureState? = nil,
+             recycler: ModelStorageRecycler? = nil) {
             self.task = task
             self.global = global
+            self.connection = connection
             self.secure = secure
             self.recycler = recycler
         }
@@ -255,7 +261,7 @@ public final class Agent: @unchecked Sendable {
             throw RPCError(.permissionDenied, "this site's policy requires secure aggregation (\(policy)); "
                 + "round \(task.roundID) was offered without it and is refused")
         }
-        let job = Job(task: task, global: global, secure: session, recycler: modelStorage)
+        let job = Job(task: task, global: global, connection: call.connection, secure: session, recycler: modelStorage)
         lock.withLock {
             self.job?.cancelled = true
             self.job = job
@@ -355,13 +361,14 @@ public final class Agent: @unchecked Sendable {
         if job.secure != nil { maskAndAnnounce(job) } else { announce(job) }
     }
 
-    /// Tells the coordinator the update is ready; the answer arrives once it has been pulled.
+    /// Tells the coordinator the update is ready, on the connection the task came on; the answer
+    /// arrives once it has been pulled.
     func announce(_ job: Job) {
-        guard let connection = lock.withLock({ self.connection }), let update = lock.withLock({ job.update }) else { return }
+        guard let update = lock.withLock({ job.update }) else { return }
         let ready = Self.header(job, update)
         let status: RPCStatus
         do {
-            _ = try connection.unary(Methods.announceUpdate, .updateReady(ready), timeout: 600)
+            _ = try job.connection.unary(Methods.announceUpdate, .updateReady(ready), timeout: 600)
             status = .ok
             logger.info("Update accepted", metadata: ["round": "\(job.task.roundID)"])
         } catch let error as RPCError {
@@ -379,14 +386,14 @@ public final class Agent: @unchecked Sendable {
     /// Tells the coordinator that this site's training failed for the round, so that it does not
     /// wait for it; the agent stays connected.
     private func announceFailure(_ job: Job, reason: String) {
-        guard let connection = lock.withLock({ self.connection }), !lock.withLock({ job.cancelled }) else { return }
+        guard !lock.withLock({ job.cancelled }) else { return }
         var ready = UpdateReady()
         ready.roundID = job.task.roundID
         ready.modelVersion = job.task.modelVersion
         ready.failure = reason
         let status: RPCStatus
         do {
-            _ = try connection.unary(Methods.announceUpdate, .updateReady(ready), timeout: 30)
+            _ = try job.connection.unary(Methods.announceUpdate, .updateReady(ready), timeout: 30)
             status = .ok
         } catch let error as RPCError {
             status = error.status

@@ -4,15 +4,19 @@ import FedWire
 import Foundation
 import Testing
 
-/// What the real agent checks of the model it receives: the CRC-32C of every tensor always, and
-/// the model's SHA-256 when a secure round is bound to it. The coordinator side is scripted.
-@Suite("Agent's model check")
+/// The real agent against a scripted coordinator: what it checks of the model it receives (the
+/// CRC-32C of every tensor always, the model's SHA-256 when a secure round is bound to it), and a
+/// task that arrives before its join has returned.
+@Suite("Agent against a scripted coordinator")
 struct AgentModelCheckTests {
     /// A coordinator that only welcomes agents and hands over their connections.
     final class ScriptedCoordinator: WireServerDelegate, @unchecked Sendable {
         private let lock = NSLock()
         private var joined: RPCConnection?
+        /// Runs before the Welcome is sent, while the agent still waits for its join to return.
+        var beforeWelcome: (@Sendable (RPCConnection) -> Void)?
         func welcome(_ hello: Hello, from peer: PeerIdentity, on connection: RPCConnection) throws -> Welcome {
+            beforeWelcome?(connection)
             lock.withLock { joined = connection }
             return Welcome(federation: "e2e")
         }
@@ -30,7 +34,7 @@ struct AgentModelCheckTests {
             let call = try connection.makeCall(method: Methods.train, timeout: 10)
             defer { call.finish() }
             try call.send(.trainTask(task))
-            try weights.withUnsafeBufferPointer { try TensorStream.send(name: "w", shape: [100, 100], floats: $0, to: call) }
+            _ = try weights.withUnsafeBufferPointer { try TensorStream.send(name: "w", shape: [100, 100], floats: $0, to: call) }
             try call.finishSending()
             try call.expectEnd()
             return nil
@@ -41,15 +45,50 @@ struct AgentModelCheckTests {
         }
     }
 
-    @Test("A secure round's model is checked against its SHA-256; a plaintext round's against the CRC only")
-    func modelHash() throws {
-        let federation = try Federation()
-        let coordinator = ScriptedCoordinator()
+    static func server(_ federation: Federation, _ coordinator: ScriptedCoordinator) throws -> WireServer {
         var wire = WireServer.Configuration(tls: .makeServerConfiguration(
             certificateChainPath: federation.files.coordinatorCertificate, privateKeyPath: federation.files.coordinatorKey,
             trustRootPath: federation.files.caCertificate, revocationListPath: federation.files.revocationList))
         wire.host = "127.0.0.1"
-        let server = try WireServer(configuration: wire, delegate: coordinator, logger: Federation.quiet)
+        return try WireServer(configuration: wire, delegate: coordinator, logger: Federation.quiet)
+    }
+
+    @Test("A task that arrives before the agent's join has returned is trained and announced on the connection it came on")
+    func taskBeforeJoinReturns() throws {
+        let federation = try Federation()
+        let coordinator = ScriptedCoordinator()
+        final class AgentBox: @unchecked Sendable { var agent: Agent? }
+        let box = AgentBox()
+        // The coordinator sends a task as soon as the agent has said Hello (as a real one may, once
+        // the Welcome is on its way) and holds the Welcome until the agent has announced its update.
+        // An agent that announced on the connection its join had returned (not yet set) dropped the
+        // announcement silently; the round then waited for it until its deadline.
+        coordinator.beforeWelcome = { connection in
+            var task = TrainTask()
+            task.roundID = 3
+            task.tensorCount = 1
+            startThread { [task] in _ = Self.train(task, on: connection) }
+            _ = eventually(10) { box.agent?.announcementOutcomes[3] != nil }
+        }
+        let server = try Self.server(federation, coordinator)
+        server.start()
+        defer { server.stop() }
+        let agent = try Agent(configuration: federation.agentConfiguration("hospital-a", port: server.port),
+                              trainer: BenchmarkTrainer(), logger: Federation.quiet)
+        box.agent = agent
+        startThread { agent.run() }
+        defer { agent.stop() }
+        #expect(eventually(15) { coordinator.connection != nil }, "the agent did not join")
+        // The announcement reached the coordinator, which refuses calls before the join completes.
+        let outcome = try #require(agent.announcementOutcomes[3], "the update was never announced")
+        #expect(outcome.code == .failedPrecondition && outcome.message.contains(Methods.join), "\(outcome)")
+    }
+
+    @Test("A secure round's model is checked against its SHA-256; a plaintext round's against the CRC only")
+    func modelHash() throws {
+        let federation = try Federation()
+        let coordinator = ScriptedCoordinator()
+        let server = try Self.server(federation, coordinator)
         server.start()
         defer { server.stop() }
         let agent = try Agent(configuration: federation.agentConfiguration("hospital-a", port: server.port),

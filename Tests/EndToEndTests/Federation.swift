@@ -127,13 +127,17 @@ final class RunningCoordinator: @unchecked Sendable {
 final class RunningAgents: @unchecked Sendable {
     let agents: [String: Agent]
 
-    init(_ federation: Federation, port: UInt16, trainers: [String: any LocalTrainer]) throws {
+    /// Starts one agent per trainer; `prepare` runs on each before it dials (so that, for example,
+    /// a planned dropout is in place before the first round can start).
+    init(_ federation: Federation, port: UInt16, trainers: [String: any LocalTrainer],
+         prepare: (String, Agent) -> Void = { _, _ in }) throws {
         var agents: [String: Agent] = [:]
         for (name, trainer) in trainers {
             let agent = try Agent(configuration: federation.agentConfiguration(name, port: port), trainer: trainer, logger: Federation.quiet)
+            prepare(name, agent)
             agents[name] = agent
-            startThread { agent.run() }
         }
+        for agent in agents.values { startThread { agent.run() } }
         self.agents = agents
     }
 

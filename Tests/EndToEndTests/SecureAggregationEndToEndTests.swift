@@ -33,9 +33,11 @@ struct SecureAggregationEndToEndTests {
         let federation = try Federation(agents: Self.names)
         let configuration = try Self.configuration(federation, rounds: 1)
         let coordinator = try RunningCoordinator(configuration)
-        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers)
         let dropout = "hospital-5"
-        agents.agents[dropout]!.planDropout(at: stage)
+        // Planned before the agents dial: the round starts as soon as all eight have joined.
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers) { name, agent in
+            if name == dropout { agent.planDropout(at: stage) }
+        }
         #expect(coordinator.waitUntilFinished(seconds: 60), "the round did not commit")
         let store = try CheckpointStore(directory: configuration.stateDir)
         let records = try RoundLog.verify(path: store.logPath)
@@ -96,6 +98,7 @@ struct SecureAggregationEndToEndTests {
         trainers["hospital-3"] = BenchmarkTrainer(step: slow.step, exampleCount: slow.exampleCount, delaySeconds: 3)
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: trainers)
         #expect(coordinator.waitUntilFinished(seconds: 60), "the rounds did not commit")
+        _ = agents
         let store = try CheckpointStore(directory: configuration.stateDir)
         let round = try #require(try RoundLog.verify(path: store.logPath).first { $0.type == "round" })
         #expect(round.late == ["hospital-3"] && round.recoveredDropouts == ["hospital-3"] && round.survivors?.count == 7)
@@ -120,9 +123,10 @@ struct SecureAggregationEndToEndTests {
         let federation = try Federation(agents: Self.names)
         let configuration = try Self.configuration(federation, rounds: 1)
         let coordinator = try RunningCoordinator(configuration)
-        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers)
         // D_max = 2 of 8: three agents vanishing at the share stage leave too few.
-        for name in ["hospital-2", "hospital-4", "hospital-6"] { agents.agents[name]!.planDropout(at: .shareKeys) }
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers) { name, agent in
+            if ["hospital-2", "hospital-4", "hospital-6"].contains(name) { agent.planDropout(at: .shareKeys) }
+        }
         #expect(coordinator.waitUntilFinished(seconds: 90), "the round did not commit after the retry")
         let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
         let failed = try #require(records.first { $0.type == "attempt_failed" })
