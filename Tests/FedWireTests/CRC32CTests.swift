@@ -1,5 +1,5 @@
-import FedWire
 import Testing
+@testable import FedWire
 
 /// CRC-32C: the published check values, and the CPU's instruction path equal to the portable one.
 @Suite struct CRC32CTests {
@@ -97,6 +97,36 @@ import Testing
             first.withUnsafeBytes { combined.update($0) }
             combined.append(crc: Self.crc(second), length: second.count)
             #expect(combined.value == Self.crc(first + second), "\(a) + \(second.count) bytes")
+        }
+    }
+
+    @Test("A chunk checked piece by piece as it arrives, at any piece sizes, equals the check of the whole")
+    func checkInPieces() {
+        var floats = (0..<300_001).map { Float($0) * 0.5 - 1000 }
+        for bad in [nil, 0, 1023, 150_000, 300_000] as [Int?] {
+            if let bad { floats[bad] = bad % 2 == 0 ? .nan : -.infinity }
+            defer { if let bad { floats[bad] = 0 } }
+            floats.withUnsafeBytes { bytes in
+                var whole = CRC32C()
+                let first = whole.update(floats: bytes)
+                for pieces in [[bytes.count], [1, 4096, 16_389, 3, 100_000], [16_384, 16_384, 7, 16_384]] {
+                    var checker = ChunkChecker(data: bytes.baseAddress!, length: bytes.count)
+                    var available = 0
+                    var next = 0
+                    while available < bytes.count {
+                        available = min(bytes.count, available + pieces[next % pieces.count])
+                        next += 1
+                        checker.advance(to: available)
+                    }
+                    let check = checker.finish()
+                    #expect(check == ChunkCheck(crc32c: whole.value, checkedFloats: true, firstNonFinite: first), "pieces \(pieces), bad \(String(describing: bad))")
+                }
+                // A length that is not whole floats: the CRC only.
+                let odd = UnsafeRawBufferPointer(rebasing: bytes[..<(bytes.count - 1)])
+                var checker = ChunkChecker(data: odd.baseAddress!, length: odd.count)
+                checker.advance(to: 5_000)
+                #expect(checker.finish() == ChunkCheck(crc32c: CRC32C.checksum(odd), checkedFloats: false, firstNonFinite: nil))
+            }
         }
     }
 

@@ -109,6 +109,57 @@ struct TensorStreamTests {
         #expect(received.withLock { $0 } == tensors)
     }
 
+    @Test("Large chunks are checked by the reader as they arrive, landed or not; a NaN is found where it is")
+    func readerChecks() throws {
+        let server = try TestServer()
+        // 4 MB: three chunks of 1 MiB and one of 0.85 MB, all frames above the reader's own 256 KiB
+        // buffer (a smaller frame is not checked by the reader: its consumer checks it).
+        let count = 1_000_000
+        let bad = 600_001
+        let seen = Mutex<(checked: Int, nonFinite: UInt64?, landed: [Float])>((0, nil, []))
+        let (agentSide, coordinator) = try Self.agent(server) { call in
+            guard case .trainTask = try call.receiveOnly() else { throw RPCError(.invalidArgument, "task first") }
+            // The first tensor message by message: every chunk carries the reader's check of its bytes.
+            let header = try TensorStream.readHeader(from: call)
+            var checked = 0
+            while case .tensorChunk(let chunk)? = try call.receive() {
+                let check = try #require(chunk.data.check)
+                #expect(check.crc32c == chunk.data.withUnsafeBytes { CRC32C.portableChecksum($0) })
+                let base = Int(chunk.offset) / 4
+                let expected = (base..<base + chunk.data.count / 4).contains(bad) ? bad - base : nil
+                #expect(check.checkedFloats && check.firstNonFinite == expected)
+                checked += chunk.data.count
+            }
+            // The second, with the NaN check: the element is reported from the reader's check.
+            var nonFinite: UInt64?
+            _ = try? TensorStream.receive(from: call, maxTotalBytes: header.totalBytes, nonFinite: { element in
+                nonFinite = element
+                throw RPCError(.invalidArgument, "non-finite at \(element)")
+            }) { _, _ in }
+            while let message = try call.receive() { if case .tensorTrailer = message { break } }  // the rest of it
+            // The third lands in place, checked all the same (its CRC against the trailer's).
+            var landed = [Float](repeating: 0, count: count)
+            _ = try landed.withUnsafeMutableBufferPointer { try TensorStream.receive(from: call, into: $0) }
+            seen.withLock { $0 = (checked, nonFinite, landed) }
+        }
+        defer { agentSide.close() }
+        var values = (0..<count).map { Float($0 % 1000) * 0.125 }
+        values[bad] = .nan
+        let finite = (0..<count).map { Float($0) }
+        let call = try coordinator.makeCall(method: Methods.train, timeout: 30)
+        try call.send(.trainTask(TrainTask()))
+        for tensor in [values, values, finite] {
+            _ = try tensor.withUnsafeBufferPointer { try TensorStream.send(name: "w", shape: [count], floats: $0, to: call) }
+        }
+        try call.finishSending()
+        _ = try? call.expectEnd()
+        let result = seen.withLock { $0 }
+        #expect(result.checked == count * 4)
+        #expect(result.nonFinite == UInt64(bad))
+        let landedIntact = result.landed == finite  // (a failed == on 10^6 floats would have the test library diff them)
+        #expect(landedIntact)
+    }
+
     @Test("A tensor above 2 GiB streams from a generator, CRC-32C checked, without holding it in memory")
     func beyondTwoGiB() throws {
         let elements: UInt64 = 550_000_000  // 2.2 GB: past protobuf's 2 GiB message limit
@@ -191,7 +242,7 @@ struct TensorStreamTests {
             _ = try TensorStream.receive(from: call) { _, _ in }
         }
         defer { agentSide.close() }
-        var original = [UInt8](repeating: 1, count: 4000)
+        let original = [UInt8](repeating: 1, count: 4000)
         let crc = original.withUnsafeBytes { CRC32C.checksum($0) }
         var corrupted = original
         corrupted[1234] ^= 0x01

@@ -37,10 +37,11 @@ public final class FrameReader {
 
     /// What ``readFrameView(idleDeadline:landing:)`` read.
     public enum Frame {
-        /// A whole frame, in the reader's buffer (valid until the next read).
-        case view(UnsafeRawBufferPointer)
+        /// A whole frame, in the reader's buffer (valid until the next read); for a large tensor
+        /// chunk, the check of its data computed as it arrived.
+        case view(UnsafeRawBufferPointer, check: ChunkCheck?)
         /// A tensor chunk of `callID` whose bytes went straight into a landing's destination.
-        case landed(callID: UInt64, offset: UInt64, bytes: UnsafeRawBufferPointer, landing: ChunkLanding)
+        case landed(callID: UInt64, offset: UInt64, bytes: UnsafeRawBufferPointer, landing: ChunkLanding, check: ChunkCheck)
     }
 
     /// Bytes read ahead of a large frame to tell whether it is a chunk that can land: the
@@ -49,11 +50,12 @@ public final class FrameReader {
     static let landingPrefixBytes = 48
 
     /// Like ``readFrameView(idleDeadline:)``, but a large tensor-chunk frame for a call that
-    /// `landing` names a ``ChunkLanding`` for is read straight into its destination when it fits.
+    /// `landing` names a ``ChunkLanding`` for is read straight into its destination when it fits;
+    /// and a large chunk's data is checked (``ChunkCheck``) piece by piece as it arrives.
     public func readFrameView(idleDeadline: Deadline = .distantFuture, landing: (UInt64) -> ChunkLanding?) throws -> Frame? {
         guard let length = try readHeader(idleDeadline: idleDeadline) else { return nil }
         releaseLargeBuffer()
-        guard length > Self.keptBufferBytes else { return .view(try readSmall(length)) }
+        guard length > Self.keptBufferBytes else { return .view(try readSmall(length), check: nil) }
         let deadline = Deadline.after(seconds: frameTimeout)
         var prefix = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         return try withUnsafeMutableBytes(of: &prefix) { raw in
@@ -69,12 +71,23 @@ public final class FrameReader {
                         rebasing: target.destination[Int(chunk.offset)..<(Int(chunk.offset) + chunk.dataLength)])
                     let already = Self.landingPrefixBytes - chunk.dataStart
                     destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: head[chunk.dataStart...]))
-                    try readRest(into: UnsafeMutableRawBufferPointer(rebasing: destination[already...]), deadline: deadline)
-                    return .landed(callID: chunk.callID, offset: chunk.offset, bytes: UnsafeRawBufferPointer(destination), landing: target)
+                    var checker = ChunkChecker(data: destination.baseAddress!, length: destination.count)
+                    try readRest(into: UnsafeMutableRawBufferPointer(rebasing: destination[already...]), deadline: deadline) {
+                        checker.advance(to: already + $0)
+                    }
+                    return .landed(callID: chunk.callID, offset: chunk.offset, bytes: UnsafeRawBufferPointer(destination), landing: target,
+                                   check: checker.finish())
                 }
             }
-            let view = try readLarge(length, after: UnsafeRawBufferPointer(head), deadline: deadline)
-            return .view(view)
+            guard let chunk = ChunkFastPath.prefix(UnsafeRawBufferPointer(head), frameLength: length) else {
+                return .view(try readLarge(length, after: UnsafeRawBufferPointer(head), deadline: deadline), check: nil)
+            }
+            var checker: ChunkChecker?
+            let view = try readLarge(length, after: UnsafeRawBufferPointer(head), deadline: deadline) { frame, received in
+                if checker == nil { checker = ChunkChecker(data: frame + chunk.dataStart, length: chunk.dataLength) }
+                checker?.advance(to: received - chunk.dataStart)
+            }
+            return .view(view, check: checker?.finish())
         }
     }
 
@@ -91,14 +104,20 @@ public final class FrameReader {
 
     /// A large frame (a tensor chunk) into a block borrowed from the process-wide recycling pool,
     /// so that idle connections do not each pin a 4 MiB buffer; `head` is its first bytes, already read.
-    private func readLarge(_ length: Int, after head: UnsafeRawBufferPointer, deadline: Deadline) throws -> UnsafeRawBufferPointer {
+    /// `progress` gets the frame's start and how many of its bytes are in place, after each read.
+    private func readLarge(
+        _ length: Int, after head: UnsafeRawBufferPointer, deadline: Deadline,
+        progress: (_ frame: UnsafeRawPointer, _ received: Int) -> Void = { _, _ in }
+    ) throws -> UnsafeRawBufferPointer {
         guard let block = RecyclingAllocator.allocate(length) else {
             throw WireError(.frameTooLarge, "cannot allocate \(length) bytes for a frame")
         }
         largeBuffer = UnsafeMutableRawBufferPointer(start: block, count: length)
         let view = largeBuffer!
         UnsafeMutableRawBufferPointer(rebasing: view[..<head.count]).copyMemory(from: head)
-        try readRest(into: UnsafeMutableRawBufferPointer(rebasing: view[head.count...]), deadline: deadline)
+        try readRest(into: UnsafeMutableRawBufferPointer(rebasing: view[head.count...]), deadline: deadline) {
+            progress(UnsafeRawPointer(block), head.count + $0)
+        }
         return UnsafeRawBufferPointer(view)
     }
 
@@ -149,9 +168,18 @@ public final class FrameReader {
         return parsed.map { Int($0.length) }
     }
 
-    private func readRest(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) throws {
+    /// Reads until `buffer` is full; `progress` gets how many of its bytes are in place after each read.
+    private func readRest(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline, progress: (Int) -> Void = { _ in }) throws {
         do {
-            try connection.readExactly(into: buffer, deadline: deadline)
+            var offset = 0
+            while offset < buffer.count {
+                let n = try connection.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset...]), deadline: deadline)
+                if n == 0 {
+                    throw WireError(.connectionClosed, "the peer closed the connection after \(offset) of \(buffer.count) bytes")
+                }
+                offset += n
+                progress(offset)
+            }
         } catch let error as WireError where error.code == .connectionClosed {
             throw WireError(.truncatedFrame, "the peer closed the connection in the middle of a frame")
         } catch let error as WireError where error.code == .timedOut {

@@ -16,6 +16,7 @@ public final class ByteView: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(rebasing: storage[..<array.count])
         owner = nil
         release = { storage.deallocate() }
+        check = nil
     }
 
     /// Borrows `bytes` without copying. The caller guarantees they stay valid and unchanged for
@@ -24,14 +25,21 @@ public final class ByteView: @unchecked Sendable {
         self.bytes = bytes
         owner = nil
         release = nil
+        check = nil
     }
 
-    /// Views `bytes` owned by `owner`, optionally running `release` when the view goes away.
-    init(bytes: UnsafeRawBufferPointer, owner: AnyObject?, release: (() -> Void)? = nil) {
+    /// Views `bytes` owned by `owner`, optionally running `release` when the view goes away;
+    /// `check` is what the connection's reader computed over exactly these bytes.
+    init(bytes: UnsafeRawBufferPointer, owner: AnyObject?, release: (() -> Void)? = nil, check: ChunkCheck? = nil) {
         self.bytes = bytes
         self.owner = owner
         self.release = release
+        self.check = check
     }
+
+    /// The reader's check of these bytes when they arrived as a large tensor chunk (their CRC-32C
+    /// and finiteness), so that their consumer need not read them again; nil otherwise.
+    public let check: ChunkCheck?
 
     deinit { release?() }
 

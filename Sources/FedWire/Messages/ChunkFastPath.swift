@@ -6,10 +6,12 @@
 enum ChunkFastPath {
     /// Decodes `frame` if it is a plain tensor-chunk envelope; nil otherwise.
     ///
-    /// - Parameter owner: keeps `frame`'s memory alive for as long as the chunk is used.
-    static func decode(_ frame: UnsafeRawBufferPointer, owner: AnyObject) -> Envelope? {
+    /// - Parameters:
+    ///   - owner: keeps `frame`'s memory alive for as long as the chunk is used.
+    ///   - check: the reader's check of the chunk's data (the bytes from the same prefix), if any.
+    static func decode(_ frame: UnsafeRawBufferPointer, owner: AnyObject, check: ChunkCheck? = nil) -> Envelope? {
         guard let chunk = prefix(frame, frameLength: frame.count) else { return nil }
-        let view = ByteView(bytes: UnsafeRawBufferPointer(rebasing: frame[chunk.dataStart...]), owner: owner)
+        let view = ByteView(bytes: UnsafeRawBufferPointer(rebasing: frame[chunk.dataStart...]), owner: owner, check: check)
         return Envelope(callID: chunk.callID, body: .tensorChunk(TensorChunk(offset: chunk.offset, data: view)))
     }
 

@@ -260,20 +260,23 @@ public final class RPCConnection: @unchecked Sendable {
             }
             stateLock.withLock { lastHeard = .now }
             let frame: UnsafeRawBufferPointer
+            var chunkCheck: ChunkCheck?
             switch read {
-            case .landed(let callID, let offset, let bytes, let landing):
+            case .landed(let callID, let offset, let bytes, let landing, let check):
                 // Already in place: the chunk still goes to its call, to be checked like any other.
-                route(Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: ByteView(bytes: bytes, owner: landing)))))
+                let data = ByteView(bytes: bytes, owner: landing, check: check)
+                route(Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: data))))
                 continue
-            case .view(let view):
+            case .view(let view, let check):
                 frame = view
+                chunkCheck = check
             }
             let envelope: Envelope
             do {
                 if frame.count > FrameReader.keptBufferBytes, let block = reader.takeLargeFrameBlock() {
                     // A large frame: decode a tensor chunk in place; the block goes with the chunk.
                     let owner = BlockOwner(block)
-                    if let chunk = ChunkFastPath.decode(frame, owner: owner) {
+                    if let chunk = ChunkFastPath.decode(frame, owner: owner, check: chunkCheck) {
                         route(chunk)
                         continue
                     }

@@ -180,10 +180,14 @@ public enum TensorStream {
                     throw RPCError(.invalidArgument, "tensor '\(header.name)': more bytes than the \(header.totalBytes) announced")
                 }
                 try chunk.data.withUnsafeBytes { bytes in
-                    if let nonFinite {
-                        guard count % 4 == 0 else {
-                            throw RPCError(.invalidArgument, "tensor '\(header.name)' was cut inside a float (chunk of \(count) bytes)")
-                        }
+                    if nonFinite != nil, count % 4 != 0 {
+                        throw RPCError(.invalidArgument, "tensor '\(header.name)' was cut inside a float (chunk of \(count) bytes)")
+                    }
+                    if let check = chunk.data.check {
+                        // Checked by the connection's reader as the bytes arrived: not read again.
+                        if let nonFinite, let bad = check.firstNonFinite { try nonFinite(offset / 4 + UInt64(bad)) }
+                        crc.append(crc: check.crc32c, length: bytes.count)
+                    } else if let nonFinite {
                         if let bad = crc.update(floats: bytes) { try nonFinite(offset / 4 + UInt64(bad)) }
                     } else {
                         crc.update(bytes)
