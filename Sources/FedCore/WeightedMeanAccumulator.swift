@@ -31,8 +31,8 @@ public struct WeightedMeanAccumulator: Sendable {
     }
 
     /// Adds several updates' slices at once, `Σ weight × values` (same length, same offset): one
-    /// pass over the 8-byte sums for up to four updates (more are taken four at a time), the pass
-    /// that dominates a round's adds.
+    /// pass over the 8-byte sums, the pass that dominates a round's adds, however many updates
+    /// (they are taken four at a time over each cache-sized block of the sums).
     ///
     /// Call it for consecutive slices of the updates, then ``finishUpdate(weight:)`` for each.
     public mutating func add(_ slices: [WeightedSlice], at offset: Int) {
@@ -43,47 +43,66 @@ public struct WeightedMeanAccumulator: Sendable {
         }
     }
 
-    /// `out = Σ weight × values` (or `out += …` unless `overwrite`), four updates per pass over `out`.
+    /// Elements of `out` worked on at a time: 64 KiB of sums, which stay in the first-level cache
+    /// while every group of four updates is added to them.
+    static let blockElements = 8192
+
+    /// `out = Σ weight × values` (or `out += …` unless `overwrite`), four updates per pass over a
+    /// cache-sized block of `out`, block after block: more than four updates cost one trip of the
+    /// sums through memory, not one per four.
     private static func accumulate(_ slices: [WeightedSlice], into out: UnsafeMutablePointer<Double>, count: Int, overwrite: Bool) {
-        var overwrite = overwrite
-        var next = 0
-        while next < slices.count {
-            let group = min(4, slices.count - next)
-            let a = slices[next].values, wa = Double(slices[next].weight)
-            switch group {
-            case 1:
-                if overwrite {
-                    for i in 0..<count { out[i] = wa * Double(a[i]) }
-                } else {
-                    for i in 0..<count { out[i] += wa * Double(a[i]) }
-                }
-            case 2:
-                let b = slices[next + 1].values, wb = Double(slices[next + 1].weight)
-                if overwrite {
-                    for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) }
-                } else {
-                    for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) }
-                }
-            case 3:
-                let b = slices[next + 1].values, wb = Double(slices[next + 1].weight)
-                let c = slices[next + 2].values, wc = Double(slices[next + 2].weight)
-                if overwrite {
-                    for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) }
-                } else {
-                    for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) }
-                }
-            default:
-                let b = slices[next + 1].values, wb = Double(slices[next + 1].weight)
-                let c = slices[next + 2].values, wc = Double(slices[next + 2].weight)
-                let d = slices[next + 3].values, wd = Double(slices[next + 3].weight)
-                if overwrite {
-                    for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) + wd * Double(d[i]) }
-                } else {
-                    for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) + wd * Double(d[i]) }
-                }
+        var start = 0
+        while start < count {
+            let length = min(blockElements, count - start)
+            var overwrite = overwrite
+            var next = 0
+            while next < slices.count {
+                let group = min(4, slices.count - next)
+                accumulate(group: slices[next..<(next + group)], from: start, into: out + start, count: length, overwrite: overwrite)
+                overwrite = false
+                next += group
             }
-            overwrite = false
-            next += group
+            start += length
+        }
+    }
+
+    /// `out = Σ weight × values[from...]` (or `out += …`) for one to four updates.
+    private static func accumulate(
+        group: ArraySlice<WeightedSlice>, from start: Int, into out: UnsafeMutablePointer<Double>, count: Int, overwrite: Bool
+    ) {
+        let first = group.startIndex
+        let a = group[first].values.baseAddress! + start, wa = Double(group[first].weight)
+        switch group.count {
+        case 1:
+            if overwrite {
+                for i in 0..<count { out[i] = wa * Double(a[i]) }
+            } else {
+                for i in 0..<count { out[i] += wa * Double(a[i]) }
+            }
+        case 2:
+            let b = group[first + 1].values.baseAddress! + start, wb = Double(group[first + 1].weight)
+            if overwrite {
+                for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) }
+            } else {
+                for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) }
+            }
+        case 3:
+            let b = group[first + 1].values.baseAddress! + start, wb = Double(group[first + 1].weight)
+            let c = group[first + 2].values.baseAddress! + start, wc = Double(group[first + 2].weight)
+            if overwrite {
+                for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) }
+            } else {
+                for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) }
+            }
+        default:
+            let b = group[first + 1].values.baseAddress! + start, wb = Double(group[first + 1].weight)
+            let c = group[first + 2].values.baseAddress! + start, wc = Double(group[first + 2].weight)
+            let d = group[first + 3].values.baseAddress! + start, wd = Double(group[first + 3].weight)
+            if overwrite {
+                for i in 0..<count { out[i] = wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) + wd * Double(d[i]) }
+            } else {
+                for i in 0..<count { out[i] += wa * Double(a[i]) + wb * Double(b[i]) + wc * Double(c[i]) + wd * Double(d[i]) }
+            }
         }
     }
 

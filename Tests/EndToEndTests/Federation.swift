@@ -1,5 +1,5 @@
 import FedAgent
-import FedCoordinator
+@testable import FedCoordinator
 import FedCore
 import FedWire
 import Foundation
@@ -60,8 +60,9 @@ final class Federation: @unchecked Sendable {
 
     /// Runs a coordinator with `configuration` and in-process agents with `trainers` until the
     /// coordinator stops by itself (its rounds committed); false when it did not within `seconds`.
-    func runToCompletion(_ configuration: CoordinatorConfiguration, trainers: [String: any LocalTrainer], seconds: Double) throws -> Bool {
-        let coordinator = try RunningCoordinator(configuration)
+    func runToCompletion(_ configuration: CoordinatorConfiguration, trainers: [String: any LocalTrainer], seconds: Double,
+                         smallRoundUpdates: Int = Coordinator.defaultSmallRoundUpdates) throws -> Bool {
+        let coordinator = try RunningCoordinator(configuration, smallRoundUpdates: smallRoundUpdates)
         let agents = try RunningAgents(self, port: coordinator.port, trainers: trainers)
         defer { _ = agents }
         return coordinator.waitUntilFinished(seconds: seconds)
@@ -104,8 +105,11 @@ final class RunningCoordinator: @unchecked Sendable {
     private let lock = NSLock()
     private var thrown: (any Error)?  // lock
 
-    init(_ configuration: CoordinatorConfiguration, logger: Logger = Federation.quiet) throws {
-        coordinator = try Coordinator(configuration: configuration, logger: logger)
+    /// - Parameter smallRoundUpdates: fewer than the default to add updates into the sums during a
+    ///   small round (by default a round of up to eight goes straight into the mean at its close).
+    init(_ configuration: CoordinatorConfiguration, logger: Logger = Federation.quiet,
+         smallRoundUpdates: Int = Coordinator.defaultSmallRoundUpdates) throws {
+        coordinator = try Coordinator(configuration: configuration, logger: logger, smallRoundUpdates: smallRoundUpdates)
         let coordinator = self.coordinator
         let done = self.done
         startThread { [self] in

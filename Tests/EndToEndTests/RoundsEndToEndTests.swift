@@ -1,5 +1,5 @@
 import FedAgent
-import FedCoordinator
+@testable import FedCoordinator
 import FedCore
 import FedWire
 import Foundation
@@ -24,11 +24,16 @@ struct RoundsEndToEndTests {
         ])
     }
 
-    @Test("5 agents × 5 rounds: the committed model equals the independently computed weighted mean")
-    func fiveByFive() throws {
+    /// With the default, each round's five updates go from their spools straight into the mean at
+    /// the close; when rounds of five count as large, four are added into the sums during the
+    /// round and the fifth joins them at the close.
+    @Test("5 agents × 5 rounds: the committed model equals the independently computed weighted mean",
+          arguments: [Coordinator.defaultSmallRoundUpdates, 4])
+    func fiveByFive(smallRoundUpdates: Int) throws {
         let federation = try Federation()
         let configuration = try Self.configuration(federation, rounds: 5)
-        #expect(try federation.runToCompletion(configuration, trainers: Self.trainers, seconds: 60), "5 rounds did not finish")
+        #expect(try federation.runToCompletion(configuration, trainers: Self.trainers, seconds: 60, smallRoundUpdates: smallRoundUpdates),
+                "5 rounds did not finish")
         // Independent expectation: FedAvg with η = 1 adds the example-weighted mean delta (in
         // Float64) to the Float32 model each round.
         let initial = try configuration.initialModel()

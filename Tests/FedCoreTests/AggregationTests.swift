@@ -188,6 +188,39 @@ struct AggregationTests {
         #expect(batched.totalWeight == 22 && batched.updateCount == 6)
     }
 
+    @Test("Nine updates added in one call and nine pending in a mean, over slices that cross the sums' cache blocks, equal them added one by one")
+    func manyAcrossBlocks() throws {
+        let count = 2 * 8192 + 1000
+        let layout = try ModelLayout([TensorSpec(name: "w", shape: [count])])
+        // Quarter-integers and small weights: every sum is exact in Float64, whatever the order.
+        func values(_ u: Int) -> [Float] {
+            (0..<count).map { (i: Int) -> Float in Float((i * (u + 3)) % 29 - 14) * 0.25 }
+        }
+        let updates: [([Float], UInt64)] = (0..<9).map { (values($0), UInt64($0 + 1)) }
+        var single = WeightedMeanAccumulator(layout: layout)
+        for (values, weight) in updates { single.add(values, weight: weight) }
+        var batched = Self.reset(layout, after: [Float](repeating: 7, count: count))
+        // Two slices, the first ending inside the second block, as windows of a spool would.
+        for range in [0..<9000, 9000..<count] {
+            Self.withSlices(updates[...], range) { batched.add($0, at: range.lowerBound) }
+        }
+        for (_, weight) in updates { batched.finishUpdate(weight: weight) }
+        let same = batched.mean() == single.mean()
+        #expect(same && batched.updateCount == 9)
+        // The same nine straight into a mean (nothing in the sums), block by block as a close.
+        let empty = WeightedMeanAccumulator(layout: layout)
+        var expected = [Double](repeating: .nan, count: count)
+        expected.withUnsafeMutableBufferPointer { single.mean(0..<count, into: $0) }
+        var closed = [Double](repeating: .nan, count: count)
+        for range in [0..<5000, 5000..<count] {
+            Self.withSlices(updates[...], range) { pending in
+                closed.withUnsafeMutableBufferPointer { empty.mean(range, into: UnsafeMutableBufferPointer(rebasing: $0[range]), pending: pending) }
+            }
+        }
+        let equal = closed == expected
+        #expect(equal)
+    }
+
     @Test("A block's mean with updates still pending (not added) equals the mean of adding them first, with or without sums",
           arguments: 0...6)
     func meanWithPending(_ added: Int) throws {
