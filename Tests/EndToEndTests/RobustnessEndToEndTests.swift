@@ -14,6 +14,16 @@ struct RobustnessEndToEndTests {
         "hospital-c": BenchmarkTrainer(step: 0.003, exampleCount: 300),
     ]
 
+    /// Rounds of the four sites (three honest, one played by the test): all four must be
+    /// connected, three updates make the quorum, the round closes at `deadline` seconds at the latest.
+    static func fourSiteConfiguration(
+        _ federation: Federation, rounds: Int = 1, deadline: Double, extra selection: [String: Any] = [:]
+    ) throws -> CoordinatorConfiguration {
+        try federation.coordinatorConfiguration(rounds: rounds, selection: [
+            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": deadline, "selection_timeout_seconds": 5,
+        ].merging(selection) { $1 })
+    }
+
     static func records(_ configuration: CoordinatorConfiguration) throws -> [RoundLogRecord] {
         try RoundLog.verify(path: configuration.stateDir + "/rounds.jsonl")
     }
@@ -43,9 +53,7 @@ struct RobustnessEndToEndTests {
     @Test("A straggler is cut at the deadline, its late update gets DEADLINE_EXCEEDED, the round commits with the others")
     func straggler() throws {
         let federation = try Federation()
-        let configuration = try federation.coordinatorConfiguration(rounds: 2, selection: [
-            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 2, "selection_timeout_seconds": 5,
-        ])
+        let configuration = try Self.fourSiteConfiguration(federation, rounds: 2, deadline: 2)
         let coordinator = try RunningCoordinator(configuration)
         let slow = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: .honest(0.5))
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.honest)
@@ -67,12 +75,9 @@ struct RobustnessEndToEndTests {
     @Test("An agent killed mid-upload leaves the aggregate exactly as if it never took part")
     func killedMidUpload() throws {
         let federation = try Federation()
-        let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
-            // The round closes as soon as nobody can still contribute; the deadline is only a bound
-            // (generous: on a loaded CI machine a 5 s one once cut the honest agents too).
-            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 20, "selection_timeout_seconds": 5,
-            "max_concurrent_pulls": 1,
-        ])
+        // The round closes as soon as nobody can still contribute; the deadline is only a bound
+        // (generous: on a loaded CI machine a 5 s one once cut the honest agents too).
+        let configuration = try Self.fourSiteConfiguration(federation, deadline: 20, extra: ["max_concurrent_pulls": 1])
         let coordinator = try RunningCoordinator(configuration)
         let broken = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: .breakMidway)
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.honest)
@@ -91,9 +96,7 @@ struct RobustnessEndToEndTests {
     @Test("An agent whose trainer returns a NaN withdraws its update mid-upload; the round commits without it")
     func trainerReturnsNaN() throws {
         let federation = try Federation()
-        let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
-            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 10, "selection_timeout_seconds": 5,
-        ])
+        let configuration = try Self.fourSiteConfiguration(federation, deadline: 10)
         let coordinator = try RunningCoordinator(configuration)
         // The NaN is the first tensor's last value: found by the upload's check, not before.
         let layout = try configuration.initialModel().layout
@@ -149,9 +152,7 @@ struct RobustnessEndToEndTests {
           arguments: ProcessInfo.processInfo.environment["ONLY_HOSTILITY"].flatMap { Hostility(rawValue: $0) }.map { [$0] } ?? Hostility.allCases)
     func hostile(_ hostility: Hostility) throws {
         let federation = try Federation()
-        let configuration = try federation.coordinatorConfiguration(rounds: 1, selection: [
-            "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": 8, "selection_timeout_seconds": 5,
-        ])
+        let configuration = try Self.fourSiteConfiguration(federation, deadline: 8)
         let coordinator = try RunningCoordinator(configuration)
         let upload: ScriptedAgent.Upload = switch hostility {
         case .wrongShape: .wrongShape

@@ -171,15 +171,7 @@ public final class FrameReader {
     /// Reads until `buffer` is full; `progress` gets how many of its bytes are in place after each read.
     private func readRest(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline, progress: (Int) -> Void = { _ in }) throws {
         do {
-            var offset = 0
-            while offset < buffer.count {
-                let n = try connection.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset...]), deadline: deadline)
-                if n == 0 {
-                    throw WireError(.connectionClosed, "the peer closed the connection after \(offset) of \(buffer.count) bytes")
-                }
-                offset += n
-                progress(offset)
-            }
+            try connection.readExactly(into: buffer, deadline: deadline, progress: progress)
         } catch let error as WireError where error.code == .connectionClosed {
             throw WireError(.truncatedFrame, "the peer closed the connection in the middle of a frame")
         } catch let error as WireError where error.code == .timedOut {

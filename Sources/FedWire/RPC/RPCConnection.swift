@@ -356,7 +356,7 @@ public final class RPCConnection: @unchecked Sendable {
         let deadline: Deadline = envelope.timeoutMs > 0 ? .after(seconds: Double(envelope.timeoutMs) / 1000) : .distantFuture
         let call = ServerCall(id: id, method: method, metadata: envelope.metadata, deadline: deadline, connection: self, inbox: inbox)
         defer { deliver(envelope, to: inbox) }  // after the handler starts: a full inbox must have a consumer
-        WorkerThread.start(name: "fedwire-call") { [self] in
+        WorkerThread.start(name: "fedwire-call") {
             let status: RPCStatus
             do {
                 try handler(call)

@@ -133,11 +133,14 @@ public final class TLSConnection: @unchecked Sendable {
         }
     }
 
-    /// Reads exactly `buffer.count` bytes.
+    /// Reads exactly `buffer.count` bytes; `progress` gets how many are in place after each read
+    /// (to work on them while they are in cache).
     ///
     /// - Throws: ``WireError/Code/connectionClosed`` if the peer closes first (after
     ///   `alreadyRead` + some bytes: the caller decides whether that is a truncated frame).
-    public func readExactly(into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline) throws {
+    public func readExactly(
+        into buffer: UnsafeMutableRawBufferPointer, deadline: Deadline, progress: (_ received: Int) -> Void = { _ in }
+    ) throws {
         var offset = 0
         while offset < buffer.count {
             let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[offset...]), deadline: deadline)
@@ -145,6 +148,7 @@ public final class TLSConnection: @unchecked Sendable {
                 throw WireError(.connectionClosed, "the peer closed the connection after \(offset) of \(buffer.count) bytes")
             }
             offset += n
+            progress(offset)
         }
     }
 
