@@ -392,3 +392,85 @@ uint32_t fed_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2) {
     }
     return fed_crc32c_multmodp(power, crc1) ^ crc2;
 }
+
+// MARK: Float32 bounds
+
+#if defined(__x86_64__)
+/// Whether 64 values starting at `bytes` hold one whose magnitude bits exceed `bound_bits`.
+__attribute__((target("avx2"))) static int fed_block_exceeds_avx2(const unsigned char *bytes, uint32_t bound_bits) {
+    const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
+    const __m256i bound = _mm256_set1_epi32((int32_t)bound_bits);
+    __m256i any = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(bytes + 32 * k)), magnitude);
+        any = _mm256_or_si256(any, _mm256_cmpgt_epi32(v, bound));
+    }
+    return !_mm256_testz_si256(any, any);
+}
+
+__attribute__((target("avx2,fma"))) static double fed_sum_squares_avx2(const unsigned char *bytes, size_t count, size_t *done) {
+    double total = 0;
+    size_t i = 0;
+    // Float lanes over blocks of 1024 values, each block's sum added in double.
+    while (i + 1024 <= count) {
+        __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+        for (size_t k = 0; k < 1024; k += 16) {
+            __m256 x = _mm256_loadu_ps((const float *)(bytes + 4 * (i + k)));
+            __m256 y = _mm256_loadu_ps((const float *)(bytes + 4 * (i + k + 8)));
+            a = _mm256_fmadd_ps(x, x, a);
+            b = _mm256_fmadd_ps(y, y, b);
+        }
+        float lanes[8];
+        _mm256_storeu_ps(lanes, _mm256_add_ps(a, b));
+        for (int k = 0; k < 8; k++) total += lanes[k];
+        i += 1024;
+    }
+    *done = i;
+    return total;
+}
+#endif
+
+static int fed_block_exceeds_portable(const unsigned char *bytes, uint32_t bound_bits) {
+    uint32_t any = 0;
+    for (int k = 0; k < 64; k++) {
+        uint32_t bits;
+        memcpy(&bits, bytes + 4 * k, 4);
+        any |= (bits & 0x7fffffffu) > bound_bits;
+    }
+    return any != 0;
+}
+
+long fed_first_beyond_f32(const void *buffer, size_t count, float bound) {
+    const unsigned char *bytes = (const unsigned char *)buffer;
+    uint32_t bound_bits;
+    memcpy(&bound_bits, &bound, 4);
+    bound_bits &= 0x7fffffffu;
+    size_t block = 0;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+        while (block + 64 <= count && !fed_block_exceeds_avx2(bytes + 4 * block, bound_bits)) block += 64;
+    }
+#endif
+    while (block + 64 <= count && !fed_block_exceeds_portable(bytes + 4 * block, bound_bits)) block += 64;
+    for (size_t i = block; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, bytes + 4 * i, 4);
+        if ((bits & 0x7fffffffu) > bound_bits) return (long)i;
+    }
+    return -1;
+}
+
+double fed_sum_squares_f32(const void *buffer, size_t count) {
+    const unsigned char *bytes = (const unsigned char *)buffer;
+    double total = 0;
+    size_t i = 0;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) total = fed_sum_squares_avx2(bytes, count, &i);
+#endif
+    for (; i < count; i++) {
+        float x;
+        memcpy(&x, bytes + 4 * i, 4);
+        total += (double)x * (double)x;
+    }
+    return total;
+}

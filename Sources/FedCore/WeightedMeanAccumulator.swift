@@ -12,7 +12,8 @@
 public struct WeightedMeanAccumulator: Sendable {
     public let layout: ModelLayout
     private var sums: [Double] = []
-    /// Total weight (examples) added so far.
+    /// Total weight (examples) added so far; saturates at `UInt64.max` instead of trapping (the
+    /// coordinator caps each weight at 2^32, so it never gets there).
     public private(set) var totalWeight: UInt64 = 0
     /// Updates added so far.
     public private(set) var updateCount = 0
@@ -125,7 +126,8 @@ public struct WeightedMeanAccumulator: Sendable {
             // A first update that did not cover the model: the rest of it counts as zero.
             sums.withUnsafeMutableBufferPointer { UnsafeMutableBufferPointer(rebasing: $0[firstUpdateElements...]).update(repeating: 0) }
         }
-        totalWeight += weight
+        let (sum, overflow) = totalWeight.addingReportingOverflow(weight)
+        totalWeight = overflow ? .max : sum
         updateCount += 1
     }
 
@@ -154,7 +156,7 @@ public struct WeightedMeanAccumulator: Sendable {
         precondition(out.count == range.count, "the buffer does not fit the range")
         precondition(pending.allSatisfy { $0.values.count == range.count }, "a pending slice does not cover the range")
         let hasSums = !sums.isEmpty && updateCount > 0
-        let total = Double(pending.reduce(hasSums ? totalWeight : 0) { $0 + $1.weight })
+        let total = pending.reduce(hasSums ? Double(totalWeight) : 0) { $0 + Double($1.weight) }
         guard total > 0, let base = out.baseAddress else {
             out.update(repeating: 0)
             return

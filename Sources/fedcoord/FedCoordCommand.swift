@@ -8,7 +8,7 @@ struct FedCoordCommand: ParsableCommand {
         commandName: "fedcoord",
         abstract: "FedCoord coordinator: federated training across hospitals over mutually authenticated TLS 1.3.",
         version: fedcoordSoftwareVersion,
-        subcommands: [ServeCommand.self, RoundsCommand.self, CertsCommand.self]
+        subcommands: [ServeCommand.self, RoundsCommand.self, StateCommand.self, CertsCommand.self]
     )
 
     static func main() {

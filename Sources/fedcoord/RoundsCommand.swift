@@ -47,14 +47,31 @@ struct RoundsCommand: ParsableCommand {
         @OptionGroup var options: StateOption
 
         func run() throws {
+            var committed = 0, count: UInt64 = 0, last: UInt64 = 0
             do {
-                let records = try RoundLog.verify(path: options.logPath)
-                let rounds = records.filter { $0.type == "round" }.count
-                print("OK: \(records.count) records, \(rounds) committed rounds, hash chain intact (\(options.logPath))")
+                var history = LogHistory()
+                let scan = try RoundLog.scan(path: options.logPath) { record in
+                    history.take(record)
+                    if record.type == "round" && record.status == "committed" { committed += 1 }
+                }
+                count = scan.count
+                last = history.resumeVersion ?? 0
+                if scan.incompleteTail {
+                    FileHandle.standardError.write(Data(("note: the last line is incomplete (the coordinator stopped while writing it: a "
+                        + "full disk or a crash); it was never committed and the next serve removes it\n").utf8))
+                }
             } catch let error as RoundLogError {
                 FileHandle.standardError.write(Data("TAMPERED: \(error.message)\n".utf8))
                 throw ExitCode(1)
             }
+            // The checkpoints vouch for rounds the log may have lost from its end.
+            let store = try CheckpointStore(directory: options.state)
+            if let newest = store.modelVersions().last, newest > last + 1 {
+                FileHandle.standardError.write(Data(("TRUNCATED: the log ends at round \(last) but checkpoints go up to round \(newest): "
+                    + "records were removed from its end\n").utf8))
+                throw ExitCode(1)
+            }
+            print("OK: \(count) records, \(committed) committed rounds, hash chain intact (\(options.logPath))")
         }
     }
 }

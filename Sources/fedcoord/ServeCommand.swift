@@ -41,6 +41,8 @@ struct ServeCommand: ParsableCommand {
         }
         let logger = makeLogger(label: "fedcoord", level: logLevel)
         WireProcess.tuneAllocatorForLargeBuffers()
+        let descriptors = WireProcess.raiseDescriptorLimit()
+        logger.debug("Descriptor limit", metadata: ["limit": "\(descriptors)"])
         let coordinator = try Coordinator(configuration: configuration, logger: logger)
         let signals = SignalStopper { coordinator.stop() }
         try coordinator.run()

@@ -1,5 +1,5 @@
 import FedAgent
-import FedCoordinator
+@testable import FedCoordinator
 import FedCore
 import FedWire
 import Foundation
@@ -17,11 +17,11 @@ struct RobustnessEndToEndTests {
     /// Rounds of the four sites (three honest, one played by the test): all four must be
     /// connected, three updates make the quorum, the round closes at `deadline` seconds at the latest.
     static func fourSiteConfiguration(
-        _ federation: Federation, rounds: Int = 1, deadline: Double, extra selection: [String: Any] = [:]
+        _ federation: Federation, rounds: Int = 1, deadline: Double, extra selection: [String: Any] = [:], top: [String: Any] = [:]
     ) throws -> CoordinatorConfiguration {
         try federation.coordinatorConfiguration(rounds: rounds, selection: [
             "target": 4, "min_available": 4, "min_updates": 3, "round_deadline_seconds": deadline, "selection_timeout_seconds": 5,
-        ].merging(selection) { $1 })
+        ].merging(selection) { $1 }, extra: top)
     }
 
     static func records(_ configuration: CoordinatorConfiguration) throws -> [RoundLogRecord] {
@@ -144,8 +144,49 @@ struct RobustnessEndToEndTests {
         #expect(Self.relativeError(model.values, try Self.expectedAfterHonestRound(configuration)) <= 1e-6)
     }
 
+    @Test("A server step whose result is not finite fails the round with the model unchanged; the next attempt commits")
+    func nonFiniteStep() throws {
+        let federation = try Federation()
+        // Bounds opened up so that the values pass and the step itself overflows (2 × 3.4e38).
+        let configuration = try Self.fourSiteConfiguration(
+            federation, deadline: 10, extra: ["failure_backoff_seconds": 0],
+            top: ["update": ["max_abs": 3.4028234e38], "optimizer": ["kind": "fedavgm", "learning_rate": 2, "momentum": 0]])
+        let coordinator = try RunningCoordinator(configuration)
+        let initial = try configuration.initialModel()
+        let hostile = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: .honest(Float.greatestFiniteMagnitude))
+        hostile.headerExamples = 10_000_000
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.honest)
+        let task = try #require(hostile.waitForTask())
+        _ = hostile.announce(round: task.roundID, version: task.modelVersion, examples: 10_000_000)
+        #expect(eventually(20) { (try? Self.records(configuration))?.contains { $0.type == "attempt_failed" } == true })
+        let failed = try #require(try Self.records(configuration).first { $0.type == "attempt_failed" })
+        #expect(failed.reason?.contains("not finite") == true, "\(failed.reason ?? "")")
+        let model = coordinator.coordinator.modelLock.withReadLock { coordinator.coordinator.global }
+        #expect(model.values == initial.values, "the model stays at version 0")
+        hostile.connection.close()
+        // The retry, without the hostile site, commits a finite model.
+        let more = try RunningAgents(federation, port: coordinator.port, trainers: ["hospital-e": BenchmarkTrainer(step: 0.001, exampleCount: 100)])
+        #expect(coordinator.waitUntilFinished(seconds: 40))
+        _ = (agents, more)
+        let committed = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
+        let finite = committed.values.allSatisfy { $0.isFinite }
+        #expect(finite)
+    }
+
     enum Hostility: String, CaseIterable, Sendable {
         case notSelected, duplicate, wrongShape, notFinite, staleRound, staleModel, lyingSize, zeroExamples
+        /// `train_seconds` NaN: JSON cannot hold it; once it stopped the coordinator.
+        case nanTrainSeconds
+        /// An example count near 2^63: once trapped the accumulator's total.
+        case overflowingExamples
+        /// 2^40 examples: one site would carry the whole mean.
+        case heavyExamples
+        /// Finite values near Float.greatestFiniteMagnitude: their mean overflowed into the checkpoint.
+        case hugeValues
+        /// A failure message of 4 MiB with control characters: kept whole in the log before.
+        case longFailure
+        /// The pulled update's header claims more examples than were announced.
+        case headerExamples
     }
 
     @Test("Hostile agent inputs are refused with a status and logged; the round completes",
@@ -158,6 +199,7 @@ struct RobustnessEndToEndTests {
         case .wrongShape: .wrongShape
         case .notFinite: .notFinite
         case .lyingSize: .lyingSize
+        case .hugeValues: .honest(3e38)
         default: .honest(0.25)
         }
         let hostile = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: upload)
@@ -191,9 +233,26 @@ struct RobustnessEndToEndTests {
         case .zeroExamples:
             status = hostile.announce(round: task.roundID, version: task.modelVersion, examples: 0)
             expectedCode = .invalidArgument
-        case .wrongShape, .notFinite, .lyingSize:
+        case .wrongShape, .notFinite, .lyingSize, .hugeValues:
             status = hostile.announce(round: task.roundID, version: task.modelVersion)
             expectedCode = .invalidArgument
+        case .nanTrainSeconds:
+            status = hostile.announce(round: task.roundID, version: task.modelVersion) { $0.trainSeconds = .nan }
+            expectedCode = .invalidArgument
+        case .overflowingExamples:
+            status = hostile.announce(round: task.roundID, version: task.modelVersion, examples: UInt64.max - 5)
+            expectedCode = .invalidArgument
+        case .heavyExamples:
+            status = hostile.announce(round: task.roundID, version: task.modelVersion, examples: 1 << 40)
+            expectedCode = .invalidArgument
+        case .headerExamples:
+            hostile.headerExamples = 1 << 30
+            status = hostile.announce(round: task.roundID, version: task.modelVersion)
+            expectedCode = .invalidArgument
+        case .longFailure:
+            let message = String(repeating: "trainer crashed\n\u{1B}[2J", count: 4 << 20 / 20)
+            status = hostile.announce(round: task.roundID, version: task.modelVersion) { $0.failure = message }
+            expectedCode = .ok
         }
         #expect(status.code == expectedCode, "\(hostility): \(status)")
         #expect(coordinator.waitUntilFinished(seconds: 30))
@@ -208,7 +267,13 @@ struct RobustnessEndToEndTests {
             #expect(refusal?.reason?.isEmpty == false, "\(hostility): no update_refused record")
             #expect(!(round.reported ?? []).contains(refusal?.agent ?? "?"))
         }
-        if [.wrongShape, .notFinite, .lyingSize].contains(hostility) {
+        if let refusal = records.first(where: { $0.type == "update_refused" }), let reason = refusal.reason {
+            #expect(reason.utf8.count <= SiteText.maxBytes && !reason.contains("\n") && !reason.contains("\u{1B}"), "\(hostility)")
+        }
+        let logBytes = try FileManager.default.attributesOfItem(atPath: configuration.stateDir + "/rounds.jsonl")[.size] as? Int ?? 0
+        #expect(logBytes < 64 << 10, "\(hostility): the round log holds \(logBytes) bytes")
+        if [.wrongShape, .notFinite, .lyingSize, .hugeValues, .nanTrainSeconds, .overflowingExamples, .heavyExamples, .headerExamples,
+            .longFailure].contains(hostility) {
             let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
             #expect(Self.relativeError(model.values, try Self.expectedAfterHonestRound(configuration)) <= 1e-6)
         }

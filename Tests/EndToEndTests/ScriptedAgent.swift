@@ -29,6 +29,11 @@ final class ScriptedAgent: @unchecked Sendable {
     var upload: Upload
     /// Seconds to wait before streaming the update when pulled.
     var uploadDelay = 0.0
+    /// The example count the update's header claims when pulled.
+    var headerExamples: UInt64 = 10
+    /// When set, a Train call blocks here without reading its model (a site that stops reading
+    /// while its heartbeats go on) until the semaphore is signalled.
+    var stallTrain: DispatchSemaphore?
 
     init(_ federation: Federation, name: String, port: UInt16, upload: Upload) throws {
         self.name = name
@@ -61,11 +66,12 @@ final class ScriptedAgent: @unchecked Sendable {
     }
 
     /// Announces an update for `round`; returns the coordinator's verdict.
-    func announce(round: UInt64, version: UInt64, examples: UInt64 = 10) -> RPCStatus {
+    func announce(round: UInt64, version: UInt64, examples: UInt64 = 10, change: (inout UpdateReady) -> Void = { _ in }) -> RPCStatus {
         var ready = UpdateReady()
         ready.roundID = round
         ready.modelVersion = version
         ready.exampleCount = examples
+        change(&ready)
         do {
             _ = try connection.unary(Methods.announceUpdate, .updateReady(ready), timeout: 60)
             return .ok
@@ -79,6 +85,7 @@ final class ScriptedAgent: @unchecked Sendable {
     private func handle(_ call: ServerCall) throws {
         switch call.method {
         case Methods.train:
+            if let stallTrain { stallTrain.wait() }
             guard case .trainTask(let task) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "task") }
             var specs: [TensorSpec] = []
             for _ in 0..<task.tensorCount {
@@ -97,7 +104,7 @@ final class ScriptedAgent: @unchecked Sendable {
             var header = UpdateReady()
             header.roundID = fetch.roundID
             header.modelVersion = fetch.modelVersion
-            header.exampleCount = 10
+            header.exampleCount = headerExamples
             if uploadDelay > 0 { usleep(UInt32(uploadDelay * 1e6)) }
             try call.send(.updateReady(header))
             try stream(specs, to: call)

@@ -27,7 +27,7 @@ struct RoundLogTests {
         try log.append(RoundLogRecord(type: "coordinator_started"))
         try log.append(Self.record(1))
         let reopened = try RoundLog(path: path)
-        #expect(reopened.records.count == 2)
+        #expect(reopened.count == 2)
         try reopened.append(Self.record(2))
         let records = try RoundLog.verify(path: path)
         #expect(records.map(\.seq) == [1, 2, 3])
@@ -65,12 +65,12 @@ struct RoundLogTests {
         try handle.write(contentsOf: Data("{\"seq\":2,\"type\":\"rou".utf8))
         try handle.close()
         let reopened = try RoundLog(path: path)
-        #expect(reopened.records.count == 1)
+        #expect(reopened.count == 1)
         try reopened.append(Self.record(2))
         #expect(try RoundLog.verify(path: path).count == 2)
     }
 
-    @Test("Checkpoints are written atomically and read back; leftovers of uncommitted rounds are pruned")
+    @Test("Checkpoints are written atomically and read back; old ones are pruned, newer than the last commit never")
     func checkpoints() throws {
         let store = try CheckpointStore(directory: Self.temporaryDirectory(), keep: 2)
         let layout = try ModelLayout([TensorSpec(name: "w", shape: [3])])
@@ -86,7 +86,8 @@ struct RoundLogTests {
         store.prune(committed: 3)
         let names = try FileManager.default.contentsOfDirectory(atPath: store.checkpointDirectory).sorted()
         // The oldest committed checkpoint pruned stays as the spare the next one is written over.
-        #expect(names == [".spare-model.safetensors", "model-000002.safetensors", "model-000003.safetensors", "optimizer-000003.safetensors"])
+        #expect(names == [".spare-model.safetensors", "model-000002.safetensors", "model-000003.safetensors", "model-000004.safetensors",
+                          "optimizer-000003.safetensors"])
         #expect(try store.readModel(version: 3).values == [3, 1, 2])
         // Written over the spare: a shorter file than the spare was (no metadata), read back whole.
         let spareBytes = try FileManager.default.attributesOfItem(atPath: store.spareModelPath)[.size] as? Int

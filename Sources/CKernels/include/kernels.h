@@ -40,4 +40,12 @@ uint32_t fed_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2);
 /// alignment, or -1 when all are finite. Branch-free blocks of 64 values, AVX2 when present.
 long fed_first_nonfinite_f32(const void *buffer, size_t count);
 
+/// The index of the first of `count` little-endian Float32 values whose magnitude exceeds
+/// `bound` (a NaN or an infinity always does, `bound` being finite), or -1. Any alignment.
+long fed_first_beyond_f32(const void *buffer, size_t count, float bound);
+
+/// The sum of the squares of `count` Float32 values (float lanes over blocks of 1024, each
+/// block's sum added in double). Any alignment.
+double fed_sum_squares_f32(const void *buffer, size_t count);
+
 #endif

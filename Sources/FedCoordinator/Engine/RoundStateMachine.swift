@@ -300,6 +300,14 @@ public struct RoundStateMachine: Sendable {
         participation.values.filter { if case .accepted = $0 { return true } else { return false } }.count
     }
 
+    /// The example count `agent` announced for the current round's update, while it counts.
+    public func announcedExamples(of agent: AgentID) -> UInt64? {
+        switch participation[agent] {
+        case .announced(let examples), .pulling(let examples), .accepted(let examples): examples
+        default: nil
+        }
+    }
+
     private mutating func fail(_ agent: AgentID, reason: String, now: Double) -> [Action] {
         participation[agent] = .failed(reason: reason)
         pulling.remove(agent)

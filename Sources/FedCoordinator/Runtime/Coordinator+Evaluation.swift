@@ -56,32 +56,23 @@ extension Coordinator {
         }
         let call = try connection.makeCall(method: Methods.evaluate, timeout: configuration.evaluation.timeoutSeconds)
         defer { call.finish() }
-        try modelLock.withReadLock {
-            var request = EvaluationRequest()
-            request.roundID = round
-            request.modelVersion = round
-            request.modelSHA256 = stateLock.withLock { globalSHA256 }
-            request.tensorCount = UInt32(global.layout.tensors.count)
-            if let standardization = stateLock.withLock({ standardization }) {
-                request.featureMeans = standardization.means
-                request.featureScales = standardization.scales
-            }
-            try call.send(.evaluationRequest(request))
-            let sink = AbortableSink(call: call) { false }
-            try global.values.withUnsafeBufferPointer { values in
-                for (index, spec) in global.layout.tensors.enumerated() {
-                    try TensorStream.send(
-                        name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[global.layout.range(of: index)]),
-                        to: sink, knownCRC32C: tensorCRCs[index])
-                }
-            }
+        var request = EvaluationRequest()
+        request.roundID = round
+        request.modelVersion = round
+        request.modelSHA256 = stateLock.withLock { globalSHA256 }
+        request.tensorCount = UInt32(layout.tensors.count)
+        if let standardization = stateLock.withLock({ standardization }) {
+            request.featureMeans = standardization.means
+            request.featureScales = standardization.scales
         }
+        try call.send(.evaluationRequest(request))
+        _ = try streamGlobalModel(to: AbortableSink(call: call) { false })
         try call.finishSending()
         guard case .evaluationResult(let result)? = try call.receive() else {
             throw RPCError(.invalidArgument, "Evaluate did not answer an EvaluationResult")
         }
         try call.expectEnd()
-        guard result.exampleCount > 0, result.loss.isFinite, result.loss >= 0, (0...1).contains(result.accuracy),
+        guard result.exampleCount > 0, result.exampleCount <= configuration.update.maxExampleCount, result.loss.isFinite, result.loss >= 0, (0...1).contains(result.accuracy),
               result.rocAUC.map({ (0...1).contains($0) }) ?? true
         else {
             throw RPCError(.invalidArgument, "the evaluation result is out of range (examples \(result.exampleCount), loss \(result.loss), "

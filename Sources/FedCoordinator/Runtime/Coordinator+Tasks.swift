@@ -26,20 +26,9 @@ extension Coordinator {
             }
             let call = try connection.makeCall(method: Methods.train, timeout: max(1, attempt.deadline - now))
             defer { call.finish() }
-            var sent: UInt64 = 0
-            try modelLock.withReadLock {
-                try call.send(.trainTask(task))
-                let sink = AbortableSink(call: call) { [self] in stateLock.withLock { broadcastAborts.contains(agent) } }
-                try global.values.withUnsafeBufferPointer { values in
-                    for (index, spec) in global.layout.tensors.enumerated() {
-                        let range = global.layout.range(of: index)
-                        try TensorStream.send(
-                            name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[range]), to: sink,
-                            knownCRC32C: tensorCRCs[index])
-                        sent += UInt64(spec.count * 4)
-                    }
-                }
-            }
+            try call.send(.trainTask(task))
+            let sink = AbortableSink(call: call) { [self] in stateLock.withLock { broadcastAborts.contains(agent) } }
+            let sent = try streamGlobalModel(to: sink)
             try call.finishSending()
             try call.expectEnd()
             stateLock.withLock { stats.bytesSent[agent] = sent }
@@ -47,6 +36,27 @@ extension Coordinator {
             logger.warning("Task not delivered", metadata: ["agent": "\(agent)", "round": "\(attempt.roundID)", "error": "\(error)"])
             perform(engineLock.withLock { engine.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) })
         }
+    }
+
+    /// Streams the global model as it is now, tensor by tensor; returns the bytes sent.
+    ///
+    /// Sends from a snapshot taken under the model's read lock, not under the lock: a peer that
+    /// stops reading stalls only its own send (until `limits.send_stall_seconds`), never the
+    /// commit that needs the write lock. The snapshot shares the model's storage; a commit that
+    /// steps while a send still holds it writes into a copy. It is released on return, so
+    /// hold no reference to it past the last chunk.
+    func streamGlobalModel(to sink: any MessageSink) throws -> UInt64 {
+        let (model, crcs) = modelLock.withReadLock { (global, tensorCRCs) }
+        var sent: UInt64 = 0
+        try model.values.withUnsafeBufferPointer { values in
+            for (index, spec) in model.layout.tensors.enumerated() {
+                try TensorStream.send(
+                    name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[model.layout.range(of: index)]),
+                    to: sink, knownCRC32C: crcs[index])
+                sent += UInt64(spec.count * 4)
+            }
+        }
+        return sent
     }
 
     /// Stage 0 of a secure round: the task goes ahead of the model; the agent answers its keys.

@@ -63,7 +63,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// mappings and unmappings, each unmapping an interrupt to the other core).
     static let closeWindowBytes = 256 << 10
     static let smallRoundCloseWindowBytes = 1 << 20
-    private let layout: ModelLayout
+    let layout: ModelLayout
     /// The federation's data schema (nil for a raw tensor model), as published in every Welcome.
     let schema: ModelSchema?
     let schemaJSON: String
@@ -74,8 +74,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var pendingAgents: Set<String> = []  // stateLock
     /// The attempt in flight under secure aggregation.
     var secureRound: SecureRound?  // stateLock
-    /// How many times a coordinator has started on this state folder (this start included).
-    let startCount: Int
+    /// How many times a coordinator has started on this state folder (this start included),
+    /// from a counter that only rises (``CheckpointStore/nextEpoch()``); leads every secure round id.
+    let startCount: UInt64
     /// Distributed DP: the Rényi accountant over every committed round.
     var accountant = PrivacyAccountant()  // stateLock
     /// Secure statistics sessions so far (their ids must increase).
@@ -87,6 +88,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var stats = RoundStats()  // stateLock
     private var stopped = false  // stateLock
     var broadcastAborts: Set<String> = []  // stateLock
+    private var refusals: RefusalLimiter  // stateLock
 
     let logLock = NSLock()
     let roundLog: RoundLog  // logLock
@@ -107,8 +109,18 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.smallRoundUpdates = smallRoundUpdates
+        refusals = RefusalLimiter(interval: configuration.limits.refusalLogIntervalSeconds)
         store = try CheckpointStore(directory: configuration.stateDir, keep: configuration.keepCheckpoints)
-        roundLog = try RoundLog(path: store.logPath)
+        var history = LogHistory()
+        do {
+            roundLog = try RoundLog(path: store.logPath) { history.take($0) }
+        } catch let error as RoundLogError {
+            throw StateFolderError(.logBroken, "the round log \(store.logPath) does not verify (\(error.message)); nothing was changed. "
+                + "See `fedcoord rounds verify --state \(configuration.stateDir)`; restore the log from a backup, or run "
+                + "`fedcoord state repair --state \(configuration.stateDir)` to cut it before the first bad record (the cut lines are kept "
+                + "beside it) and resume from the last round a checkpoint agrees with")
+        }
+        try StateFolder.check(store: store, logRecords: roundLog.count, history: history)
         // A pull's spool is in use until its update has been added, while the next pulls stream.
         spools = SpoolPool(directory: store.directory + "/spool", idleLimit: configuration.selection.maxConcurrentPulls + max(Self.updatesPerAdd, smallRoundUpdates))
         let layout = try configuration.model.layout()
@@ -116,15 +128,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         schema = configuration.model.schema
         schemaJSON = schema?.canonicalJSON() ?? ""
         schemaSHA256 = schema == nil ? [] : Array(schemaJSON.utf8).withUnsafeBytes { SHA256Hasher.hash($0) }
-        if let frozen = roundLog.records.last(where: { $0.type == "standardization" }),
-           let means = frozen.featureMeans, let scales = frozen.featureScales {
+        if let frozen = history.standardization, let means = frozen.featureMeans, let scales = frozen.featureScales {
             standardization = Standardization(means: means, scales: scales)
             try standardization?.validate(featureCount: schema?.features.count ?? means.count)
         }
-        // Resume: the last round record is the commit point.
-        let committed = roundLog.records.last(where: { $0.type == "round" && $0.status == "committed" })
-        let version = committed?.round ?? 0
-        if let committed, let round = committed.round {
+        // Resume: the last committed round record (or a repair's adopted checkpoint) is the commit point.
+        let version = history.resumeVersion ?? 0
+        if let round = history.resumeVersion {
             let model = try store.readModel(version: round)
             guard model.layout == layout else {
                 throw StrictConfiguration.ConfigurationError(
@@ -132,9 +142,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                         + "the configuration describes \(layout.tensors.map(\.name)); use a new state_dir for a new model")
             }
             let digest = CheckpointStore.modelDigest(model)
-            guard digest.hexString == committed.modelSHA256 else {
-                throw StrictConfiguration.ConfigurationError(
-                    "checkpoint \(store.modelPath(version: round)) does not match the hash in the round log; the state folder is damaged")
+            guard digest.hexString == history.resumeSHA256 else {
+                throw StateFolderError(.checkpointMismatch, "checkpoint \(store.modelPath(version: round)) does not match the hash the round "
+                    + "log recorded for round \(round); nothing was changed. Restore the checkpoint from a backup, or run `fedcoord state "
+                    + "repair --state \(configuration.stateDir)` to resume from the last round a checkpoint agrees with")
             }
             global = model
             globalSHA256 = digest
@@ -151,15 +162,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         tensorCRCs = Self.tensorCRCs(global)
         accumulator = WeightedMeanAccumulator(layout: layout)
         engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
-        for record in roundLog.records where record.type == "round" && record.status == "committed" {
-            if let z = record.dpNoiseMultiplier, let q = record.dpSamplingRate { accountant.compose(q: q, noiseMultiplier: z) }
-        }
+        for spend in history.privacySpend { accountant.compose(q: spend.samplingRate, noiseMultiplier: spend.noiseMultiplier) }
         var started = RoundLogRecord(type: "coordinator_started")
         started.modelVersion = version
         started.modelSHA256 = globalSHA256.hexString
         started.optimizer = configuration.optimizer.kind.rawValue
         try roundLog.append(started)
-        startCount = roundLog.records.filter { $0.type == "coordinator_started" }.count
+        startCount = try store.nextEpoch(atLeast: UInt64(history.starts))
         if version > 0 { logger.info("Resumed", metadata: ["model.version": "\(version)", "state": "\(configuration.stateDir)"]) }
     }
 
@@ -181,6 +190,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         wire.connection.maxFrameBytes = configuration.maxFrameBytes
         wire.connection.heartbeatInterval = configuration.heartbeatIntervalSeconds
         wire.connection.livenessTimeout = 3 * configuration.heartbeatIntervalSeconds
+        wire.connection.writeTimeout = configuration.limits.sendStallSeconds
+        wire.connection.maxPeerCalls = configuration.limits.maxCallsPerConnection
+        wire.joinTimeout = configuration.limits.joinTimeoutSeconds
+        wire.maxConnections = configuration.limits.maxConnections
         let server = try WireServer(configuration: wire, delegate: self, logger: logger)
         self.server = server
         server.start()
@@ -205,6 +218,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     /// The port the coordinator listens on (after ``run()`` has started).
     public var port: UInt16 { server?.port ?? 0 }
+
+    /// Connections open now: handshaking, joining or joined.
+    public var openConnectionCount: Int { server?.openConnectionCount ?? 0 }
 
     /// Stops: the round in flight is abandoned; committed state stays. Safe from any thread.
     public func stop() {
@@ -270,10 +286,14 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     }
 
     public func connectionRefused(_ refusal: ConnectionRefusal) {
+        let reason = "\(refusal.stage.rawValue): \(refusal.reason)"
+        let key = RefusalLimiter.Key(host: refusal.address?.host ?? "?", reason: reason)
+        guard let count = stateLock.withLock({ refusals.admit(key, now: now) }) else { return }
         var record = RoundLogRecord(type: "agent_refused")
         record.agent = refusal.commonName
         record.address = refusal.address?.description
-        record.reason = "\(refusal.stage.rawValue): \(refusal.reason)"
+        record.reason = reason
+        if count > 1 { record.count = count }
         appendLog(record)
     }
 
@@ -295,11 +315,16 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             throw RPCError(.invalidArgument, "\(Methods.announceUpdate) takes an UpdateReady message")
         }
         if !ready.failure.isEmpty {
-            let reason = "the site's training failed: \(ready.failure)"
+            let reason = "the site's training failed: \(SiteText.clean(ready.failure))"
             refuseUpdate(agent: agent, round: ready.roundID, reason: reason)
             perform(engineLock.withLock { engine.trainingFailed(agent, roundID: ready.roundID, reason: reason, now: now) })
             try call.send(.empty)
             return
+        }
+        if let problem = Self.problem(with: ready, bounds: configuration.update) {
+            refuseUpdate(agent: agent, round: ready.roundID, reason: problem)
+            perform(engineLock.withLock { engine.trainingFailed(agent, roundID: ready.roundID, reason: problem, now: now) })
+            throw RPCError(.invalidArgument, problem)
         }
         let waiter = AnnouncementWaiter(round: ready.roundID)
         let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
@@ -321,6 +346,20 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         let status = waiter.wait(until: call.deadline)
         if !status.isOK { throw RPCError(status: status) }
         try call.send(.empty)
+    }
+
+    /// What is wrong with the figures an UpdateReady claims, if anything: each is checked here,
+    /// where it enters, before the engine, the round record or the mean can use it.
+    static func problem(with ready: UpdateReady, bounds: UpdateBounds) -> String? {
+        if ready.exampleCount > bounds.maxExampleCount {
+            return "example_count \(ready.exampleCount) is above update.max_example_count (\(bounds.maxExampleCount)); "
+                + "a site's weight in the mean is its example count, so the coordinator refuses counts it cannot believe"
+        }
+        guard ready.trainSeconds.isFinite, ready.trainSeconds >= 0, ready.trainSeconds <= 1e7 else {
+            return "train_seconds \(ready.trainSeconds) is not a duration (it must be finite, between 0 and 1e7)"
+        }
+        guard ready.trainLoss.isFinite else { return "train_loss \(ready.trainLoss) is not finite" }
+        return nil
     }
 
     static func status(for error: EngineError) -> RPCStatus {
@@ -373,22 +412,16 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             guard header.roundID == roundID, header.modelVersion == version else {
                 throw PullFailure(reason: "the update is for round \(header.roundID) / model \(header.modelVersion), not \(roundID) / \(version)", refused: true)
             }
+            // Its weight in the mean is the count the engine accepted at the announcement, not a new one.
+            let announced = engineLock.withLock { engine.announcedExamples(of: agent) }
+            guard header.exampleCount == announced else {
+                throw PullFailure(reason: "the update claims \(header.exampleCount) examples; \(announced ?? 0) were announced", refused: true)
+            }
             let secure = currentSecureRound(roundID)
             if let secure {
                 try receiveMaskedInput(from: call, into: spool, length: Int(secure.config.vectorLength))
             } else {
-            for (index, spec) in layout.tensors.enumerated() {
-                guard case .tensorHeader(let tensor)? = try call.receive() else {
-                    throw PullFailure(reason: "the update has \(index) tensor(s); the model has \(layout.tensors.count)", refused: true)
-                }
-                guard tensor.name == spec.name, tensor.shape == spec.shape.map({ UInt64($0) }) else {
-                    throw PullFailure(reason: "tensor \(index) is '\(tensor.name)' \(tensor.shape); the model expects '\(spec.name)' \(spec.shape)", refused: true)
-                }
-                // Finiteness is checked in the CRC's pass over each chunk, before it is spooled.
-                _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(spec.count * 4), nonFinite: { element in
-                    throw PullFailure(reason: "tensor '\(spec.name)' holds a non-finite value (NaN or infinity) at element \(element)", refused: true)
-                }) { _, bytes in try spool.append(bytes) }
-            }
+                try receivePlaintextUpdate(from: call, into: spool)
             }
             try call.expectEnd()
             let expectedBytes = secure.map { Int($0.config.vectorLength) * 4 } ?? layout.byteCount
@@ -443,6 +476,38 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             if failure.refused { refuseUpdate(agent: agent, round: roundID, reason: failure.reason) }
             resolveWaiter(agent, round: roundID, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
             perform(engineLock.withLock { engine.pullFailed(agent, roundID: roundID, reason: failure.reason, now: now) })
+        }
+    }
+
+    /// Reads a plaintext update tensor by tensor into `spool`, each chunk checked before it is
+    /// spooled: finiteness in the CRC's pass, then `update.max_abs` (and, when set,
+    /// `update.max_l2_norm` over the whole update) while the chunk is in cache.
+    private func receivePlaintextUpdate(from call: ClientCall, into spool: UpdateSpool) throws {
+        let bounds = configuration.update
+        let maxAbs = Float(bounds.maxAbs)
+        var sumOfSquares = 0.0
+        for (index, spec) in layout.tensors.enumerated() {
+            guard case .tensorHeader(let tensor)? = try call.receive() else {
+                throw PullFailure(reason: "the update has \(index) tensor(s); the model has \(layout.tensors.count)", refused: true)
+            }
+            guard tensor.name == spec.name, tensor.shape == spec.shape.map({ UInt64($0) }) else {
+                throw PullFailure(reason: "tensor \(index) is '\(tensor.name)' \(tensor.shape); the model expects '\(spec.name)' \(spec.shape)", refused: true)
+            }
+            _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(spec.count * 4), nonFinite: { element in
+                throw PullFailure(reason: "tensor '\(spec.name)' holds a non-finite value (NaN or infinity) at element \(element)", refused: true)
+            }) { offset, bytes in
+                if let beyond = FloatBounds.firstBeyond(bytes, bound: maxAbs) {
+                    throw PullFailure(reason: "tensor '\(spec.name)' holds a value beyond update.max_abs (\(bounds.maxAbs)) at element "
+                        + "\(offset / 4 + UInt64(beyond))", refused: true)
+                }
+                if bounds.maxL2Norm > 0 {
+                    sumOfSquares += FloatBounds.sumOfSquares(bytes)
+                    if sumOfSquares > bounds.maxL2Norm * bounds.maxL2Norm {
+                        throw PullFailure(reason: "the update's L2 norm exceeds update.max_l2_norm (\(bounds.maxL2Norm))", refused: true)
+                    }
+                }
+                try spool.append(bytes)
+            }
         }
     }
 
@@ -544,6 +609,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                         return try applyMeanOfSumsAndParked()
                     }
                 }
+                guard fingerprint.allFinite else {
+                    try restoreCommittedModel(version: outcome.attempt.modelVersion)
+                    throw ModelError("the server step gave a model that is not finite (NaN or infinity); the model stays at version "
+                        + "\(outcome.attempt.modelVersion); lower optimizer.learning_rate or update.max_abs")
+                }
                 stateLock.withLock { globalSHA256 = fingerprint.digest ?? [] }
                 tensorCRCs = fingerprint.tensorCRCs
                 // Shared storage, not copies: nothing writes them until the commit writer is idle again.
@@ -571,7 +641,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 record.examples = nil
             }
             record.modelVersion = round
-            let metadata = checkpointMetadata(round: round)
+            let metadata = checkpointMetadata(round: round).merging(
+                [CheckpointStore.logRecordsKey: "\(logLock.withLock { roundLog.count })"]) { $1 }
             let accepted = outcome.accepted.count, late = outcome.late.count, failed = outcome.failed.count
             commitWriter.submit { [self, record] in
                 var record = record
@@ -612,6 +683,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             logger.error("Commit failed", metadata: ["round": "\(round)", "error": "\(error)"])
             perform(engineLock.withLock { engine.aggregationFailed(roundID: round, reason: "\(error)", now: now) })
         }
+    }
+
+    /// Puts the last committed model and optimizer state back from their checkpoint, after a
+    /// step that was not committed has written over them. Under the model's write lock.
+    private func restoreCommittedModel(version: UInt64) throws {
+        global = try store.readModel(version: version)
+        optimizer = store.readOptimizer(settings: configuration.optimizer, version: version)
     }
 
     /// Parks an accepted update (its spool is the coordinator's from now on, whatever happens)
@@ -689,7 +767,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 checksums[part].add(model, range)
             }
         }
-        return ModelFingerprinter.Fingerprint(digest: nil, tensorCRCs: PartChecksums.combined(checksums))
+        return ModelFingerprinter.Fingerprint(
+            digest: nil, tensorCRCs: PartChecksums.combined(checksums), allFinite: checksums.allSatisfy(\.allFinite))
     }
 
     private func roundRecord(_ outcome: RoundStateMachine.Outcome, status: String) -> RoundLogRecord {

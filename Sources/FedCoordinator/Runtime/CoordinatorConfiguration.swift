@@ -206,9 +206,13 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     public var heartbeatIntervalSeconds = 5.0
     public var maxFrameBytes = 8 << 20
     public var keepCheckpoints = 5
+    /// What a site's update may claim and hold.
+    public var update = UpdateBounds()
+    /// What one peer, and all together, may hold of the coordinator.
+    public var limits = PeerLimits()
 
     enum CodingKeys: String, CodingKey {
-        case listen, tls, federation, model, rounds, selection, optimizer, task, evaluation, strategy
+        case listen, tls, federation, model, rounds, selection, optimizer, task, evaluation, strategy, update, limits
         case secureAggregation = "secure_aggregation"
         case stateDir = "state_dir", heartbeatIntervalSeconds = "heartbeat_interval_seconds", maxFrameBytes = "max_frame_bytes"
         case keepCheckpoints = "keep_checkpoints"
@@ -231,6 +235,8 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
         maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? 8 << 20
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 5
+        update = try c.decodeIfPresent(UpdateBounds.self, forKey: .update) ?? UpdateBounds()
+        limits = try c.decodeIfPresent(PeerLimits.self, forKey: .limits) ?? PeerLimits()
     }
 
     /// The keys the file may hold.
@@ -260,6 +266,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             "l2": .any,
         ]),
         "heartbeat_interval_seconds": .any, "max_frame_bytes": .any, "keep_checkpoints": .any,
+        "update": UpdateBounds.schema, "limits": PeerLimits.schema,
     ])
 
     /// Loads and validates `path`; `overrides` are `a.b=value` settings applied first.
@@ -274,6 +281,8 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         typealias Failure = StrictConfiguration.ConfigurationError
         try selection.validate()
         try optimizer.validate()
+        try update.validate()
+        try limits.validate()
         if model.kind == "tensors" {
             guard !model.tensors.isEmpty else { throw Failure("model.tensors is empty: the model needs at least one tensor") }
             _ = try ModelLayout(model.tensors)

@@ -18,6 +18,8 @@ final class ModelFingerprinter: @unchecked Sendable {
         /// Nil when not asked for.
         var digest: [UInt8]?
         var tensorCRCs: [UInt32]
+        /// Whether every value is finite (checked in the CRC's pass).
+        var allFinite: Bool
     }
 
     private let values: UnsafeBufferPointer<Float>
@@ -66,6 +68,7 @@ final class ModelFingerprinter: @unchecked Sendable {
     private func run() {
         var digests: [[UInt8]] = []
         var crcs: [UInt32] = []
+        var allFinite = true
         var position = 0
         for range in ranges {
             let hasher = sha256 ? SHA256Hasher() : nil
@@ -81,7 +84,7 @@ final class ModelFingerprinter: @unchecked Sendable {
                 while start < end {
                     let piece = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: values[start..<min(start + Self.publishElements, end)]))
                     hasher?.update(piece)
-                    crc.update(piece)
+                    if crc.update(floats: piece) != nil { allFinite = false }
                     start += piece.count / 4
                 }
                 position = end
@@ -90,7 +93,7 @@ final class ModelFingerprinter: @unchecked Sendable {
             crcs.append(crc.value)
         }
         condition.lock()
-        result = Fingerprint(digest: sha256 ? ModelDigest.combine(digests) : nil, tensorCRCs: crcs)
+        result = Fingerprint(digest: sha256 ? ModelDigest.combine(digests) : nil, tensorCRCs: crcs, allFinite: allFinite)
         condition.broadcast()
         condition.unlock()
     }

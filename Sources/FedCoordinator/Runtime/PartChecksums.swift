@@ -11,6 +11,8 @@ final class PartChecksums: @unchecked Sendable {
     private var lengths: [Int]
     /// The tensor the last block ended in (blocks come in order).
     private var tensor = 0
+    /// Whether every value added so far is finite (checked in the CRC's pass).
+    private(set) var allFinite = true
 
     init(layout: ModelLayout) {
         ranges = layout.ranges
@@ -24,7 +26,9 @@ final class PartChecksums: @unchecked Sendable {
         while start < block.upperBound {
             while !ranges[tensor].contains(start) { tensor += 1 }
             let end = min(block.upperBound, ranges[tensor].upperBound)
-            crcs[tensor].update(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: model[start..<end])))
+            if crcs[tensor].update(floats: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: model[start..<end]))) != nil {
+                allFinite = false
+            }
             lengths[tensor] += (end - start) * 4
             start = end
         }

@@ -31,15 +31,18 @@ final class SecureRound: @unchecked Sendable {
     /// The attempt's FLSECAGG-v1 configuration for `invited` agents, from the coordinator's
     /// settings (§2.3): complete graph with `t = N − D_max` up to 200 agents (or when asked),
     /// the SecAgg+ table beyond.
-    /// The secure round id of an attempt: `(FL round << 24) | (coordinator start count mod 256) << 16
-    /// | attempt`, strictly increasing per attempt, also across coordinator restarts (agents refuse
-    /// a round id they have seen, as the spec asks).
-    static func secureRoundID(round: UInt64, epoch: Int, attempt: Int) -> UInt64 {
-        round << 24 | UInt64(epoch & 0xFF) << 16 | UInt64(attempt & 0xFFFF)
+    /// The secure round id of an attempt: `epoch << 44 | FL round << 16 | attempt`, where the
+    /// epoch counts the coordinator's starts on its state folder (``CheckpointStore/nextEpoch()``).
+    /// The epoch leads, so that ids rise across restarts whatever round a crash lost: a
+    /// coordinator killed after announcing round R+1 retries round R with a larger id than any
+    /// its agents saw (agents refuse an id they have seen, as the spec asks).
+    static func secureRoundID(round: UInt64, epoch: UInt64, attempt: Int) -> UInt64 {
+        precondition(epoch < 1 << 20 && round < 1 << 28, "secure round ids hold 2^20 starts and 2^28 rounds")
+        return epoch << 44 | round << 16 | UInt64(attempt & 0xFFFF)
     }
 
     static func configuration(
-        invited: [String], roundID: UInt64, attempt: Int, epoch: Int, settings: CoordinatorConfiguration.SecureAggregation,
+        invited: [String], roundID: UInt64, attempt: Int, epoch: UInt64, settings: CoordinatorConfiguration.SecureAggregation,
         modelSHA256: [UInt8], parameterCount: Int, deadlineSeconds: Double
     ) throws -> SecAggConfig {
         let n = invited.count

@@ -83,6 +83,16 @@ public final class CheckpointStore {
         return try SafeTensors.decode([UInt8](data)).model
     }
 
+    /// The metadata key of a checkpoint that holds how many records the round log had when it
+    /// was written (a lower bound): a log with fewer has lost records from its end.
+    public static let logRecordsKey = "log_records"
+
+    /// What checkpoint `version` says of the log's length when it was written; nil if it says nothing.
+    public func logRecordsWhenWritten(version: UInt64) throws -> UInt64? {
+        guard let data = FileManager.default.contents(atPath: modelPath(version: version)) else { return nil }
+        return try SafeTensors.decode([UInt8](data)).metadata[Self.logRecordsKey].flatMap { UInt64($0) }
+    }
+
     public func readOptimizer(settings: ServerOptimizer.Settings, version: UInt64) -> ServerOptimizer {
         guard let data = FileManager.default.contents(atPath: optimizerPath(version: version)),
             let decoded = try? SafeTensors.decode([UInt8](data))
@@ -92,24 +102,50 @@ public final class CheckpointStore {
             secondMoment: Array(decoded.model.tensor(named: "second_moment") ?? []))
     }
 
-    /// Deletes checkpoints older than the newest `keep`, and any newer than `committed` (leftovers
-    /// of a round that never committed).
+    /// The coordinator-start counter (`state_dir/epoch`), which only rises: outside the round log,
+    /// so that a log cut by `fedcoord state repair` or restored from a backup cannot lower it.
+    public var epochPath: String { directory + "/epoch" }
+
+    /// Counts one more start: one above both the stored counter and `atLeast`, written durably
+    /// before it is returned. Secure round ids start with it.
+    ///
+    /// - Throws: ``ModelError`` when it cannot be written, or past 2^20 starts (the ids' room).
+    public func nextEpoch(atLeast floor: UInt64) throws -> UInt64 {
+        let stored = (try? String(contentsOfFile: epochPath, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        let next = max(stored, floor) + 1
+        guard next < 1 << 20 else {
+            throw ModelError("\(epochPath) counts \(next) coordinator starts, more than secure round ids hold (2^20); start a new state_dir")
+        }
+        try Self.writeAtomically(Array("\(next)\n".utf8), to: epochPath)
+        return next
+    }
+
+    /// The versions of the model checkpoints in the folder, ascending.
+    public func modelVersions() -> [UInt64] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: checkpointDirectory)) ?? []
+        return names.compactMap { name -> UInt64? in
+            guard name.hasPrefix("model-"), name.hasSuffix(".safetensors") else { return nil }
+            return UInt64(name.dropFirst("model-".count).dropLast(".safetensors".count))
+        }.sorted()
+    }
+
+    /// Deletes checkpoints older than the newest `keep` (the first one pruned of each kind
+    /// becomes the spare) and temporary files of writes that never finished. Never touches a
+    /// checkpoint newer than `committed`: one past it is the leftover of a commit cut short,
+    /// written over when that round commits; more are for an operator to look at.
     public func prune(committed: UInt64) {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: checkpointDirectory) else { return }
         for name in names {
-            let digits = name.filter(\.isNumber)
-            guard let version = UInt64(digits) else { continue }
-            if version + UInt64(keep) <= committed || version > committed || name.contains(".tmp") {
-                if version == 0 && committed < UInt64(keep) { continue }
-                let path = checkpointDirectory + "/" + name
-                // The first committed checkpoint of each kind pruned becomes the spare; the rest go.
-                let spare = name.hasPrefix("model-") ? spareModelPath : name.hasPrefix("optimizer-") ? spareOptimizerPath : nil
-                if let spare, version <= committed, !name.contains(".tmp"), !FileManager.default.fileExists(atPath: spare),
-                   rename(path, spare) == 0 {
-                    continue
-                }
+            let path = checkpointDirectory + "/" + name
+            if name.hasSuffix(".tmp") {
                 try? FileManager.default.removeItem(atPath: path)
+                continue
             }
+            guard let version = UInt64(name.filter(\.isNumber)), version + UInt64(keep) <= committed else { continue }
+            if version == 0 && committed < UInt64(keep) { continue }
+            let spare = name.hasPrefix("model-") ? spareModelPath : name.hasPrefix("optimizer-") ? spareOptimizerPath : nil
+            if let spare, !FileManager.default.fileExists(atPath: spare), rename(path, spare) == 0 { continue }
+            try? FileManager.default.removeItem(atPath: path)
         }
     }
 

@@ -5,22 +5,25 @@ import Foundation
 /// the previous line, each append fsynced before it returns.
 ///
 /// Opening a log whose last line is incomplete (the process died mid-write) truncates that
-/// line: it was never committed. Not thread-safe: the coordinator appends from one place.
+/// line: it was never committed. The log is read as a stream, a line at a time, and never held
+/// in memory. Not thread-safe: the coordinator appends from one place.
 public final class RoundLog {
     public let path: String
     private let handle: FileHandle
-    private var lastHash: String
-    private var nextSeq: UInt64
-    /// Records read at open (for resuming).
-    public private(set) var records: [RoundLogRecord]
+    /// SHA-256 (hex) of the last line: the chain head.
+    public private(set) var lastHash: String
+    /// Records in the log (the last one's seq).
+    public private(set) var count: UInt64
 
     public static let genesisHash = String(repeating: "0", count: 64)
+    /// The longest line read back (a round record of thousands of agents is well below it).
+    public static let maxLineBytes = 16 << 20
 
-    /// Opens (creating if needed) the log at `path`.
+    /// Opens (creating if needed) the log at `path`, handing every record to `visit` in order.
     ///
     /// - Throws: ``RoundLogError`` if an existing record does not verify: the coordinator refuses
     ///   to append to a log that has been edited.
-    public init(path: String) throws {
+    public init(path: String, visit: (RoundLogRecord) throws -> Void = { _ in }) throws {
         self.path = path
         let manager = FileManager.default
         if !manager.fileExists(atPath: path) {
@@ -28,43 +31,41 @@ public final class RoundLog {
                 throw RoundLogError(line: 0, message: "cannot create the round log '\(path)'")
             }
         }
-        var data = try Data(contentsOf: URL(fileURLWithPath: path))
-        if let lastNewline = data.lastIndex(of: 0x0A), lastNewline != data.count - 1 {
-            data = data.prefix(lastNewline + 1)
-            try data.write(to: URL(fileURLWithPath: path))
-        } else if !data.isEmpty && data.last != 0x0A {
-            data = Data()
-            try data.write(to: URL(fileURLWithPath: path))
-        }
-        let verified = try RoundLog.verify(data: data)
-        records = verified.records
-        lastHash = verified.lastHash
-        nextSeq = UInt64(verified.records.count) + 1
+        let scanned = try RoundLog.scan(path: path, visit: visit)
         guard let handle = FileHandle(forWritingAtPath: path) else {
             throw RoundLogError(line: 0, message: "cannot open the round log '\(path)' for writing")
         }
+        if scanned.incompleteTail {
+            try handle.truncate(atOffset: scanned.completeBytes)
+            try handle.synchronize()
+        }
+        lastHash = scanned.lastHash
+        count = scanned.count
         self.handle = handle
         try handle.seekToEnd()
     }
 
     deinit { try? handle.close() }
 
-    /// Appends a record (its seq, time and prev hash are filled in) and fsyncs it.
+    /// Appends a record (its seq, time and prev hash are filled in; its free text cleaned and
+    /// capped) and fsyncs it.
     @discardableResult
     public func append(_ record: RoundLogRecord) throws -> RoundLogRecord {
         var record = record
-        record.seq = nextSeq
+        record.seq = count + 1
         if record.time.isEmpty { record.time = RoundLog.timestamp() }
         record.prevSHA256 = lastHash
+        record.reason = record.reason.map { SiteText.clean($0) }
+        record.failed = record.failed?.mapValues { SiteText.clean($0) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var line = try encoder.encode(record)
-        lastHash = line.withUnsafeBytes { SHA256Hasher.hash($0) }.hexString
+        let hash = line.withUnsafeBytes { SHA256Hasher.hash($0) }.hexString
         line.append(0x0A)
         try handle.write(contentsOf: line)
         try handle.synchronize()
-        nextSeq += 1
-        records.append(record)
+        lastHash = hash
+        count += 1
         return record
     }
 
@@ -75,31 +76,57 @@ public final class RoundLog {
         return formatter.string(from: date)
     }
 
-    /// Checks the hash chain of a whole log file.
+    /// Checks the hash chain of a whole log file and returns its records (for small logs and
+    /// tests; ``scan(path:visit:)`` streams).
     ///
     /// - Throws: ``RoundLogError`` naming the first bad line (1-based) and what is wrong.
     public static func verify(path: String) throws -> [RoundLogRecord] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RoundLogError(line: 0, message: "cannot read the round log '\(path)'")
+        var records: [RoundLogRecord] = []
+        let scanned = try scan(path: path) { records.append($0) }
+        if scanned.incompleteTail {
+            throw RoundLogError(line: Int(scanned.count) + 1, message: "the last line (\(scanned.count + 1)) is incomplete: "
+                + "the coordinator stopped while writing it (a full disk, a crash); it was never committed, and the next "
+                + "`fedcoord serve` removes it", kind: .incompleteTail)
         }
-        return try verify(data: data).records
+        return records
     }
 
-    static func verify(data: Data) throws -> (records: [RoundLogRecord], lastHash: String) {
+    /// What a scan found.
+    public struct Scan: Sendable {
+        /// Complete, verified records.
+        public var count: UInt64
+        /// The chain head: SHA-256 (hex) of the last complete line.
+        public var lastHash: String
+        /// Bytes of the complete lines.
+        public var completeBytes: UInt64
+        /// Whether the file ends in a line without its newline (a write cut short).
+        public var incompleteTail: Bool
+    }
+
+    /// Reads the log a line at a time, checking the chain, and hands each record to `visit`.
+    /// Memory: one read buffer and the longest line.
+    ///
+    /// - Throws: ``RoundLogError`` naming the first bad line (1-based) and what is wrong.
+    @discardableResult
+    public static func scan(path: String, visit: (RoundLogRecord) throws -> Void) throws -> Scan {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RoundLogError(line: 0, message: "cannot read the round log '\(path)': \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
         var previous = genesisHash
-        var records: [RoundLogRecord] = []
+        var count: UInt64 = 0
+        var completeBytes: UInt64 = 0
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
         let decoder = JSONDecoder()
-        var lines = data.split(separator: 0x0A, omittingEmptySubsequences: false)
-        if lines.last?.isEmpty == true { lines.removeLast() }
-        var lineNumber = 0
-        for line in lines {
-            lineNumber += 1
+        func take(_ line: ArraySlice<UInt8>) throws {
+            let lineNumber = Int(count) + 1
             if line.isEmpty {
                 throw RoundLogError(line: lineNumber, message: "line \(lineNumber) is empty: a record was removed or the file was edited")
             }
+            let data = Data(line)
             let record: RoundLogRecord
             do {
-                record = try decoder.decode(RoundLogRecord.self, from: Data(line))
+                record = try decoder.decode(RoundLogRecord.self, from: data)
             } catch {
                 throw RoundLogError(line: lineNumber, message: "line \(lineNumber) is not a valid record: \(error)")
             }
@@ -111,17 +138,56 @@ public final class RoundLog {
             guard record.seq == UInt64(lineNumber) else {
                 throw RoundLogError(line: lineNumber, message: "record \(lineNumber) has seq \(record.seq); records were reordered")
             }
-            previous = Data(line).withUnsafeBytes { SHA256Hasher.hash($0) }.hexString
-            records.append(record)
+            previous = data.withUnsafeBytes { SHA256Hasher.hash($0) }.hexString
+            count += 1
+            completeBytes += UInt64(line.count + 1)
+            try visit(record)
         }
-        return (records, previous)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw RoundLogError(line: Int(count) + 1, message: "cannot read the round log '\(path)': \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            var start = 0
+            let chunk = buffer[0..<n]
+            while let newline = chunk[start...].firstIndex(of: 0x0A) {
+                if pending.isEmpty {
+                    try take(chunk[start..<newline])
+                } else {
+                    pending.append(contentsOf: chunk[start..<newline])
+                    try take(pending[...])
+                    pending.removeAll(keepingCapacity: false)
+                }
+                start = newline + 1
+            }
+            pending.append(contentsOf: chunk[start...])
+            guard pending.count <= maxLineBytes else {
+                throw RoundLogError(line: Int(count) + 1, message: "line \(count + 1) is longer than \(maxLineBytes) bytes: not a record of this log")
+            }
+        }
+        return Scan(count: count, lastHash: previous, completeBytes: completeBytes, incompleteTail: !pending.isEmpty)
     }
 }
 
 /// A round log that does not verify.
 public struct RoundLogError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable {
+        /// A record was edited, removed, inserted or reordered, or a line is not a record.
+        case broken
+        /// The last line lacks its newline: a write cut short, never committed.
+        case incompleteTail
+    }
+
     /// The first bad line, 1-based (0 when the file itself is the problem).
     public var line: Int
     public var message: String
+    public var kind: Kind
+    public init(line: Int, message: String, kind: Kind = .broken) {
+        self.line = line
+        self.message = message
+        self.kind = kind
+    }
     public var description: String { message }
 }

@@ -65,12 +65,17 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
     public var dpSamplingRate: Double?
     public var modelSHA256: String?
     public var optimizer: String?
+    /// Record `agent_refused`: refusals of this address for this reason since the last such
+    /// record (refusals are recorded at most once per `limits.refusal_log_interval_seconds`).
+    public var count: UInt64?
+    /// Record `state_repaired`: what `fedcoord state repair` cut or set aside, and where it went.
+    public var repaired: [String]?
 
     public init(type: String) { self.type = type }
 
     enum CodingKeys: String, CodingKey {
         case seq, type, time, agent, address, reason, round, attempt, status, seed, selected, reported, late, cancelled, failed
-        case examples, optimizer
+        case examples, optimizer, count, repaired
         case prevSHA256 = "prev_sha256", modelVersion = "model_version", startedAt = "started_at", endedAt = "ended_at"
         case durationSeconds = "duration_seconds", bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case trainSeconds = "train_seconds", transferSeconds = "transfer_seconds", trainLoss = "train_loss"

@@ -13,6 +13,9 @@ public struct ConnectionOptions: Sendable {
     public var livenessTimeout: Double?
     /// Messages queued per call before the reader waits for that call's consumer.
     public var inboxCapacity = 2
+    /// Calls the peer may have open at once; one more is answered RESOURCE_EXHAUSTED at once,
+    /// without a thread. Each open call holds a handler thread and an inbox.
+    public var maxPeerCalls = 64
 
     public init() {}
 

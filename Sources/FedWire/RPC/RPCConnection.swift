@@ -29,6 +29,8 @@ public final class RPCConnection: @unchecked Sendable {
     private let stateLock = SpinlessLock()
     private var nextCallID: UInt64
     private var calls: [UInt64: CallInbox] = [:]
+    /// Calls the peer opened that have not ended (bounded by ``ConnectionOptions/maxPeerCalls``).
+    private var peerCallsOpen = 0
     /// Destinations tensor chunks of these calls are read straight into.
     private var landings: [UInt64: ChunkLanding] = [:]
     /// Tensor headers the reader has routed to each call with a landing (or that may get one).
@@ -110,6 +112,12 @@ public final class RPCConnection: @unchecked Sendable {
             closeError = error
             let inboxes = Array(calls.values)
             calls.removeAll()
+            peerCallsOpen = 0
+            landings.removeAll()
+            tensorHeadersRouted.removeAll()
+            // The handler usually captures this connection: released here, or the two keep each
+            // other (and the socket's descriptor) alive after the close.
+            handler = nil
             let callbacks = onClose
             onClose.removeAll()
             return (inboxes, callbacks)
@@ -210,7 +218,9 @@ public final class RPCConnection: @unchecked Sendable {
     func removeCall(_ id: UInt64) {
         let inbox = stateLock.withLock {
             tensorHeadersRouted.removeValue(forKey: id)
-            return calls.removeValue(forKey: id)
+            let removed = calls.removeValue(forKey: id)
+            if removed != nil, isPeerCallID(id) { peerCallsOpen -= 1 }
+            return removed
         }
         inbox?.close()
     }
@@ -347,10 +357,17 @@ public final class RPCConnection: @unchecked Sendable {
             return
         }
         let inbox = CallInbox(capacity: options.inboxCapacity)
-        let (accepted, handler): (Bool, CallHandler?) = stateLock.withLock {
-            if closed { return (false, nil) }
+        let (accepted, handler, full): (Bool, CallHandler?, Bool) = stateLock.withLock {
+            if closed { return (false, nil, false) }
+            if peerCallsOpen >= options.maxPeerCalls { return (false, nil, true) }
             calls[id] = inbox
-            return (true, self.handler)
+            peerCallsOpen += 1
+            return (true, self.handler, false)
+        }
+        if full {
+            try? send(Envelope(callID: id, status: RPCStatus(.resourceExhausted,
+                "\(options.maxPeerCalls) calls are already open on this connection; wait for one to end")))
+            return
         }
         guard accepted, let handler else { return }
         let deadline: Deadline = envelope.timeoutMs > 0 ? .after(seconds: Double(envelope.timeoutMs) / 1000) : .distantFuture

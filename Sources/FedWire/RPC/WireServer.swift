@@ -59,6 +59,10 @@ public final class WireServer: @unchecked Sendable {
         public var connection = ConnectionOptions.defaults { $0.heartbeatInterval = 5; $0.livenessTimeout = 15 }
         /// The federation's name, sent in Welcome.
         public var federation = "fedcoord"
+        /// Seconds from accept to a completed Join; a connection that has not joined by then is closed.
+        public var joinTimeout: Double = 10
+        /// Connections open at once (handshaking, joining or joined); more are closed at accept.
+        public var maxConnections = 512
 
         public init(tls: TLSConfiguration) { self.tls = tls }
     }
@@ -70,8 +74,11 @@ public final class WireServer: @unchecked Sendable {
     private let lock = SpinlessLock()
     private var context: TLSContext
     private var connections: [ObjectIdentifier: RPCConnection] = [:]
+    /// Connections past their handshake that have not joined yet, with their join deadline.
+    private var joining: [ObjectIdentifier: (connection: RPCConnection, deadline: Deadline)] = [:]
+    /// Every accepted socket not yet closed: handshaking, joining or joined.
+    private var openCount = 0
     private var stopping = false
-    private var handshakesInFlight = 0
 
     /// Loads the TLS files and binds the listening socket (nothing is accepted before ``start()``).
     ///
@@ -104,7 +111,7 @@ public final class WireServer: @unchecked Sendable {
     public func stop() {
         let open: [RPCConnection] = lock.withLock {
             stopping = true
-            return Array(connections.values)
+            return Array(connections.values) + joining.values.map(\.connection)
         }
         listener.close()
         for connection in open { connection.close() }
@@ -131,6 +138,7 @@ public final class WireServer: @unchecked Sendable {
 
     private func acceptLoop() {
         while !lock.withLock({ stopping }) {
+            closeLateJoiners()
             do {
                 try listener.wait(for: .readable, until: .after(seconds: 0.5))
             } catch let error as WireError where error.code == .timedOut {
@@ -139,11 +147,41 @@ public final class WireServer: @unchecked Sendable {
                 return
             }
             while let (socket, address) = (try? listener.accept()) ?? nil {
-                let context = lock.withLock { self.context }
+                let (context, admitted): (TLSContext, Bool) = lock.withLock {
+                    guard openCount < configuration.maxConnections else { return (self.context, false) }
+                    openCount += 1
+                    return (self.context, true)
+                }
+                guard admitted else {
+                    socket.close()
+                    refuse(ConnectionRefusal(address: address, stage: .handshake, commonName: nil,
+                        reason: "\(configuration.maxConnections) connections are open (the server's limit); closed at accept"))
+                    continue
+                }
                 WorkerThread.start(name: "fedwire-handshake") { [self] in
                     setUp(socket: socket, address: address, context: context)
                 }
             }
+        }
+    }
+
+    /// Connections open now, handshaking and joining included.
+    public var openConnectionCount: Int { lock.withLock { openCount } }
+
+    private func connectionEnded() { lock.withLock { openCount -= 1 } }
+
+    /// Closes the connections that have not joined within the join timeout (checked each time the
+    /// accept loop wakes, at least every half second).
+    private func closeLateJoiners() {
+        let late: [RPCConnection] = lock.withLock {
+            let expired = joining.filter { $0.value.deadline.hasPassed }
+            for key in expired.keys { joining.removeValue(forKey: key) }
+            return expired.values.map(\.connection)
+        }
+        for connection in late {
+            let reason = "no Join within \(configuration.joinTimeout) s of connecting"
+            refuse(ConnectionRefusal(address: connection.tls.remoteAddress, stage: .join, commonName: connection.peer.commonName, reason: reason))
+            connection.closeWithStatus(RPCStatus(.deadlineExceeded, reason), error: WireError(.timedOut, reason))
         }
     }
 
@@ -156,25 +194,31 @@ public final class WireServer: @unchecked Sendable {
     }
 
     private func setUp(socket: Socket, address: SocketAddress, context: TLSContext) {
+        let joinDeadline = Deadline.after(seconds: configuration.joinTimeout)
         let tls: TLSConnection
         do {
             tls = try TLSConnection(socket: socket, context: context, remoteAddress: address)
         } catch {
             socket.close()
+            connectionEnded()
             return
         }
         do {
-            try tls.handshake(deadline: .after(seconds: configuration.tls.handshakeTimeout))
+            try tls.handshake(deadline: Deadline.after(seconds: configuration.tls.handshakeTimeout).earlier(joinDeadline))
         } catch let error as WireError {
             refuse(ConnectionRefusal(address: address, stage: .handshake, commonName: nil, reason: error.message))
             // Let the peer read our alert rather than a TCP reset.
             tls.closeAfterDraining(drainSeconds: 0.3, maxBytes: 1 << 20)
+            connectionEnded()
             return
         } catch {
             tls.close()
+            connectionEnded()
             return
         }
         let connection = RPCConnection(tls: tls, isDialler: false, options: configuration.connection, logger: logger)
+        let key = ObjectIdentifier(connection)
+        lock.withLock { joining[key] = (connection, joinDeadline) }
         let joined = JoinGate()
         connection.start { [self] call in
             if call.method == Methods.join {
@@ -187,9 +231,13 @@ public final class WireServer: @unchecked Sendable {
                 throw RPCError(.unavailable, "the coordinator is shutting down")
             }
         }
-        connection.whenClosed { [self] error in
-            let wasJoined = lock.withLock { connections.removeValue(forKey: ObjectIdentifier(connection)) != nil }
-            if wasJoined { delegate?.connectionClosed(connection, error: error) }
+        connection.whenClosed { [self, weak connection] error in
+            let wasJoined: Bool = lock.withLock {
+                joining.removeValue(forKey: key)
+                openCount -= 1
+                return connections.removeValue(forKey: key) != nil
+            }
+            if wasJoined, let connection { delegate?.connectionClosed(connection, error: error) }
         }
     }
 
@@ -220,6 +268,7 @@ public final class WireServer: @unchecked Sendable {
         if let interval = configuration.connection.heartbeatInterval { welcome.heartbeatIntervalMs = UInt32(interval * 1000) }
         let admitted: Bool = lock.withLock {
             if stopping { return false }
+            joining.removeValue(forKey: ObjectIdentifier(connection))
             connections[ObjectIdentifier(connection)] = connection
             return true
         }

@@ -32,4 +32,19 @@ public enum WireProcess {
     public static func lineBufferStandardOutput() {
         shim_line_buffer_stdout()
     }
+
+    /// Raises the soft limit on open descriptors to the hard limit (commonly 1,024 → 524,288),
+    /// so that a server's connection limit, not the default, bounds its sockets. Returns the
+    /// soft limit now in force.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return UInt64(limit.rlim_cur)
+    }
 }
