@@ -181,7 +181,10 @@ public final class WireServer: @unchecked Sendable {
         for connection in late {
             let reason = "no Join within \(configuration.joinTimeout) s of connecting"
             refuse(ConnectionRefusal(address: connection.tls.remoteAddress, stage: .join, commonName: connection.peer.commonName, reason: reason))
-            connection.closeWithStatus(RPCStatus(.deadlineExceeded, reason), error: WireError(.timedOut, reason))
+            // The polite close drains the peer for a moment: off the accept loop, which must not wait.
+            WorkerThread.start(name: "fedwire-close", stackSize: 256 << 10) {
+                connection.closeWithStatus(RPCStatus(.deadlineExceeded, reason), error: WireError(.timedOut, reason))
+            }
         }
     }
 
