@@ -12,6 +12,8 @@ import Logging
 public final class Agent: @unchecked Sendable {
     // @unchecked: mutable state is guarded by `lock`.
     public let configuration: AgentConfiguration
+    /// The round-log heads this site was shown (``AgentConfiguration/witnessFile``).
+    let witness: WitnessFile?
     let trainer: any LocalTrainer
     let logger: Logger
     private let context: TLSContext
@@ -75,6 +77,7 @@ public final class Agent: @unchecked Sendable {
         context = try TLSContext(configuration: .makeClientConfiguration(
             certificateChainPath: configuration.tls.certificate, privateKeyPath: configuration.tls.privateKey,
             trustRootPath: configuration.tls.ca))
+        witness = try configuration.witnessFile.map { try WitnessFile(path: $0) }
     }
 
     /// Times this agent has joined the coordinator (reconnections count).
@@ -240,6 +243,11 @@ public final class Agent: @unchecked Sendable {
 
     private func receiveTask(_ call: ServerCall) throws {
         guard case .trainTask(let task) = try call.receive() else { throw RPCError(.invalidArgument, "Train starts with a TrainTask") }
+        do {
+            try witness?.record(seq: task.logSeq, sha256: task.logHeadSHA256, round: task.roundID, logger: logger)
+        } catch {
+            logger.error("Cannot write the witness file", metadata: ["witness": "\(witness?.path ?? "")", "error": "\(error)"])
+        }
         // A secure round is bound to the model's SHA-256: check the bytes against it.
         let global = try receiveModel(from: call, tensorCount: task.tensorCount, expectedSHA256: task.secureAggregation == nil ? nil : task.modelSHA256)
         var session: SecureState?

@@ -135,9 +135,13 @@ public struct AgentConfiguration: Codable, Sendable {
     public var reconnectInitialSeconds = 0.5
     public var reconnectMaxSeconds = 30.0
     public var maxFrameBytes = 8 << 20
+    /// Where this site keeps the round-log heads the coordinator showed it (nil: none kept);
+    /// `witness.jsonl` beside the configuration file when loaded from one.
+    public var witnessFile: String?
 
     enum CodingKeys: String, CodingKey {
         case coordinator, tls, trainer, data, policy, drill
+        case witnessFile = "witness_file"
         case heartbeatIntervalSeconds = "heartbeat_interval_seconds", reconnectInitialSeconds = "reconnect_initial_seconds"
         case reconnectMaxSeconds = "reconnect_max_seconds", maxFrameBytes = "max_frame_bytes"
     }
@@ -159,6 +163,7 @@ public struct AgentConfiguration: Codable, Sendable {
         reconnectInitialSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectInitialSeconds) ?? 0.5
         reconnectMaxSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectMaxSeconds) ?? 30
         maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? 8 << 20
+        witnessFile = try c.decodeIfPresent(String.self, forKey: .witnessFile)
     }
 
     public static let schema: StrictConfiguration.Schema = .object([
@@ -172,10 +177,14 @@ public struct AgentConfiguration: Codable, Sendable {
         "policy": .object(["require_secure_aggregation": .any, "max_epsilon": .any]),
         "drill": .object(["secure_dropout_stage": .any]),
         "heartbeat_interval_seconds": .any, "reconnect_initial_seconds": .any, "reconnect_max_seconds": .any, "max_frame_bytes": .any,
+        "witness_file": .any,
     ])
 
     public static func load(path: String, overrides: [String: String] = [:]) throws -> AgentConfiguration {
-        let configuration = try StrictConfiguration.load(AgentConfiguration.self, from: path, schema: schema, overrides: overrides)
+        var configuration = try StrictConfiguration.load(AgentConfiguration.self, from: path, schema: schema, overrides: overrides)
+        if configuration.witnessFile == nil {
+            configuration.witnessFile = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("witness.jsonl").path
+        }
         try configuration.validate()
         return configuration
     }

@@ -2265,7 +2265,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__heartbeat__descriptor =
   (ProtobufCMessageInit) fedcoord__v1__heartbeat__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptors[16] =
+static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptors[18] =
 {
   {
     "round_id",
@@ -2459,6 +2459,30 @@ static const ProtobufCFieldDescriptor fedcoord__v1__train_task__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "log_seq",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__TrainTask, log_seq),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "log_head_sha256",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BYTES,
+    0,   /* quantifier_offset */
+    offsetof(Fedcoord__V1__TrainTask, log_head_sha256),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned fedcoord__v1__train_task__field_indices_by_name[] = {
   4,   /* field[4] = batch_size */
@@ -2469,6 +2493,8 @@ static const unsigned fedcoord__v1__train_task__field_indices_by_name[] = {
   5,   /* field[5] = learning_rate */
   3,   /* field[3] = local_epochs */
   10,   /* field[10] = local_optimizer */
+  17,   /* field[17] = log_head_sha256 */
+  16,   /* field[16] = log_seq */
   2,   /* field[2] = model_sha256 */
   1,   /* field[1] = model_version */
   11,   /* field[11] = momentum */
@@ -2481,7 +2507,7 @@ static const unsigned fedcoord__v1__train_task__field_indices_by_name[] = {
 static const ProtobufCIntRange fedcoord__v1__train_task__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor fedcoord__v1__train_task__descriptor =
 {
@@ -2491,7 +2517,7 @@ const ProtobufCMessageDescriptor fedcoord__v1__train_task__descriptor =
   "Fedcoord__V1__TrainTask",
   "fedcoord.v1",
   sizeof(Fedcoord__V1__TrainTask),
-  16,
+  18,
   fedcoord__v1__train_task__field_descriptors,
   fedcoord__v1__train_task__field_indices_by_name,
   1,  fedcoord__v1__train_task__number_ranges,

@@ -43,8 +43,12 @@ struct RoundsCommand: ParsableCommand {
     /// `fedcoord rounds verify --state DIR`
     struct VerifyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "verify", abstract: "Check the round log's hash chain; exit 1 naming the first bad record.")
+            commandName: "verify", abstract: "Check the round log's hash chain; exit 1 naming the first bad record.",
+            discussion: """
+                Also checks the log against the checkpoints (a log that ends before the newest one was cut) and, with                 --witness, against the chain heads sites were shown (each agent's witness.jsonl): a log cut or                 rewritten after a site saw a head fails, even with every later hash recomputed.
+                """)
         @OptionGroup var options: StateOption
+        @Option(name: .customLong("witness"), help: "A site's witness file (repeatable).") var witnesses: [String] = []
 
         func run() throws {
             var committed = 0, count: UInt64 = 0, last: UInt64 = 0
@@ -71,7 +75,19 @@ struct RoundsCommand: ParsableCommand {
                     + "records were removed from its end\n").utf8))
                 throw ExitCode(1)
             }
-            print("OK: \(count) records, \(committed) committed rounds, hash chain intact (\(options.logPath))")
+            var witnessed = ""
+            if !witnesses.isEmpty {
+                let report: WitnessCheck.Report
+                do { report = try WitnessCheck.check(logPath: options.logPath, witnessPaths: witnesses) } catch {
+                    throw ValidationError("\(error)")
+                }
+                guard report.problems.isEmpty else {
+                    for problem in report.problems { FileHandle.standardError.write(Data("WITNESS: \(problem)\n".utf8)) }
+                    throw ExitCode(1)
+                }
+                witnessed = "; all \(report.heads) heads seen by \(witnesses.count) site file(s) present"
+            }
+            print("OK: \(count) records, \(committed) committed rounds, hash chain intact\(witnessed) (\(options.logPath))")
         }
     }
 }

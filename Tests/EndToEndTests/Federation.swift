@@ -55,8 +55,12 @@ final class Federation: @unchecked Sendable {
         configuration.heartbeatIntervalSeconds = 0.5
         configuration.reconnectInitialSeconds = 0.1
         configuration.reconnectMaxSeconds = 0.5
+        configuration.witnessFile = witnessPath(name)
         return configuration
     }
+
+    /// Where agent `name` keeps the round-log heads it was shown.
+    func witnessPath(_ name: String) -> String { directory + "/witness-\(name).jsonl" }
 
     /// Runs a coordinator with `configuration` and in-process agents with `trainers` until the
     /// coordinator stops by itself (its rounds committed); false when it did not within `seconds`.

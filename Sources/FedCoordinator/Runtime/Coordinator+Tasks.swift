@@ -93,6 +93,7 @@ extension Coordinator {
             task.proximalMu = configuration.task.proximalMu
             task.deadlineUnixMs = UInt64((Date().timeIntervalSince1970 + attempt.deadline - now) * 1000)
             task.seed = attempt.seed
+            (task.logSeq, task.logHeadSHA256) = logLock.withLock { (roundLog.count, roundLog.lastHashBytes) }
             task.tensorCount = UInt32(global.layout.tensors.count)
             task.localOptimizer = configuration.task.localOptimizer
             task.momentum = configuration.task.momentum

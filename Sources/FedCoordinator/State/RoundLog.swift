@@ -12,6 +12,8 @@ public final class RoundLog {
     private let handle: FileHandle
     /// SHA-256 (hex) of the last line: the chain head.
     public private(set) var lastHash: String
+    /// The chain head as 32 bytes (empty before the first record).
+    public var lastHashBytes: [UInt8] { count == 0 ? [] : [UInt8](hexString: lastHash) ?? [] }
     /// Records in the log (the last one's seq).
     public private(set) var count: UInt64
 
@@ -109,6 +111,12 @@ public final class RoundLog {
     /// - Throws: ``RoundLogError`` naming the first bad line (1-based) and what is wrong.
     @discardableResult
     public static func scan(path: String, visit: (RoundLogRecord) throws -> Void) throws -> Scan {
+        try scan(path: path) { record, _ in try visit(record) }
+    }
+
+    /// ``scan(path:visit:)`` with each record's line hash (SHA-256, hex): the chain head after it.
+    @discardableResult
+    public static func scan(path: String, visit: (_ record: RoundLogRecord, _ lineSHA256: String) throws -> Void) throws -> Scan {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw RoundLogError(line: 0, message: "cannot read the round log '\(path)': \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -141,7 +149,7 @@ public final class RoundLog {
             previous = data.withUnsafeBytes { SHA256Hasher.hash($0) }.hexString
             count += 1
             completeBytes += UInt64(line.count + 1)
-            try visit(record)
+            try visit(record, previous)
         }
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }

@@ -362,8 +362,9 @@ struct  Fedcoord__V1__TrainTask
    */
   uint64_t model_version;
   /*
-   * The model's digest: SHA-256 over the concatenated SHA-256 digests of its tensors (each the
-   * digest in that tensor's TensorTrailer), in order.
+   * The model's digest, SHA-256 over the concatenated SHA-256 digests of its tensors in order,
+   * in secure rounds (which bind it; the agent checks the model received against it). Empty in
+   * plaintext rounds, whose tensors are checked by their trailers' CRC-32C.
    */
   ProtobufCBinaryData model_sha256;
   uint32_t local_epochs;
@@ -408,10 +409,17 @@ struct  Fedcoord__V1__TrainTask
    * Set when the round runs under secure aggregation: the attempt's parameters (FLSECAGG-v1 §4).
    */
   Fedcoord__V1__SecAggParameters *secure_aggregation;
+  /*
+   * The round log's chain head when the task was made: the last record's seq and the SHA-256 of
+   * its line. Agents keep the heads they were shown in a witness file, so that the sites can
+   * prove the coordinator's history was not cut or rewritten (`fedcoord rounds verify --witness`).
+   */
+  uint64_t log_seq;
+  ProtobufCBinaryData log_head_sha256;
 };
 #define FEDCOORD__V1__TRAIN_TASK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&fedcoord__v1__train_task__descriptor) \
-    , 0, 0, {0,NULL}, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL, NULL }
+    , 0, 0, {0,NULL}, 0, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0,NULL, NULL, 0, {0,NULL} }
 
 
 /*

@@ -162,6 +162,8 @@ extension Envelope {
             m.n_feature_scales = v.featureScales.count
             m.feature_scales = arena.copy(v.featureScales)
             if let secure = v.secureAggregation { m.secure_aggregation = arena.box(SecAggCodec.parameters(secure, arena)) }
+            m.log_seq = v.logSeq
+            m.log_head_sha256 = arena.bytes(v.logHeadSHA256)
             e.body_case = FEDCOORD__V1__ENVELOPE__BODY_TRAIN_TASK
             e.train_task = arena.box(m)
         case .tensorHeader(let v):
@@ -355,6 +357,11 @@ extension Envelope {
             t.featureMeans = array(m.feature_means, m.n_feature_means)
             t.featureScales = array(m.feature_scales, m.n_feature_scales)
             if let secure = m.secure_aggregation?.pointee { t.secureAggregation = SecAggCodec.task(secure) }
+            t.logSeq = m.log_seq
+            t.logHeadSHA256 = bytes(m.log_head_sha256)
+            guard t.logHeadSHA256.isEmpty || t.logHeadSHA256.count == 32 else {
+                throw WireError(.malformedFrame, "TrainTask.log_head_sha256 holds \(t.logHeadSHA256.count) bytes; a SHA-256 has 32")
+            }
             return .trainTask(t)
         case FEDCOORD__V1__ENVELOPE__BODY_TENSOR_HEADER:
             guard let m = e.tensor_header?.pointee else { throw missing("TensorHeader") }

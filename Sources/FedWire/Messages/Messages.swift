@@ -126,6 +126,10 @@ public struct TrainTask: Sendable, Equatable {
     public var featureScales: [Double] = []
     /// Set when the round runs under secure aggregation.
     public var secureAggregation: SecureAggregationTask?
+    /// The round log's chain head when the task was made: the last record's seq and the
+    /// SHA-256 of its line (32 bytes; empty from a coordinator that sends none).
+    public var logSeq: UInt64 = 0
+    public var logHeadSHA256: [UInt8] = []
     public init() {}
 }
 

@@ -37,6 +37,27 @@ public final class SHA256Hasher {
 }
 
 extension Array where Element == UInt8 {
+    /// The bytes of an even-length hex string (either case); nil if it is not one.
+    public init?(hexString text: String) {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        func value(_ c: UInt8) -> UInt8? {
+            switch c {
+            case 0x30...0x39: c - 0x30
+            case 0x61...0x66: c - 0x61 + 10
+            case 0x41...0x46: c - 0x41 + 10
+            default: nil
+            }
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits.count / 2)
+        for index in stride(from: 0, to: digits.count, by: 2) {
+            guard let high = value(digits[index]), let low = value(digits[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        self = bytes
+    }
+
     /// Lower-case hex.
     public var hexString: String {
         let digits = Array("0123456789abcdef".utf8)
