@@ -31,6 +31,7 @@ extension Coordinator {
             let sent = try streamGlobalModel(to: sink)
             try call.finishSending()
             try call.expectEnd()
+            CrashDrill.reach(.tasksSent, round: attempt.roundID)
             stateLock.withLock { stats.bytesSent[agent] = sent }
         } catch {
             logger.warning("Task not delivered", metadata: ["agent": "\(agent)", "round": "\(attempt.roundID)", "error": "\(error)"])
@@ -68,6 +69,7 @@ extension Coordinator {
                 throw RPCError(.invalidArgument, "SecureSetup answered \(reply.name), not this round's keys")
             }
             try round.withSession { try $0.receiveKeys(advertised.keys, from: agent) }
+            stateLock.withLock { lastSetupRound = max(lastSetupRound, task.roundID) }
             return true
         } catch {
             logger.warning("No keys from an agent", metadata: ["agent": "\(agent)", "round": "\(task.roundID)", "error": "\(error)"])

@@ -89,6 +89,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     private var stopped = false  // stateLock
     var broadcastAborts: Set<String> = []  // stateLock
     private var refusals: RefusalLimiter  // stateLock
+    /// The last round whose SecureSetup went out (for ``CrashDrill``).
+    var lastSetupRound: UInt64 = 0  // stateLock
 
     let logLock = NSLock()
     let roundLog: RoundLog  // logLock
@@ -442,6 +444,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             }
             // The next pulls stream while this update is added.
             perform(actions.filter(\.isPull))
+            if verdict == .accept { CrashDrill.reach(.updatePulled, round: roundID) }
             if verdict == .accept {
                 defer { pendingAdds.leave() }
                 do {
@@ -650,8 +653,14 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 stateLock.withLock { globalSHA256 = digest }
                 record.modelSHA256 = digest.hexString
                 do {
-                    try store.writeModel(model, version: round, metadata: metadata)
+                    try store.writeModel(model, version: round, metadata: metadata) { CrashDrill.reach(.checkpointWrite, round: round) }
                     try store.writeOptimizer(optimizerState, layout: model.layout, version: round)
+                    CrashDrill.reach(.beforeRecord, round: round)
+                    if CrashDrill.waitsForNextSetup(round: round) {
+                        let deadline = Deadline.after(seconds: 10)
+                        while stateLock.withLock({ lastSetupRound }) <= round && !deadline.hasPassed { usleep(5_000) }
+                        CrashDrill.reach(.nextSetup, round: round)
+                    }
                     _ = try logLock.withLock { try roundLog.append(record) }
                 } catch {
                     // The model in memory has moved on without a durable round: stop, so that a restart

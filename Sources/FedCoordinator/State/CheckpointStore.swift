@@ -50,11 +50,17 @@ public final class CheckpointStore {
     }
 
     /// Writes a model checkpoint atomically (its hash is ``modelHash(_:)``).
-    public func writeModel(_ model: ModelParameters, version: UInt64, metadata: [String: String] = [:]) throws {
+    ///
+    /// - Parameter beforeRename: runs once the temporary file is complete and fsynced, before it
+    ///   takes the checkpoint's name (a crash drill's step).
+    public func writeModel(
+        _ model: ModelParameters, version: UInt64, metadata: [String: String] = [:], beforeRename: () -> Void = {}
+    ) throws {
         let header = try SafeTensors.header(for: model.layout, metadata: metadata)
         try header.withUnsafeBytes { head in
             try model.values.withUnsafeBytes { values in
-                try Self.writeAtomically(segments: [head, values], to: modelPath(version: version), overwriting: spareModelPath)
+                try Self.writeAtomically(segments: [head, values], to: modelPath(version: version), overwriting: spareModelPath,
+                                         beforeRename: beforeRename)
             }
         }
     }
@@ -158,7 +164,9 @@ public final class CheckpointStore {
     ///
     /// - Parameter spare: a file to write over instead of creating one (it is renamed to the
     ///   temporary name first, so a crash never leaves it looking like a checkpoint).
-    public static func writeAtomically(segments: [UnsafeRawBufferPointer], to path: String, overwriting spare: String? = nil) throws {
+    public static func writeAtomically(
+        segments: [UnsafeRawBufferPointer], to path: String, overwriting spare: String? = nil, beforeRename: () -> Void = {}
+    ) throws {
         let temporary = path + ".tmp"
         let reused = spare.map { rename($0, temporary) == 0 } ?? false
         let fd = open(temporary, O_WRONLY | O_CREAT | O_CLOEXEC | (reused ? 0 : O_TRUNC), 0o644)
@@ -189,6 +197,7 @@ public final class CheckpointStore {
             throw ModelError("cannot fsync \(temporary): \(String(cString: strerror(errno)))")
         }
         close(fd)
+        beforeRename()
         guard rename(temporary, path) == 0 else { throw ModelError("cannot rename \(temporary): \(String(cString: strerror(errno)))") }
         let folder = (path as NSString).deletingLastPathComponent
         let dirfd = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY)
