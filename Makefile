@@ -4,7 +4,7 @@ SWIFT ?= swift
 PROTOS := $(wildcard proto/*.proto)
 DEV_CERTS := certs/dev
 
-.PHONY: all deps build release test bench bench-venv certs proto demo clean
+.PHONY: all deps build release test test-venv bench bench-venv certs proto demo fuzz clean
 
 all: build
 
@@ -18,10 +18,15 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-## test: the whole suite (unit, real loopback TLS, real processes).
-test: deps
+## test: the whole suite (unit, real loopback TLS, real processes, the outside hostile client).
+test: deps test-venv
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --parallel --num-workers 2
+
+## test-venv: Google's protobuf runtime for the hostile client, in the git-ignored .test/venv.
+test-venv:
+	@test -x .test/venv/bin/python && .test/venv/bin/python -c "import grpc_tools, google.protobuf" 2>/dev/null || \
+		(python3 -m venv .test/venv && .test/venv/bin/pip install --quiet protobuf grpcio-tools)
 
 ## bench: release build, then the transport, round and local-training benchmarks (figures, not pass/fail).
 ## scikit-learn, the local-training peer, goes into the git-ignored .bench/venv on first use.
@@ -51,6 +56,11 @@ proto: $(PROTOS)
 demo: release
 	@test -f $(DEV_CERTS)/ca.crt || .build/release/fedcoord certs dev --out $(DEV_CERTS)
 	bash .ci/demo.sh
+
+## fuzz: libFuzzer on the frame reader, envelopes, tensor streams, safetensors, CSV, configuration and
+## round log, FUZZ_SECONDS each (default 60), from the seeds in Tests/Fuzz/corpus.
+fuzz: deps
+	bash .ci/fuzz.sh
 
 clean:
 	rm -rf .build

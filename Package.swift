@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "fedcoord", targets: ["fedcoord"]),
         .executable(name: "fedbench", targets: ["fedbench"]),
         .executable(name: "fedagent", targets: ["fedagent"]),
+        .executable(name: "fedfuzz", targets: ["fedfuzz"]),
         .library(name: "FedWire", targets: ["FedWire"]),
     ],
     dependencies: [
@@ -80,6 +81,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSettings
+        ),
+        // Fuzz targets (`make fuzz` builds them with -sanitize=fuzzer; the plain build replays a corpus).
+        .executableTarget(
+            name: "fedfuzz",
+            dependencies: ["FedWire", "FedCore", "FedLearn", "FedCoordinator"],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "FedSecAggTests", dependencies: ["FedSecAgg", "FedCore"], swiftSettings: strictSettings),
