@@ -4,7 +4,7 @@ SWIFT ?= swift
 PROTOS := $(wildcard proto/*.proto)
 DEV_CERTS := certs/dev
 
-.PHONY: all deps build release test test-venv bench bench-venv certs proto demo fuzz chaos clean
+.PHONY: all deps build release test test-venv bench bench-venv certs proto demo fuzz chaos sanitize clean
 
 all: build
 
@@ -61,6 +61,10 @@ demo: release
 ## round log, FUZZ_SECONDS each (default 60), from the seeds in Tests/Fuzz/corpus.
 fuzz: deps
 	bash .ci/fuzz.sh
+
+## sanitize: the whole suite under ThreadSanitizer, then AddressSanitizer (each ≈ 5 min here).
+sanitize: deps test-venv
+	bash .ci/sanitize.sh
 
 ## chaos: 50 rounds (CHAOS_ROUNDS) while the coordinator and agents are SIGKILLed at random and their
 ## loopback, in a network namespace of its own, drops packets; then the log and the model are checked. Root only.

@@ -94,7 +94,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     let logLock = NSLock()
     let roundLog: RoundLog  // logLock
-    private var server: WireServer?
+    private var server: WireServer?  // stateLock (set by run(), read from any thread)
     private let finished = DispatchSemaphore(value: 0)
     /// Writes each round's checkpoint and record while the next round starts.
     private let commitWriter = CommitWriter()
@@ -197,7 +197,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         wire.joinTimeout = configuration.limits.joinTimeoutSeconds
         wire.maxConnections = configuration.limits.maxConnections
         let server = try WireServer(configuration: wire, delegate: self, logger: logger)
-        self.server = server
+        stateLock.withLock { self.server = server }
         server.start()
         if isDone { stop() }
         let ticker = Thread { [self] in
@@ -219,10 +219,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     }
 
     /// The port the coordinator listens on (after ``run()`` has started).
-    public var port: UInt16 { server?.port ?? 0 }
+    public var port: UInt16 { stateLock.withLock { server }?.port ?? 0 }
 
     /// Connections open now: handshaking, joining or joined.
-    public var openConnectionCount: Int { server?.openConnectionCount ?? 0 }
+    public var openConnectionCount: Int { stateLock.withLock { server }?.openConnectionCount ?? 0 }
 
     /// Stops: the round in flight is abandoned; committed state stays. Safe from any thread.
     public func stop() {
@@ -242,7 +242,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     private var isDone: Bool { configuration.rounds > 0 && committedRounds >= configuration.rounds }
 
     /// Re-reads the CRL without restarting.
-    public func reloadRevocationList() throws { try server?.reloadRevocationList() }
+    public func reloadRevocationList() throws { try stateLock.withLock { server }?.reloadRevocationList() }
 
     // MARK: WireServerDelegate
 
