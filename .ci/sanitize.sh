@@ -10,7 +10,7 @@ for sanitizer in ${SANITIZERS:-thread address}; do
     log="$scratch/suite.log"
     swift build --build-tests --sanitize="$sanitizer" --scratch-path "$scratch"
     export LSAN_OPTIONS="suppressions=$PWD/Tests/Fuzz/lsan.supp"
-    if TSAN_OPTIONS="halt_on_error=0" swift test --skip-build --sanitize="$sanitizer" --scratch-path "$scratch" \
+    if FEDCOORD_SANITIZER="$sanitizer" TSAN_OPTIONS="halt_on_error=0" swift test --skip-build --sanitize="$sanitizer" --scratch-path "$scratch" \
         --parallel --num-workers 2 > "$log" 2>&1 && ! grep -q "Sanitizer" "$log"; then
         echo "sanitize $sanitizer: $(grep -E 'Test run with' "$log" | tail -1), no report"
     else
