@@ -82,7 +82,8 @@ pids=()
 echo
 $BIN/fedcoord rounds --state "$DEMO/state"
 echo
-$BIN/fedcoord rounds verify --state "$DEMO/state"
+# The hash chain, and the heads each hospital was shown (its witness file, beside its agent.json).
+$BIN/fedcoord rounds verify --state "$DEMO/state" $(for site in hospital-a hospital-b hospital-c hospital-d hospital-e; do echo --witness "$DEMO/$site.witness.jsonl"; done)
 echo "Round log: $DEMO/state/rounds.jsonl   checkpoints (safetensors): $DEMO/state/checkpoints/"
 echo "Accuracy and AUC: the global model after each round on the sites' 20 % holdouts (AUC: example-weighted mean of site AUCs)."
 echo "Secure aggregation: 'survivors' are the sites whose masked updates were summed; 'recovered' the stragglers whose masks were removed with their neighbours' shares."

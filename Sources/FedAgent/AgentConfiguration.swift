@@ -136,7 +136,7 @@ public struct AgentConfiguration: Codable, Sendable {
     public var reconnectMaxSeconds = 30.0
     public var maxFrameBytes = 8 << 20
     /// Where this site keeps the round-log heads the coordinator showed it (nil: none kept);
-    /// `witness.jsonl` beside the configuration file when loaded from one.
+    /// `NAME.witness.jsonl` beside the configuration file `NAME.json` when loaded from one.
     public var witnessFile: String?
 
     enum CodingKeys: String, CodingKey {
@@ -183,7 +183,10 @@ public struct AgentConfiguration: Codable, Sendable {
     public static func load(path: String, overrides: [String: String] = [:]) throws -> AgentConfiguration {
         var configuration = try StrictConfiguration.load(AgentConfiguration.self, from: path, schema: schema, overrides: overrides)
         if configuration.witnessFile == nil {
-            configuration.witnessFile = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("witness.jsonl").path
+            // agent.json → agent.witness.jsonl beside it: one file per configuration, so two agents
+            // configured in one folder never share one.
+            let url = URL(fileURLWithPath: path)
+            configuration.witnessFile = url.deletingPathExtension().path + ".witness.jsonl"
         }
         try configuration.validate()
         return configuration
