@@ -29,33 +29,34 @@ enum FuzzTarget: String, CaseIterable {
         }
     }
 
-    /// Frames one after the other, as the connection's reader takes them: a header checked
-    /// against the limit before anything is allocated, then the envelope.
-    static func frame(_ bytes: UnsafeRawBufferPointer) {
+    /// Each frame's payload, one after the other, as the connection's reader takes them: a header
+    /// checked against the limit before anything is allocated, then the payload; stops at the
+    /// first bad header or a truncated frame, or when `body` returns false.
+    static func forEachFrame(_ bytes: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Bool) {
         var offset = 0
         while offset + FrameHeader.size <= bytes.count {
             guard let header = try? FrameHeader.parse(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + FrameHeader.size]),
                                                       maxLength: maxFrameBytes) else { return }
             offset += FrameHeader.size
             let end = offset + Int(header.length)
-            guard end <= bytes.count else { return }
-            _ = try? Envelope(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<end]))
+            guard end <= bytes.count, body(UnsafeRawBufferPointer(rebasing: bytes[offset..<end])) else { return }
             offset = end
+        }
+    }
+
+    static func frame(_ bytes: UnsafeRawBufferPointer) {
+        forEachFrame(bytes) { payload in
+            _ = try? Envelope(decoding: payload)
+            return true
         }
     }
 
     /// The frames' envelopes as one call's tensor stream, received with the coordinator's checks.
     static func tensor(_ bytes: UnsafeRawBufferPointer) {
         var messages: [Message] = []
-        var offset = 0
-        while offset + FrameHeader.size <= bytes.count, messages.count < 64 {
-            guard let header = try? FrameHeader.parse(UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + FrameHeader.size]),
-                                                      maxLength: maxFrameBytes) else { break }
-            offset += FrameHeader.size
-            let end = offset + Int(header.length)
-            guard end <= bytes.count else { break }
-            if let body = (try? Envelope(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<end])))?.body { messages.append(body) }
-            offset = end
+        forEachFrame(bytes) { payload in
+            if let body = (try? Envelope(decoding: payload))?.body { messages.append(body) }
+            return messages.count < 64
         }
         let source = ListSource(messages: messages)
         _ = try? TensorStream.receive(from: source, maxTotalBytes: 1 << 20, nonFinite: { _ in throw FuzzRefusal() }) { _, chunk in

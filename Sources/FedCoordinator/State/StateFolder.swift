@@ -10,6 +10,7 @@ public struct StateFolderError: Error, CustomStringConvertible, Sendable {
         public static let logBehindCheckpoints = Code(name: "log-behind-checkpoints")
         public static let checkpointMismatch = Code(name: "checkpoint-mismatch")
         public static let nothingToRepair = Code(name: "nothing-to-repair")
+        public static let witnessUnreadable = Code(name: "witness-unreadable")
     }
     public var code: Code
     public var message: String

@@ -27,7 +27,7 @@ public enum WitnessCheck {
         let decoder = JSONDecoder()
         for path in witnessPaths {
             guard let data = FileManager.default.contents(atPath: path) else {
-                throw StateFolderError(.logMissing, "cannot read the witness file '\(path)'")
+                throw StateFolderError(.witnessUnreadable, "cannot read the witness file '\(path)'; pass the file the site's agent wrote (its witness_file)")
             }
             for (index, line) in data.split(separator: 0x0A).enumerated() {
                 guard let head = try? decoder.decode(Head.self, from: Data(line)), head.sha256.count == 64 else {
