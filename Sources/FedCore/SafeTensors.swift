@@ -62,7 +62,13 @@ public enum SafeTensors {
                 let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2
             else { throw ModelError("safetensors entry '\(name)' is malformed") }
             guard dtype == "F32" else { throw ModelError("tensor '\(name)' is \(dtype); only F32 is supported") }
-            guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] - offsets[0] == shape.reduce(4, *) else {
+            // The shape's byte count, refused rather than trapping when it overflows (a damaged file).
+            let byteCount = shape.reduce(Optional(4)) { total, dimension in
+                guard let total, dimension >= 0 else { return nil }
+                let (product, overflow) = total.multipliedReportingOverflow(by: dimension)
+                return overflow ? nil : product
+            }
+            guard let byteCount, offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] - offsets[0] == byteCount else {
                 throw ModelError("tensor '\(name)': offsets \(offsets) do not match shape \(shape)")
             }
             entries.append((name, shape, offsets[0], offsets[1]))

@@ -54,6 +54,9 @@ write("tensor", "header_only", frame(header))
 
 meta = json.dumps({"__metadata__": {"round": "1"}, "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
 write("safetensors", "w2x2", struct.pack("<Q", len(meta)) + meta + struct.pack("<4f", 1, 2, 3, 4))
+# A shape whose byte count overflows 64 bits: once trapped the reader (kept as a regression seed).
+meta = json.dumps({"w": {"dtype": "F32", "shape": [4611686018427387904, 4], "data_offsets": [0, 16]}}).encode()
+write("safetensors", "shape-overflow", struct.pack("<Q", len(meta)) + meta + bytes(16))
 write("csv", "rows", b"age,size,label\n34,1.5,0\n51,,1\n\"4,5\",2,1\n")
 write("csv", "header", b"age,size,label\n")
 write("config", "minimal", json.dumps({
