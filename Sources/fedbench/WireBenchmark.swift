@@ -125,7 +125,7 @@ final class WireBenchmark: @unchecked Sendable {
         var sent = 0
         while sent < total {
             let n = min(writeSize, total - sent)
-            try tls.write(UnsafeRawBufferPointer(rebasing: payload[..<n]), deadline: .after(seconds: 30))
+            try tls.write(UnsafeRawBufferPointer(rebasing: payload[..<n]), stallSeconds: 30)
             sent += n
         }
         done.wait()

@@ -192,7 +192,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         wire.connection.maxFrameBytes = configuration.maxFrameBytes
         wire.connection.heartbeatInterval = configuration.heartbeatIntervalSeconds
         wire.connection.livenessTimeout = 3 * configuration.heartbeatIntervalSeconds
-        wire.connection.writeTimeout = configuration.limits.sendStallSeconds
+        wire.connection.writeStallTimeout = configuration.limits.sendStallSeconds
         wire.connection.maxPeerCalls = configuration.limits.maxCallsPerConnection
         wire.joinTimeout = configuration.limits.joinTimeoutSeconds
         wire.maxConnections = configuration.limits.maxConnections

@@ -4,8 +4,9 @@ public struct ConnectionOptions: Sendable {
     public var maxFrameBytes = 8 << 20
     /// Seconds a frame, once started, may take to arrive completely. Default 30.
     public var frameTimeout: Double = 30
-    /// Seconds a single write may block on a full socket before the connection is declared dead.
-    public var writeTimeout: Double = 120
+    /// Seconds a write may go without progress (the peer taking no bytes off a full socket)
+    /// before the connection is declared dead. A slow reader that keeps reading is not cut.
+    public var writeStallTimeout: Double = 120
     /// Seconds between heartbeats this side sends once the connection is established; nil for none.
     public var heartbeatInterval: Double?
     /// Seconds of silence after which the peer is declared dead; nil to never declare it.

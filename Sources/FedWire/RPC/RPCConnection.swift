@@ -151,14 +151,14 @@ public final class RPCConnection: @unchecked Sendable {
                 // Large chunks go out without being copied: prefix and envelope head, then the
                 // chunk's own bytes, in one uninterrupted write.
                 try envelope.withFrameSegments(maxFrameBytes: options.maxFrameBytes) { segments in
-                    try tls.write(segments: segments, deadline: .after(seconds: options.writeTimeout))
+                    try tls.write(segments: segments, stallSeconds: options.writeStallTimeout)
                 }
                 return
             }
             try sendLock.withLock {
                 let length = try envelope.encodeFrame(into: &sendBuffer, maxFrameBytes: options.maxFrameBytes)
                 try sendBuffer.withUnsafeBytes { raw in
-                    try tls.write(UnsafeRawBufferPointer(rebasing: raw[..<length]), deadline: .after(seconds: options.writeTimeout))
+                    try tls.write(UnsafeRawBufferPointer(rebasing: raw[..<length]), stallSeconds: options.writeStallTimeout)
                 }
                 // Small frames reuse the buffer; a large one (rare outside chunks) does not pin memory.
                 if sendBuffer.count > 256 * 1024 { sendBuffer = [] }

@@ -194,6 +194,35 @@ public final class Socket: @unchecked Sendable {
             if ready == 0 && deadline.hasPassed { throw WireError(.timedOut, "timed out waiting for the peer") }
         }
     }
+
+    /// Blocks until the socket is writable for as long as the peer keeps taking bytes: fails once
+    /// nothing of what is queued to it has been acknowledged for `stallSeconds`.
+    ///
+    /// Writability alone is too coarse for a slow reader: the kernel reports it only once a third
+    /// of a (possibly megabytes large) send buffer has drained.
+    ///
+    /// - Throws: ``WireError/Code/timedOut`` after `stallSeconds` without progress.
+    public func waitWritable(stallSeconds: Double) throws {
+        var stall = Deadline.after(seconds: stallSeconds)
+        var queued = unacknowledgedBytes
+        while true {
+            do {
+                try wait(for: .writable, until: stall.earlier(.after(seconds: 0.1)))
+                return
+            } catch let error as WireError where error.code == .timedOut {
+                let now = unacknowledgedBytes
+                if now < queued { stall = .after(seconds: stallSeconds) }
+                queued = now
+                if stall.hasPassed { throw error }
+            }
+        }
+    }
+
+    /// Bytes written to the socket that the peer has not acknowledged yet (`SIOCOUTQ`).
+    var unacknowledgedBytes: Int {
+        var count: Int32 = 0
+        return ioctl(fd, UInt(TIOCOUTQ), &count) == 0 ? Int(count) : 0
+    }
 }
 
 extension WireError {

@@ -153,18 +153,23 @@ public final class TLSConnection: @unchecked Sendable {
     }
 
     /// Writes every byte of `bytes`, as one uninterrupted sequence with respect to other writers.
-    public func write(_ bytes: UnsafeRawBufferPointer, deadline: Deadline) throws {
-        try writeLock.withLock { try writeUnlocked(bytes, deadline: deadline) }
+    ///
+    /// - Parameter stallSeconds: how long the peer may take no bytes off a full socket before the
+    ///   write fails with ``WireError/Code/timedOut``; whenever it takes some, the wait starts
+    ///   again, so a slow reader that keeps reading is served at its pace.
+    public func write(_ bytes: UnsafeRawBufferPointer, stallSeconds: Double) throws {
+        try writeLock.withLock { try writeUnlocked(bytes, stallSeconds: stallSeconds) }
     }
 
-    /// Writes several buffers back to back with no other writer in between.
-    public func write(segments: [UnsafeRawBufferPointer], deadline: Deadline) throws {
+    /// Writes several buffers back to back with no other writer in between (see
+    /// ``write(_:stallSeconds:)``).
+    public func write(segments: [UnsafeRawBufferPointer], stallSeconds: Double) throws {
         try writeLock.withLock {
-            for segment in segments { try writeUnlocked(segment, deadline: deadline) }
+            for segment in segments { try writeUnlocked(segment, stallSeconds: stallSeconds) }
         }
     }
 
-    private func writeUnlocked(_ bytes: UnsafeRawBufferPointer, deadline: Deadline) throws {
+    private func writeUnlocked(_ bytes: UnsafeRawBufferPointer, stallSeconds: Double) throws {
         guard let base = bytes.baseAddress else { return }
         var offset = 0
         while offset < bytes.count {
@@ -178,8 +183,16 @@ public final class TLSConnection: @unchecked Sendable {
             }
             if ok { offset += written; continue }
             switch error {
-            case SSL_ERROR_WANT_WRITE: try socket.wait(for: .writable, until: deadline)
-            case SSL_ERROR_WANT_READ: try socket.wait(for: .readable, until: deadline)
+            case SSL_ERROR_WANT_WRITE, SSL_ERROR_WANT_READ:
+                do {
+                    if error == SSL_ERROR_WANT_WRITE {
+                        try socket.waitWritable(stallSeconds: stallSeconds)
+                    } else {
+                        try socket.wait(for: .readable, until: .after(seconds: stallSeconds))
+                    }
+                } catch let failure as WireError where failure.code == .timedOut {
+                    throw WireError(.timedOut, "the peer took no bytes for \(stallSeconds) s while \(bytes.count - offset) were left to send")
+                }
             default:
                 throw WireError(.connectionBroken, Self.describeFailure(error: error, reasons: reasons, verify: Int(X509_V_OK)))
             }

@@ -125,7 +125,7 @@ func eventually(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
 extension TLSConnection {
     /// Writes raw bytes (test helper).
     func writeAll(_ bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { try write($0, deadline: .after(seconds: 10)) }
+        try bytes.withUnsafeBytes { try write($0, stallSeconds: 10) }
     }
 
     /// Reads frames until an envelope with a status on call `callID` arrives, or the connection ends.
