@@ -14,9 +14,12 @@ public struct ConnectionOptions: Sendable {
     public var livenessTimeout: Double?
     /// Messages queued per call before the reader waits for that call's consumer.
     public var inboxCapacity = 2
-    /// Calls the peer may have open at once; one more is answered RESOURCE_EXHAUSTED at once,
-    /// without a thread. Each open call holds a handler thread and an inbox.
+    /// Calls the peer may have open at once; one more is answered RESOURCE_EXHAUSTED at once.
+    /// Each open call holds an inbox.
     public var maxPeerCalls = 64
+    /// Threads that run the handlers of the peer's calls; calls beyond wait for one of them
+    /// (without a thread of their own) in the order they came.
+    public var maxCallThreads = 8
 
     public init() {}
 

@@ -3,8 +3,9 @@ import Logging
 
 /// One authenticated connection carrying many calls in both directions, gRPC-style.
 ///
-/// A reader thread decodes frames and routes them to calls; each incoming call runs its handler
-/// on its own thread; any thread may open calls and send. The side that dialled opens odd call
+/// A reader thread decodes frames and routes them to calls; incoming calls run their handlers on
+/// at most ``ConnectionOptions/maxCallThreads`` threads, the rest wait their turn without one;
+/// any thread may open calls and send. The side that dialled opens odd call
 /// ids, the side that accepted opens even ones, and call 0 is the connection itself (heartbeats,
 /// and the status sent before closing for a protocol error).
 ///
@@ -31,6 +32,10 @@ public final class RPCConnection: @unchecked Sendable {
     private var calls: [UInt64: CallInbox] = [:]
     /// Calls the peer opened that have not ended (bounded by ``ConnectionOptions/maxPeerCalls``).
     private var peerCallsOpen = 0
+    /// Threads running this connection's handlers (at most ``ConnectionOptions/maxCallThreads``).
+    private var handlerThreads = 0
+    /// Calls the peer opened that wait for a handler thread, oldest first.
+    private var waitingCalls: [ServerCall] = []
     /// Destinations tensor chunks of these calls are read straight into.
     private var landings: [UInt64: ChunkLanding] = [:]
     /// Tensor headers the reader has routed to each call with a landing (or that may get one).
@@ -113,6 +118,7 @@ public final class RPCConnection: @unchecked Sendable {
             let inboxes = Array(calls.values)
             calls.removeAll()
             peerCallsOpen = 0
+            waitingCalls.removeAll()
             landings.removeAll()
             tensorHeadersRouted.removeAll()
             // The handler usually captures this connection: released here, or the two keep each
@@ -337,13 +343,26 @@ public final class RPCConnection: @unchecked Sendable {
             }
             return
         }
-        let existing: CallInbox? = stateLock.withLock {
+        let (existing, waiting): (CallInbox?, Bool) = stateLock.withLock {
             let inbox = calls[id]
             if inbox != nil, case .tensorHeader = envelope.body { tensorHeadersRouted[id, default: 0] += 1 }
-            return inbox
+            return (inbox, inbox != nil && waitingCalls.contains { $0.id == id })
         }
         if let inbox = existing {
-            deliver(envelope, to: inbox)
+            if !waiting {
+                deliver(envelope, to: inbox)
+            } else if !deliverIfRoom(envelope, to: inbox) {
+                // Nobody consumes a waiting call's inbox: the reader must not wait for it.
+                guard refuseWaiting(id) else {
+                    deliver(envelope, to: inbox)  // it has started meanwhile
+                    return
+                }
+                inbox.close()
+                try? send(Envelope(callID: id, status: RPCStatus(.resourceExhausted,
+                    "the call sent more than \(options.inboxCapacity) messages while it waited for a handler thread; "
+                        + "send less before its answer")))
+                return
+            }
             if envelope.status != nil && !isPeerCallID(id) {
                 stateLock.withLock {
                     calls.removeValue(forKey: id)
@@ -357,35 +376,75 @@ public final class RPCConnection: @unchecked Sendable {
             return
         }
         let inbox = CallInbox(capacity: options.inboxCapacity)
-        let (accepted, handler, full): (Bool, CallHandler?, Bool) = stateLock.withLock {
-            if closed { return (false, nil, false) }
-            if peerCallsOpen >= options.maxPeerCalls { return (false, nil, true) }
-            calls[id] = inbox
-            peerCallsOpen += 1
-            return (true, self.handler, false)
-        }
-        if full {
-            try? send(Envelope(callID: id, status: RPCStatus(.resourceExhausted,
-                "\(options.maxPeerCalls) calls are already open on this connection; wait for one to end")))
-            return
-        }
-        guard accepted, let handler else { return }
         let deadline: Deadline = envelope.timeoutMs > 0 ? .after(seconds: Double(envelope.timeoutMs) / 1000) : .distantFuture
         let call = ServerCall(id: id, method: method, metadata: envelope.metadata, deadline: deadline, connection: self, inbox: inbox)
-        defer { deliver(envelope, to: inbox) }  // after the handler starts: a full inbox must have a consumer
-        WorkerThread.start(name: "fedwire-call") {
-            let status: RPCStatus
-            do {
-                try handler(call)
-                status = .ok
-            } catch let error as RPCError {
-                status = error.status
-            } catch let error as WireError {
-                status = RPCStatus(error.code == .tensorStream ? .invalidArgument : .unavailable, error.message)
-            } catch {
-                status = RPCStatus(.internalError, "\(error)")
+        enum Admission { case closed, full, waits, runs(CallHandler) }
+        let admission: Admission = stateLock.withLock {
+            guard !closed, let handler else { return .closed }
+            if peerCallsOpen >= options.maxPeerCalls { return .full }
+            calls[id] = inbox
+            peerCallsOpen += 1
+            if handlerThreads >= options.maxCallThreads {
+                waitingCalls.append(call)
+                return .waits
             }
-            call.finish(status: status)
+            handlerThreads += 1
+            return .runs(handler)
+        }
+        switch admission {
+        case .closed: return
+        case .full:
+            try? send(Envelope(callID: id, status: RPCStatus(.resourceExhausted,
+                "\(options.maxPeerCalls) calls are already open on this connection; wait for one to end")))
+        case .waits:
+            // An empty inbox always has room for one envelope's items.
+            _ = deliverIfRoom(envelope, to: inbox)
+        case .runs(let handler):
+            WorkerThread.start(name: "fedwire-call") { [self] in serveCalls(from: call, handler: handler) }
+            deliver(envelope, to: inbox)  // after the handler starts: a full inbox must have a consumer
+        }
+    }
+
+    /// Runs `first`, then the calls that waited for a thread, until none waits.
+    private func serveCalls(from first: ServerCall, handler: CallHandler) {
+        var next: ServerCall? = first
+        while let call = next {
+            Self.run(call, handler)
+            next = stateLock.withLock {
+                if closed || waitingCalls.isEmpty {
+                    handlerThreads -= 1
+                    return nil
+                }
+                return waitingCalls.removeFirst()
+            }
+        }
+    }
+
+    private static func run(_ call: ServerCall, _ handler: CallHandler) {
+        let status: RPCStatus
+        do {
+            try handler(call)
+            status = .ok
+        } catch let error as RPCError {
+            status = error.status
+        } catch let error as WireError {
+            status = RPCStatus(error.code == .tensorStream ? .invalidArgument : .unavailable, error.message)
+        } catch {
+            status = RPCStatus(.internalError, "\(error)")
+        }
+        call.finish(status: status)
+    }
+
+    /// Takes a waiting call off the queue and out of the open calls; false if it has started
+    /// meanwhile.
+    private func refuseWaiting(_ id: UInt64) -> Bool {
+        stateLock.withLock {
+            guard let index = waitingCalls.firstIndex(where: { $0.id == id }) else { return false }
+            waitingCalls.remove(at: index)
+            calls.removeValue(forKey: id)
+            tensorHeadersRouted.removeValue(forKey: id)
+            peerCallsOpen -= 1
+            return true
         }
     }
 
@@ -394,6 +453,17 @@ public final class RPCConnection: @unchecked Sendable {
         if envelope.endOfStream { inbox.push(.endOfStream) }
         if envelope.cancel { inbox.fail(.cancelled) }
         if let status = envelope.status { inbox.push(.status(status)) }
+    }
+
+    /// ``deliver(_:to:)`` without waiting: false, and nothing delivered, if the inbox is too full.
+    private func deliverIfRoom(_ envelope: Envelope, to inbox: CallInbox) -> Bool {
+        var items: [InboxItem] = []
+        if let body = envelope.body { items.append(.message(body)) }
+        if envelope.endOfStream { items.append(.endOfStream) }
+        if let status = envelope.status { items.append(.status(status)) }
+        guard inbox.pushIfRoom(items) else { return false }
+        if envelope.cancel { inbox.fail(.cancelled) }
+        return true
     }
 }
 

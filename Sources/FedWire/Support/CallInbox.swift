@@ -41,6 +41,19 @@ final class CallInbox: @unchecked Sendable {
         condition.broadcast()
     }
 
+    /// Appends all of `batch` if there is room for all of it now, without waiting; false (and
+    /// nothing appended) otherwise. For a call that has no consumer yet, which the reader must
+    /// never wait for.
+    func pushIfRoom(_ batch: [InboxItem]) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if isClosed { return true }
+        guard items.count - head + batch.count <= capacity else { return false }
+        items.append(contentsOf: batch.map(Optional.some))
+        condition.broadcast()
+        return true
+    }
+
     /// Delivers a final item (failure) even when the queue is full; later pops see it after the
     /// queued items.
     func fail(_ item: InboxItem) {
