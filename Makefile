@@ -33,6 +33,7 @@ test-venv:
 bench: release bench-venv
 	.build/release/fedbench wire
 	.build/release/fedbench rounds
+	for s in median trimmed_mean krum; do .build/release/fedbench rounds --parameters 10000000 --agents 8 --strategy $$s || exit 1; done
 	.build/release/fedbench train
 	.build/release/fedbench secagg
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FedCoordinator
 import FedWire
 import Foundation
 
@@ -66,11 +67,15 @@ struct RoundsBenchCommand: ParsableCommand {
     @Option(help: "Agent counts, comma-separated.") var agents = "2,8,32"
     @Option(help: "Measured rounds per point (after a warm-up round).") var rounds = 5
     @Option(help: "Skip points whose agents would need more than this many GB together.") var maxAgentGB = 20.0
+    @Option(help: "How the coordinator combines updates: mean, median, trimmed_mean or krum.") var strategy = "mean"
 
     func run() throws {
         let bench = try WireBenchmark(bytes: 1 << 30, runs: 3)
         defer { bench.cleanUp() }
         let bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+        guard let strategy = AggregationStrategy(rawValue: strategy) else {
+            throw ValidationError("--strategy must be one of \(AggregationStrategy.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         let rounds = RoundBenchmark(binDirectory: bin, rounds: self.rounds)
         var results: [RoundBenchmark.Result] = []
         for p in parameters.split(separator: ",").compactMap({ Int($0) }) {
@@ -84,11 +89,11 @@ struct RoundsBenchCommand: ParsableCommand {
                 // just before and three times just after (this shared machine's speed drifts within
                 // minutes): the median of the six.
                 let before = try (0..<3).map { _ in try bench.tlsThroughput() }
-                var result = rounds.run(.init(parameters: p, agents: n))
+                var result = rounds.run(.init(parameters: p, agents: n, strategy: strategy))
                 let after = try (0..<3).map { _ in try bench.tlsThroughput() }
                 let tls = (before + after).sorted()
                 result.tlsGBps = (tls[2] + tls[3]) / 2
-                print(String(format: "  P=%d N=%d: %.2f s/round, peak RSS %.0f MB%@", p, n, result.medianRoundSeconds,
+                print(String(format: "  P=%d N=%d \(strategy.rawValue): %.2f s/round, peak RSS %.0f MB%@", p, n, result.medianRoundSeconds,
                              Double(result.peakRSS) / 1048576, (result.error.map { " (\($0))" } ?? "") as NSString))
                 results.append(result)
             }

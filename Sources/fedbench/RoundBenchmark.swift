@@ -14,6 +14,8 @@ final class RoundBenchmark {
         var secure = false
         /// Agents (the last ones) that drop out after the others have masked with them, every round.
         var dropouts = 0
+        /// How the coordinator combines the updates (plaintext only, unless `mean`).
+        var strategy = AggregationStrategy.mean
     }
 
     struct Result {
@@ -71,6 +73,7 @@ final class RoundBenchmark {
                                "failure_backoff_seconds": 0.01},
                  "secure_aggregation": {"enabled": \(point.secure), "max_dropout_fraction": 0.25, "keys_timeout_seconds": 60,
                                         "unmask_timeout_seconds": 120},
+                 "strategy": "\(point.strategy.rawValue)", "robust": {"krum_f": \(max(0, min(1, (point.agents - 3) / 2)))},
                  "heartbeat_interval_seconds": 5}
                 """
             try coordinatorJSON.write(toFile: directory + "/coordinator.json", atomically: true, encoding: .utf8)
@@ -134,7 +137,8 @@ final class RoundBenchmark {
     }
 
     func printTable(_ results: [Result]) {
-        print("Rounds: fedcoord + N fedagent processes on loopback, mTLS, benchmark trainer, FedAvg; median of \(rounds) rounds")
+        let strategies = Set(results.map(\.point.strategy.rawValue)).sorted().joined(separator: ", ")
+        print("Rounds: fedcoord + N fedagent processes on loopback, mTLS, benchmark trainer, FedAvg after \(strategies); median of \(rounds) rounds")
         print("wire limit = bytes moved per round ÷ TLS throughput (median of 6 × 1 GiB, 3 measured just before the point and")
         print("             3 just after, shown as TLS GB/s: the machine is shared and its speed drifts)")
         print("")

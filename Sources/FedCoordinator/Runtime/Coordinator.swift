@@ -45,8 +45,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// Complete, accepted updates not yet added, held in their spools (page cache, not the
     /// coordinator's memory): all of a small round's go straight into the mean at its close; a
     /// larger round's are added ``updatesPerAdd`` at a time in one pass over the sums, and the
-    /// last ones join the mean at the close.
-    private var parkedUpdates: [(spool: UpdateSpool, weight: UInt64)] = []  // accumulatorLock
+    /// last ones join the mean at the close. A robust strategy keeps every update parked for
+    /// the close, which reads them all side by side.
+    private var parkedUpdates: [ParkedUpdate] = []  // accumulatorLock
     /// Updates added into the sums in one pass: each pass reads and writes all the 8-byte sums, so
     /// fewer, wider passes move less memory (a round of 32 updates: seven passes instead of 31).
     static let updatesPerAdd = 4
@@ -455,7 +456,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                             handedOver = true
                             // The update that closes the round is left for the close, with those parked.
                             let closes = actions.contains { if case .aggregate = $0 { true } else { false } }
-                            try park(spool, weight: header.exampleCount, addingNow: !closes)
+                            try park(ParkedUpdate(agent: agent, spool: spool, weight: header.exampleCount), addingNow: !closes)
                         }
                     }
                 } catch {
@@ -593,6 +594,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         guard !isStopped else { return }
         do {
             var unmasked: UnmaskOutcome?
+            /// The sites whose updates a robust strategy combined (all but Krum's rejects).
+            var combined: [String]?
             let secure = currentSecureRound(round)
             let (digest, model, optimizerState): ([UInt8]?, ModelParameters, ServerOptimizer) = try modelLock.withWriteLock {
                 let fingerprint: ModelFingerprinter.Fingerprint
@@ -609,7 +612,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     // The digest is only for the round log here: the commit writer computes it.
                     fingerprint = try accumulatorLock.withLock {
                         defer { resetSums() }
-                        return try applyMeanOfSumsAndParked()
+                        if configuration.strategy == .mean { return try applyMeanOfSumsAndParked() }
+                        let (fingerprint, kept) = try applyRobustCombination()
+                        combined = kept
+                        return fingerprint
                     }
                 }
                 guard fingerprint.allFinite else {
@@ -642,6 +648,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 }
                 // The per-site weights travelled masked; only their total is known.
                 record.examples = nil
+            }
+            if let combined {
+                record.strategy = configuration.strategy.rawValue
+                record.combined = combined
             }
             record.modelVersion = round
             let metadata = checkpointMetadata(round: round).merging(
@@ -704,9 +714,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// Parks an accepted update (its spool is the coordinator's from now on, whatever happens)
     /// and, in a round larger than ``smallRoundUpdates`` when `addingNow` and ``updatesPerAdd``
     /// are parked, adds them in one pass over the sums. Under `accumulatorLock`.
-    private func park(_ spool: UpdateSpool, weight: UInt64, addingNow: Bool) throws {
-        parkedUpdates.append((spool, weight))
-        guard addingNow, !roundsAreSmall, parkedUpdates.count >= Self.updatesPerAdd else { return }
+    private func park(_ update: ParkedUpdate, addingNow: Bool) throws {
+        parkedUpdates.append(update)
+        guard addingNow, configuration.strategy == .mean, !roundsAreSmall, parkedUpdates.count >= Self.updatesPerAdd else { return }
         let batch = parkedUpdates
         parkedUpdates = []
         defer { for update in batch { spools.give(update.spool) } }
@@ -780,6 +790,46 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             digest: nil, tensorCRCs: PartChecksums.combined(checksums), allFinite: checksums.allSatisfy(\.allFinite))
     }
 
+    /// A plaintext round's close under a robust strategy: the parked updates, in the order of
+    /// their sites' names, combined coordinate by coordinate (median, trimmed mean) or chosen by
+    /// Krum and averaged, then applied by the server optimizer on both cores. Reads each update
+    /// through small windows (Krum twice: distances first), so memory stays O(model). Returns
+    /// the model's fingerprint and the sites whose updates were combined. Called under the
+    /// model's write lock and `accumulatorLock`.
+    private func applyRobustCombination() throws -> (ModelFingerprinter.Fingerprint, [String]) {
+        let parts = 2
+        var updates = parkedUpdates.sorted { $0.agent < $1.agent }
+        let robust = configuration.robust
+        let strategy = configuration.strategy
+        if strategy == .krum {
+            var scores = KrumScores(count: updates.count)
+            try SpoolMapping.forEachSlice(of: updates.map(\.spool)) { _, slices in scores.add(slices) }
+            updates = scores.select(byzantine: robust.krumF, keep: robust.krumM).sorted().map { updates[$0] }
+        }
+        let pending = try (0..<parts).map { _ in
+            try updates.map { (mapping: try SpoolMapping($0.spool, windowBytes: Self.closeWindowBytes), weight: $0.weight) }
+        }
+        let trim = RobustCombiner.trimCount(beta: robust.trimFraction, count: updates.count)
+        let noSums = WeightedMeanAccumulator(layout: layout)
+        let checksums = (0..<parts).map { _ in PartChecksums(layout: layout) }
+        global.values.withUnsafeMutableBufferPointer { values in
+            let model = UnsafeBufferPointer(values)
+            optimizer.step(model: values, parts: parts) { part, range, out in
+                let slices = pending[part].map { $0.mapping.slice(range) }
+                switch strategy {
+                case .median: RobustCombiner.median(slices, into: out)
+                case .trimmedMean: RobustCombiner.trimmedMean(slices, trim: trim, into: out)
+                case .krum, .mean: noSums.mean(range, into: out, pending: zip(slices, pending[part]).map { WeightedSlice($0, weight: $1.weight) })
+                }
+            } stepped: { part, range in
+                checksums[part].add(model, range)
+            }
+        }
+        let fingerprint = ModelFingerprinter.Fingerprint(
+            digest: nil, tensorCRCs: PartChecksums.combined(checksums), allFinite: checksums.allSatisfy(\.allFinite))
+        return (fingerprint, updates.map(\.agent))
+    }
+
     private func roundRecord(_ outcome: RoundStateMachine.Outcome, status: String) -> RoundLogRecord {
         let attempt = outcome.attempt
         var record = RoundLogRecord(type: "round")
@@ -817,6 +867,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             }
         }
     }
+}
+
+/// A complete, accepted update waiting in its spool to be added or combined.
+struct ParkedUpdate {
+    var agent: String
+    var spool: UpdateSpool
+    var weight: UInt64
 }
 
 /// Per-round transfer and training figures, for the round record.

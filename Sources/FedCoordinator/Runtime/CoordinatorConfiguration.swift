@@ -200,9 +200,10 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     public var task = Task()
     public var evaluation = Evaluation()
     public var secureAggregation = SecureAggregation()
-    /// How updates are combined: "mean" (the weighted mean, then the server optimizer). The
-    /// robust strategies "median", "trimmed_mean" and "krum" need individual updates.
-    public var strategy = "mean"
+    /// How updates are combined before the server optimizer steps. The robust strategies need
+    /// individual updates, so they cannot run under secure aggregation.
+    public var strategy = AggregationStrategy.mean
+    public var robust = RobustSettings()
     public var heartbeatIntervalSeconds = 5.0
     public var maxFrameBytes = 8 << 20
     public var keepCheckpoints = 5
@@ -212,7 +213,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     public var limits = PeerLimits()
 
     enum CodingKeys: String, CodingKey {
-        case listen, tls, federation, model, rounds, selection, optimizer, task, evaluation, strategy, update, limits
+        case listen, tls, federation, model, rounds, selection, optimizer, task, evaluation, strategy, robust, update, limits
         case secureAggregation = "secure_aggregation"
         case stateDir = "state_dir", heartbeatIntervalSeconds = "heartbeat_interval_seconds", maxFrameBytes = "max_frame_bytes"
         case keepCheckpoints = "keep_checkpoints"
@@ -231,7 +232,8 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         task = try c.decodeIfPresent(Task.self, forKey: .task) ?? Task()
         evaluation = try c.decodeIfPresent(Evaluation.self, forKey: .evaluation) ?? Evaluation()
         secureAggregation = try c.decodeIfPresent(SecureAggregation.self, forKey: .secureAggregation) ?? SecureAggregation()
-        strategy = try c.decodeIfPresent(String.self, forKey: .strategy) ?? "mean"
+        strategy = try c.decodeIfPresent(AggregationStrategy.self, forKey: .strategy) ?? .mean
+        robust = try c.decodeIfPresent(RobustSettings.self, forKey: .robust) ?? RobustSettings()
         heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
         maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? 8 << 20
         keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 5
@@ -254,7 +256,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             "keys_timeout_seconds": .any, "unmask_timeout_seconds": .any,
             "dp": .object(["enabled": .any, "l2_clip": .any, "noise_multiplier": .any, "delta": .any]),
         ]),
-        "strategy": .any,
+        "strategy": .any, "robust": RobustSettings.schema,
         "selection": .object([
             "target": .any, "overselect": .any, "min_available": .any, "min_updates": .any, "round_deadline_seconds": .any,
             "selection_timeout_seconds": .any, "collect_grace_seconds": .any, "max_retries": .any, "failure_backoff_seconds": .any,
@@ -304,17 +306,11 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         guard task.momentum >= 0 && task.momentum < 1, task.l2 >= 0, task.proximalMu >= 0 else {
             throw Failure("task.momentum must be in [0, 1); task.l2 and task.proximal_mu must not be negative")
         }
-        switch strategy {
-        case "mean": break
-        case "median", "trimmed_mean", "krum":
-            guard !secureAggregation.enabled else {
-                throw Failure("strategy \"\(strategy)\" needs each site's individual update, which secure aggregation hides by design; "
-                    + "use strategy \"mean\", or set secure_aggregation.enabled false")
-            }
-            throw Failure("strategy \"\(strategy)\" is not available in this version; use \"mean\"")
-        default:
-            throw Failure("strategy must be \"mean\" (or, without secure aggregation, a robust strategy), not \"\(strategy)\"")
+        if strategy.isRobust && secureAggregation.enabled {
+            throw Failure("strategy \"\(strategy.rawValue)\" needs each site's individual update, which secure aggregation hides by design; "
+                + "use strategy \"mean\", or set secure_aggregation.enabled false")
         }
+        try robust.validate(for: strategy, minUpdates: selection.minUpdates)
         if secureAggregation.enabled {
             let s = secureAggregation
             guard selection.minAvailable >= 3, selection.minUpdates >= 3 else {

@@ -65,6 +65,10 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
     public var dpSamplingRate: Double?
     public var modelSHA256: String?
     public var optimizer: String?
+    /// A robust strategy's round: which (`median`, `trimmed_mean`, `krum`), and whose updates it
+    /// combined (every reporting site, but for Krum only the ones it kept).
+    public var strategy: String?
+    public var combined: [String]?
     /// Record `agent_refused`: refusals of this address for this reason since the last such
     /// record (refusals are recorded at most once per `limits.refusal_log_interval_seconds`).
     public var count: UInt64?
@@ -75,7 +79,7 @@ public struct RoundLogRecord: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case seq, type, time, agent, address, reason, round, attempt, status, seed, selected, reported, late, cancelled, failed
-        case examples, optimizer, count, repaired
+        case examples, optimizer, count, repaired, strategy, combined
         case prevSHA256 = "prev_sha256", modelVersion = "model_version", startedAt = "started_at", endedAt = "ended_at"
         case durationSeconds = "duration_seconds", bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case trainSeconds = "train_seconds", transferSeconds = "transfer_seconds", trainLoss = "train_loss"
