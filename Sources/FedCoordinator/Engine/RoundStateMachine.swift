@@ -75,11 +75,6 @@ public struct RoundStateMachine: Sendable {
         case aggregate(Outcome)
         /// The attempt failed: discard the accumulator; the model is unchanged.
         case attemptFailed(Outcome, reason: String, willRetry: Bool)
-
-        /// Whether this is a ``pull(_:roundID:)``.
-        public var isPull: Bool {
-            if case .pull = self { true } else { false }
-        }
     }
 
     /// The answer to an announced or received update.

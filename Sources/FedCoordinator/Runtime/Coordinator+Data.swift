@@ -67,7 +67,7 @@ extension Coordinator {
                 pendingAgents.insert(agent)
                 return true
             }
-            if !waits { perform(engineLock.withLock { engine.agentConnected(agent, now: now) }) }
+            if !waits { drive { $0.agentConnected(agent, now: now) } }
         }
         try call.send(.empty)
     }
@@ -129,7 +129,7 @@ extension Coordinator {
                 defer { pendingAgents = [] }
                 return pendingAgents.sorted()
             }
-            for agent in waiting { perform(engineLock.withLock { engine.agentConnected(agent, now: now) }) }
+            for agent in waiting { drive { $0.agentConnected(agent, now: now) } }
         }
     }
 

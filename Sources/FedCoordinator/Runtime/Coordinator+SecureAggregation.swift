@@ -92,7 +92,7 @@ extension Coordinator {
     /// Agents pruned from the round at a key stage: the round goes on without them.
     private func dropFromSecureRound(_ agents: [String], round: SecureRound, reason: String) {
         for agent in agents {
-            perform(engineLock.withLock { engine.taskFailed(agent, roundID: round.roundID, reason: "secure aggregation: \(reason)", now: now) })
+            drive { $0.taskFailed(agent, roundID: round.roundID, reason: "secure aggregation: \(reason)", now: now) }
             sendCancel(agent, roundID: round.roundID, reason: reason)
         }
     }
@@ -101,7 +101,7 @@ extension Coordinator {
     private func abortSecureRound(agents: [String], roundID: UInt64, reason: String) {
         logger.warning("Secure aggregation aborted", metadata: ["round": "\(roundID)", "reason": "\(reason)"])
         for agent in agents {
-            perform(engineLock.withLock { engine.taskFailed(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)", now: now) })
+            drive { $0.taskFailed(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)", now: now) }
             sendCancel(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)")
         }
     }

@@ -35,7 +35,7 @@ extension Coordinator {
             stateLock.withLock { stats.bytesSent[agent] = sent }
         } catch {
             logger.warning("Task not delivered", metadata: ["agent": "\(agent)", "round": "\(attempt.roundID)", "error": "\(error)"])
-            perform(engineLock.withLock { engine.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) })
+            drive { $0.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) }
         }
     }
 
@@ -74,7 +74,7 @@ extension Coordinator {
         } catch {
             logger.warning("No keys from an agent", metadata: ["agent": "\(agent)", "round": "\(task.roundID)", "error": "\(error)"])
             // Out of the round now, with the agent's own reason (a policy refusal, say), not at the key deadline.
-            perform(engineLock.withLock { engine.taskFailed(agent, roundID: task.roundID, reason: "\(error)", now: now) })
+            drive { $0.taskFailed(agent, roundID: task.roundID, reason: "\(error)", now: now) }
             return false
         }
     }

@@ -8,10 +8,12 @@ import Logging
 /// The coordinator's runtime: wires the pure ``RoundStateMachine`` to the network, the model,
 /// the accumulator, the checkpoints and the round log.
 ///
-/// Threads: the listener's connection threads deliver events; a ticker thread lets time pass
-/// every 50 ms; tasks, pulls, cancels and commits run on their own threads. The engine sits
-/// behind `engineLock`; the model, optimizer and accumulator behind `modelLock` (broadcasts read
-/// the model under it as a reader-writer lock).
+/// Threads: the listener's connection threads and the I/O workers (tasks, pulls, cancels,
+/// commits, each on a thread of its own) change the engine under `engineLock` and queue the
+/// actions it returns, in that same critical section, for the ``RoundDriver``; the driver's one
+/// thread executes them in the engine's order and ticks the engine every 50 ms. The model,
+/// optimizer and accumulator sit behind `modelLock` (broadcasts read the model under it as a
+/// reader-writer lock).
 ///
 /// Memory: the global model (4 bytes per parameter), the Float64 accumulator (8 bytes per
 /// parameter), the optimizer's moments if it has any, and bounded chunk buffers. Updates being
@@ -25,6 +27,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     let engineLock = NSLock()
     var engine: RoundStateMachine  // engineLock
+    /// Executes the engine's actions in order; see ``drive(_:)``.
+    let driver = RoundDriver()
 
     let modelLock = ReadWriteLock()
     var global: ModelParameters  // modelLock
@@ -201,14 +205,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         stateLock.withLock { self.server = server }
         server.start()
         if isDone { stop() }
-        let ticker = Thread { [self] in
-            while !isStopped {
-                perform(engineLock.withLock { engine.tick(now: now) })
-                usleep(50_000)
-            }
+        let driverThread = Thread { [self] in
+            driver.run(tick: { drive { $0.tick(now: now) } }, execute: execute)
         }
-        ticker.name = "fedcoord-ticker"
-        ticker.start()
+        driverThread.name = "fedcoord-driver"
+        driverThread.start()
         if needsStandardization {
             Thread { [self] in gatherStatisticsUntilFrozen() }.start()
         }
@@ -233,6 +234,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
         if first {
             logger.info("Stopping", metadata: ["model.version": "\(committedRounds)"])
+            driver.stop()
             let pending = stateLock.withLock { Array(waiters.values) }
             for waiter in pending { waiter.resolve(RPCStatus(.unavailable, "the coordinator is shutting down")) }
             finished.signal()
@@ -269,7 +271,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         guard stateLock.withLock({ connections[agent] === connection }) else { return }
         // With a data schema, an agent becomes eligible once its data report matches.
         guard schema == nil else { return }
-        perform(engineLock.withLock { engine.agentConnected(agent, now: now) })
+        drive { $0.agentConnected(agent, now: now) }
     }
 
     public func connectionClosed(_ connection: RPCConnection, error: WireError?) {
@@ -285,7 +287,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         record.agent = agent
         record.reason = error?.message ?? "closed"
         appendLog(record)
-        perform(engineLock.withLock { engine.agentDisconnected(agent, now: now) })
+        drive { $0.agentDisconnected(agent, now: now) }
     }
 
     public func connectionRefused(_ refusal: ConnectionRefusal) {
@@ -320,28 +322,29 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         if !ready.failure.isEmpty {
             let reason = "the site's training failed: \(SiteText.clean(ready.failure))"
             refuseUpdate(agent: agent, round: ready.roundID, reason: reason)
-            perform(engineLock.withLock { engine.trainingFailed(agent, roundID: ready.roundID, reason: reason, now: now) })
+            drive { $0.trainingFailed(agent, roundID: ready.roundID, reason: reason, now: now) }
             try call.send(.empty)
             return
         }
         if let problem = Self.problem(with: ready, bounds: configuration.update) {
             refuseUpdate(agent: agent, round: ready.roundID, reason: problem)
-            perform(engineLock.withLock { engine.trainingFailed(agent, roundID: ready.roundID, reason: problem, now: now) })
+            drive { $0.trainingFailed(agent, roundID: ready.roundID, reason: problem, now: now) }
             throw RPCError(.invalidArgument, problem)
         }
         let waiter = AnnouncementWaiter(round: ready.roundID)
-        let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
-            let result = engine.updateAnnounced(agent, roundID: ready.roundID, modelVersion: ready.modelVersion, examples: ready.exampleCount, now: now)
-            if result.0 == .accept {
+        let verdict: RoundStateMachine.Verdict = engineLock.withLock {
+            let (verdict, actions) = engine.updateAnnounced(
+                agent, roundID: ready.roundID, modelVersion: ready.modelVersion, examples: ready.exampleCount, now: now)
+            if verdict == .accept {
                 stateLock.withLock {
                     waiters[agent] = waiter
                     stats.trainSeconds[agent] = ready.trainSeconds
                     stats.trainLoss[agent] = (ready.trainLoss, ready.exampleCount)
                 }
             }
-            return result
+            driver.post(actions)
+            return verdict
         }
-        perform(actions)
         if case .refuse(let error) = verdict {
             refuseUpdate(agent: agent, round: ready.roundID, reason: error.message)
             throw RPCError(status: Self.status(for: error))
@@ -436,15 +439,15 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 stats.transferSeconds[agent] = -started.remainingSeconds
             }
             // The engine decides; an accepted update is counted in `pendingAdds` before the engine
-            // lock is released, and every reader or reset of the sum waits for it, so that a close
-            // cannot slip in between the decision and the add.
+            // lock is released, and every reader or reset of the sum (the close, a failed or new
+            // attempt) waits for it, so that none can slip in between the decision and the add.
+            // The next pulls start while this update is added.
             let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
                 let result = engine.updateReceived(agent, roundID: roundID, now: now)
                 if result.0 == .accept { pendingAdds.enter() }
+                driver.post(result.1)
                 return result
             }
-            // The next pulls stream while this update is added.
-            perform(actions.filter(\.isPull))
             if verdict == .accept { CrashDrill.reach(.updatePulled, round: roundID) }
             if verdict == .accept {
                 defer { pendingAdds.leave() }
@@ -467,7 +470,6 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             case .accept: resolveWaiter(agent, round: roundID, .ok)
             case .refuse(let error): resolveWaiter(agent, round: roundID, Self.status(for: error))
             }
-            perform(actions.filter { !$0.isPull })
         } catch {
             let failure: PullFailure
             switch error {
@@ -479,7 +481,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             }
             if failure.refused { refuseUpdate(agent: agent, round: roundID, reason: failure.reason) }
             resolveWaiter(agent, round: roundID, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
-            perform(engineLock.withLock { engine.pullFailed(agent, roundID: roundID, reason: failure.reason, now: now) })
+            drive { $0.pullFailed(agent, roundID: roundID, reason: failure.reason, now: now) }
         }
     }
 
@@ -539,47 +541,52 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     // MARK: Actions
 
-    func perform(_ actions: [RoundStateMachine.Action]) {
+    /// Changes the engine and queues the actions it returns for the driver, under `engineLock`:
+    /// the driver executes them in the order the engine produced them, whoever called.
+    func drive(_ change: (inout RoundStateMachine) -> [RoundStateMachine.Action]) {
+        engineLock.withLock { driver.post(change(&engine)) }
+    }
+
+    /// Executes one of the engine's actions; only the driver's thread calls it.
+    private func execute(_ action: RoundStateMachine.Action) {
         // Once stopping, nothing new starts: the round in flight is abandoned, committed state stays.
         if isStopped { return }
-        for action in actions {
-            switch action {
-            case .attemptStarted(let attempt):
-                pendingAdds.wait()
-                resetAccumulator()
-                stateLock.withLock {
-                    stats = RoundStats()
-                    broadcastAborts = []
-                    secureRound = nil
-                }
-                startSecureRound(attempt)
-                logger.info("Round started", metadata: [
-                    "round": "\(attempt.roundID)", "round.attempt": "\(attempt.attempt)", "round.seed": "\(attempt.seed)",
-                    "round.selected": "\(attempt.invited.joined(separator: ","))",
-                ])
-            case .sendTask(let agent, let attempt):
-                Thread { [self] in sendTask(agent, attempt) }.start()
-            case .pull(let agent, let roundID):
-                Thread { [self] in pull(agent, roundID: roundID) }.start()
-            case .cancel(let agent, let roundID, let reason):
-                stateLock.withLock { _ = broadcastAborts.insert(agent) }
-                resolveWaiter(agent, round: roundID, RPCStatus(.deadlineExceeded, reason))
-                sendCancel(agent, roundID: roundID, reason: reason)
-            case .aggregate(let outcome):
-                Thread { [self] in commit(outcome) }.start()
-            case .attemptFailed(let outcome, let reason, let willRetry):
-                pendingAdds.wait()
-                resetAccumulator()
-                for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, RPCStatus(.aborted, reason)) }
-                var record = roundRecord(outcome, status: "failed")
-                record.type = "attempt_failed"
-                record.reason = reason + (willRetry ? "; retrying with a fresh selection" : "; retries exhausted, waiting for agents")
-                appendLog(record)
-                logger.warning("Round attempt failed", metadata: [
-                    "round": "\(outcome.attempt.roundID)", "round.attempt": "\(outcome.attempt.attempt)", "reason": "\(reason)",
-                    "round.retry": "\(willRetry)",
-                ])
+        switch action {
+        case .attemptStarted(let attempt):
+            pendingAdds.wait()
+            resetAccumulator()
+            stateLock.withLock {
+                stats = RoundStats()
+                broadcastAborts = []
+                secureRound = nil
             }
+            startSecureRound(attempt)
+            logger.info("Round started", metadata: [
+                "round": "\(attempt.roundID)", "round.attempt": "\(attempt.attempt)", "round.seed": "\(attempt.seed)",
+                "round.selected": "\(attempt.invited.joined(separator: ","))",
+            ])
+        case .sendTask(let agent, let attempt):
+            Thread { [self] in sendTask(agent, attempt) }.start()
+        case .pull(let agent, let roundID):
+            Thread { [self] in pull(agent, roundID: roundID) }.start()
+        case .cancel(let agent, let roundID, let reason):
+            stateLock.withLock { _ = broadcastAborts.insert(agent) }
+            resolveWaiter(agent, round: roundID, RPCStatus(.deadlineExceeded, reason))
+            sendCancel(agent, roundID: roundID, reason: reason)
+        case .aggregate(let outcome):
+            Thread { [self] in commit(outcome) }.start()
+        case .attemptFailed(let outcome, let reason, let willRetry):
+            pendingAdds.wait()
+            resetAccumulator()
+            for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, RPCStatus(.aborted, reason)) }
+            var record = roundRecord(outcome, status: "failed")
+            record.type = "attempt_failed"
+            record.reason = reason + (willRetry ? "; retrying with a fresh selection" : "; retries exhausted, waiting for agents")
+            appendLog(record)
+            logger.warning("Round attempt failed", metadata: [
+                "round": "\(outcome.attempt.roundID)", "round.attempt": "\(outcome.attempt.attempt)", "reason": "\(reason)",
+                "round.retry": "\(willRetry)",
+            ])
         }
     }
 
@@ -691,16 +698,20 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 commitWriter.waitUntilIdle()
                 evaluateGlobalModel(round: round, agents: outcome.accepted.keys.sorted())
             }
-            let next = engineLock.withLock { engine.committed(roundID: round, now: now) }
-            if isDone {
+            // Past the last round nothing starts: the next round's actions are not queued.
+            let done: Bool = engineLock.withLock {
+                let next = engine.committed(roundID: round, now: now)
+                let done = configuration.rounds > 0 && engine.modelVersion >= configuration.rounds
+                if !done { driver.post(next) }
+                return done
+            }
+            if done {
                 commitWriter.waitUntilIdle()
                 stop()
-            } else {
-                perform(next)
             }
         } catch {
             logger.error("Commit failed", metadata: ["round": "\(round)", "error": "\(error)"])
-            perform(engineLock.withLock { engine.aggregationFailed(roundID: round, reason: "\(error)", now: now) })
+            drive { $0.aggregationFailed(roundID: round, reason: "\(error)", now: now) }
         }
     }
 
