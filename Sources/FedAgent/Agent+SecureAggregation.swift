@@ -128,7 +128,7 @@ extension Agent {
     /// Under secure aggregation the update is announced once it is trained and the masked-input
     /// request has arrived, whichever comes last; it is masked exactly once.
     func maskAndAnnounce(_ job: Job) {
-        guard let state = job.secure, let update = lock.withLock({ job.cancelled ? nil : job.update }) else { return }
+        guard let state = job.secure, let update = lock.withLock({ job.cancellation.isCancelled ? nil : job.update }) else { return }
         let secure = state.session
         let masked: [UInt32]? = state.lock.withLock {
             do {

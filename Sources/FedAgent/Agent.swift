@@ -22,6 +22,8 @@ public final class Agent: @unchecked Sendable {
     var connection: RPCConnection?
     var job: Job?
     private var stopped = false
+    /// Notified when `stopped` is set: wakes the reconnect backoff.
+    private let stopSignal = WaitSignal()
     private var joins = 0
     private var outcomes: [UInt64: RPCStatus] = [:]
     private var dataProblem: String?
@@ -40,14 +42,14 @@ public final class Agent: @unchecked Sendable {
 
     /// One task: the global model it starts from, and its update once trained.
     final class Job: @unchecked Sendable {
-        // @unchecked: `cancelled` and `update` are guarded by the agent's lock.
+        // @unchecked: `update` is guarded by the agent's lock; `cancellation` guards itself.
         let task: TrainTask
         let global: ModelParameters
         /// The connection the task arrived on: the update is announced there. (Not the agent's
         /// `connection`, which is set only once the join has returned, and the coordinator may
         /// send a task, and the trainer finish it, before that.)
         let connection: RPCConnection
-        var cancelled = false
+        let cancellation = Cancellation()
         var update: TrainingResult?
         var trainSeconds = 0.0
         /// Under secure aggregation: the attempt's protocol state (its own lock serializes it),
@@ -103,20 +105,21 @@ public final class Agent: @unchecked Sendable {
                     host: configuration.coordinator.host, port: configuration.coordinator.port, context: context,
                     hello: Hello(agentName: "fedagent"), options: options, logger: logger
                 ) { [weak self] call in try self?.handle(call) }
-                lock.withLock {
+                let stopping: Bool = lock.withLock {
                     self.connection = connection
                     joins += 1
+                    return stopped
                 }
                 logger.info("Joined the federation", metadata: [
                     "agent": "\(welcome.agentID)", "federation": "\(welcome.federation)", "coordinator": "\(welcome.softwareVersion)",
                 ])
                 backoff = configuration.reconnectInitialSeconds
                 if !welcome.modelSchemaJSON.isEmpty { reportData(welcome.modelSchemaJSON, on: connection) }
+                // stop() closes the connection it finds; one made after it is closed here.
+                if stopping { connection.close() }
                 let closed = DispatchSemaphore(value: 0)
                 connection.whenClosed { _ in closed.signal() }
-                while closed.wait(timeout: .now() + 0.2) == .timedOut {
-                    if lock.withLock({ stopped }) { connection.close() }
-                }
+                closed.wait()
                 logger.warning("Disconnected from the coordinator", metadata: ["reason": "\(connection.closeReason?.message ?? "closed")"])
             } catch {
                 logger.warning("Cannot reach the coordinator; will retry", metadata: [
@@ -126,7 +129,7 @@ public final class Agent: @unchecked Sendable {
             if lock.withLock({ stopped }) { break }
             let jittered = backoff * Double.random(in: 0.5...1.5, using: &generator)
             let until = Deadline.after(seconds: jittered)
-            while !until.hasPassed && !lock.withLock({ stopped }) { usleep(20_000) }
+            stopSignal.wait(until: until) { lock.withLock { stopped } }
             backoff = min(backoff * 2, configuration.reconnectMaxSeconds)
         }
     }
@@ -135,9 +138,10 @@ public final class Agent: @unchecked Sendable {
     public func stop() {
         let current: RPCConnection? = lock.withLock {
             stopped = true
-            job?.cancelled = true
+            job?.cancellation.cancel()
             return connection
         }
+        stopSignal.notify()
         current?.close()
     }
 
@@ -181,7 +185,7 @@ public final class Agent: @unchecked Sendable {
             guard case .cancelTask(let cancel) = try call.receiveOnly() else { throw RPCError(.invalidArgument, "CancelTask expected") }
             let cancelled: Job? = lock.withLock {
                 guard let job, job.task.roundID == cancel.roundID else { return nil }
-                job.cancelled = true
+                job.cancellation.cancel()
                 return job
             }
             if let secure = cancelled?.secure {
@@ -271,7 +275,7 @@ public final class Agent: @unchecked Sendable {
         }
         let job = Job(task: task, global: global, connection: call.connection, secure: session, recycler: modelStorage)
         lock.withLock {
-            self.job?.cancelled = true
+            self.job?.cancellation.cancel()
             self.job = job
         }
         logger.info("Task received", metadata: [
@@ -343,7 +347,7 @@ public final class Agent: @unchecked Sendable {
         let started = Deadline.now
         let result: TrainingResult
         do {
-            result = try trainer.train(task: job.task, global: job.global) { [self] in lock.withLock { job.cancelled } }
+            result = try trainer.train(task: job.task, global: job.global, cancellation: job.cancellation)
         } catch is TrainingCancelled {
             return
         } catch {
@@ -360,7 +364,7 @@ public final class Agent: @unchecked Sendable {
             return
         }
         let proceed: Bool = lock.withLock {
-            guard !job.cancelled else { return false }
+            guard !job.cancellation.isCancelled else { return false }
             job.update = result
             job.trainSeconds = -started.remainingSeconds
             return true
@@ -394,7 +398,7 @@ public final class Agent: @unchecked Sendable {
     /// Tells the coordinator that this site's training failed for the round, so that it does not
     /// wait for it; the agent stays connected.
     private func announceFailure(_ job: Job, reason: String) {
-        guard !lock.withLock({ job.cancelled }) else { return }
+        guard !job.cancellation.isCancelled else { return }
         var ready = UpdateReady()
         ready.roundID = job.task.roundID
         ready.modelVersion = job.task.modelVersion

@@ -27,8 +27,8 @@ public struct BenchmarkTrainer: LocalTrainer {
         (0..<count).map { step * Float(1 + $0 % 7) }
     }
 
-    public func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult {
-        try SlowedTrainer.wait(for: task, delaySeconds: delaySeconds, jitterSeconds: delayJitterSeconds, isCancelled: isCancelled)
+    public func train(task: TrainTask, global: ModelParameters, cancellation: Cancellation) throws -> TrainingResult {
+        try SlowedTrainer.wait(for: task, delaySeconds: delaySeconds, jitterSeconds: delayJitterSeconds, cancellation: cancellation)
         // The delta never changes for a given size: computed once, so that benchmarks measure
         // the federation rather than this stand-in.
         let delta = cache.delta(count: global.layout.parameterCount) { Self.delta(count: $0, step: step) }

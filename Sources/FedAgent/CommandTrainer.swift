@@ -39,7 +39,7 @@ public final class CommandTrainer: LocalTrainer, @unchecked Sendable {
         public var description: String { message }
     }
 
-    public func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult {
+    public func train(task: TrainTask, global: ModelParameters, cancellation: Cancellation) throws -> TrainingResult {
         let folder = workDirectory + "/round-\(task.roundID)"
         try? FileManager.default.removeItem(atPath: folder)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -73,20 +73,18 @@ public final class CommandTrainer: LocalTrainer, @unchecked Sendable {
         do { try process.run() } catch {
             throw Failure(message: "cannot start the training command \(command): \(error.localizedDescription)")
         }
-        let until = Deadline.after(seconds: timeoutSeconds)
-        while process.isRunning {
-            if isCancelled() || until.hasPassed {
-                process.terminate()
-                let grace = Deadline.after(seconds: 2)
-                while process.isRunning && !grace.hasPassed { usleep(10_000) }
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                process.waitUntilExit()
-                if isCancelled() { throw TrainingCancelled() }
-                throw Failure(message: "the training command did not finish within \(timeoutSeconds) s (trainer.timeout_seconds); it was stopped")
-            }
-            usleep(5_000)
-        }
+        // Cancellation and the timeout each stop the command: SIGTERM, then SIGKILL 2 s later.
+        let stopper = CommandStopper(process)
+        cancellation.whenCancelled { stopper.stop() }
+        let timeout = DispatchWorkItem { stopper.stop(timedOut: true) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeoutSeconds, execute: timeout)
         process.waitUntilExit()
+        timeout.cancel()
+        stopper.exited()
+        if cancellation.isCancelled { throw TrainingCancelled() }
+        if stopper.timedOut {
+            throw Failure(message: "the training command did not finish within \(timeoutSeconds) s (trainer.timeout_seconds); it was stopped")
+        }
         let tail = stderrTail.text()
         guard process.terminationReason == .exit, process.terminationStatus == 0 else {
             throw Failure(message: "the training command exited with status \(process.terminationStatus)"
@@ -163,5 +161,41 @@ final class StderrTail: @unchecked Sendable {
         _ = done.wait(timeout: .now() + 1)
         let bytes = lock.withLock { buffer.suffix(400) }
         return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// Stops a training command at most once, and never after it has exited (its process id could
+/// belong to another process by then).
+final class CommandStopper: @unchecked Sendable {
+    // @unchecked: every field is guarded by `lock`.
+    private let lock = NSLock()
+    private let process: Process
+    private var running = true
+    private var stopped = false
+    private var stoppedForTime = false
+
+    init(_ process: Process) { self.process = process }
+
+    /// Whether the timeout, rather than a cancellation, stopped it.
+    var timedOut: Bool { lock.withLock { stoppedForTime } }
+
+    /// SIGTERM now and SIGKILL in 2 s, unless it has exited by then.
+    func stop(timedOut: Bool = false) {
+        let pid: Int32? = lock.withLock {
+            guard running, !stopped else { return nil }
+            stopped = true
+            stoppedForTime = timedOut
+            return process.processIdentifier
+        }
+        guard let pid else { return }
+        signal(pid, SIGTERM)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 2) { [self] in self.signal(pid, SIGKILL) }
+    }
+
+    /// The process has exited: no signal is sent from now on.
+    func exited() { lock.withLock { running = false } }
+
+    private func signal(_ pid: Int32, _ number: Int32) {
+        lock.withLock { if running && process.isRunning { _ = kill(pid, number) } }
     }
 }

@@ -7,7 +7,7 @@ import FedWire
 /// 1. ``prepare(schema:)`` after each Join whose Welcome carries the federation's model schema:
 ///    check the local data against it;
 /// 2. ``statistics()`` once, before round 1, for federated standardization;
-/// 3. ``train(task:global:isCancelled:)`` per round: the update is the `local − global` delta;
+/// 3. ``train(task:global:cancellation:)`` per round: the update is the `local − global` delta;
 /// 4. ``evaluate(request:model:)`` every `eval_every` rounds, on the local holdout.
 ///
 /// Only aggregates leave the trainer: the update, example counts, losses and metrics.
@@ -17,9 +17,9 @@ public protocol LocalTrainer: Sendable {
     func prepare(schema: ModelSchema) throws -> DataSchemaSummary
     /// Count, mean and sum of squared deviations per feature of the training rows.
     func statistics() throws -> FeatureStatistics
-    /// Trains from `global`. Must return promptly with ``TrainingCancelled`` once
-    /// `isCancelled()` turns true; may take as long as it needs otherwise (heartbeats flow).
-    func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult
+    /// Trains from `global`. Must return promptly with ``TrainingCancelled`` once `cancellation`
+    /// is cancelled; may take as long as it needs otherwise (heartbeats flow).
+    func train(task: TrainTask, global: ModelParameters, cancellation: Cancellation) throws -> TrainingResult
     /// Evaluates `model` on the local holdout.
     func evaluate(request: EvaluationRequest, model: ModelParameters) throws -> EvaluationMetrics
 }

@@ -88,7 +88,7 @@ public final class SiteTrainer: LocalTrainer, @unchecked Sendable {
         return standardization
     }
 
-    public func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult {
+    public func train(task: TrainTask, global: ModelParameters, cancellation: Cancellation) throws -> TrainingResult {
         let p = try current()
         guard global.layout == p.schema.layout else {
             throw LearnError(.invalidModel, "the global model's tensors do not match the model schema")
@@ -110,7 +110,7 @@ public final class SiteTrainer: LocalTrainer, @unchecked Sendable {
         let result: LocalTrainingResult
         do {
             result = try LocalTraining.train(
-                schema: p.schema, global: global.values, inputs: inputs, labels: p.train.labels, settings: settings, isCancelled: isCancelled)
+                schema: p.schema, global: global.values, inputs: inputs, labels: p.train.labels, settings: settings, isCancelled: { cancellation.isCancelled })
         } catch is CancellationError {
             throw TrainingCancelled()
         }

@@ -23,21 +23,16 @@ public struct SlowedTrainer: LocalTrainer {
         try base.evaluate(request: request, model: model)
     }
 
-    public func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult {
-        try Self.wait(for: task, delaySeconds: delaySeconds, jitterSeconds: delayJitterSeconds, isCancelled: isCancelled)
-        return try base.train(task: task, global: global, isCancelled: isCancelled)
+    public func train(task: TrainTask, global: ModelParameters, cancellation: Cancellation) throws -> TrainingResult {
+        try Self.wait(for: task, delaySeconds: delaySeconds, jitterSeconds: delayJitterSeconds, cancellation: cancellation)
+        return try base.train(task: task, global: global, cancellation: cancellation)
     }
 
     /// Sleeps `delaySeconds` plus a jitter in [0, jitterSeconds) drawn from the task's seed and
     /// round (a straggler in some rounds, not others); throws ``TrainingCancelled`` on cancel.
-    static func wait(for task: TrainTask, delaySeconds: Double, jitterSeconds: Double, isCancelled: () -> Bool) throws {
+    static func wait(for task: TrainTask, delaySeconds: Double, jitterSeconds: Double, cancellation: Cancellation) throws {
         var jitter = SplitMix64(seed: task.seed ^ UInt64(task.roundID) &* 0x9E37_79B9)
         let extra = jitterSeconds > 0 ? Double(jitter.next() >> 11) / Double(1 << 53) * jitterSeconds : 0
-        let until = Deadline.after(seconds: delaySeconds + extra)
-        while !until.hasPassed {
-            if isCancelled() { throw TrainingCancelled() }
-            usleep(10_000)
-        }
-        if isCancelled() { throw TrainingCancelled() }
+        if cancellation.wait(until: .after(seconds: delaySeconds + extra)) { throw TrainingCancelled() }
     }
 }

@@ -283,7 +283,7 @@ struct RobustnessEndToEndTests {
 /// A trainer whose update is finite except for one NaN at `element`.
 struct NaNTrainer: LocalTrainer {
     let element: Int
-    func train(task: TrainTask, global: ModelParameters, isCancelled: () -> Bool) throws -> TrainingResult {
+    func train(task: TrainTask, global: ModelParameters, cancellation: Cancellation) throws -> TrainingResult {
         var delta = [Float](repeating: 0.001, count: global.layout.parameterCount)
         delta[element] = .nan
         return TrainingResult(delta: delta, exampleCount: 50, loss: 0)

@@ -67,9 +67,15 @@ extension Coordinator {
                 pendingAgents.insert(agent)
                 return true
             }
+            if waits { stateChanged.notify() }
             if !waits { drive { $0.agentConnected(agent, now: now) } }
         }
         try call.send(.empty)
+    }
+
+    /// Waits a second before a statistics round is tried again (at once when stopping).
+    private func pauseBeforeRetry() {
+        stateChanged.wait(until: .after(seconds: 1)) { isStopped }
     }
 
     /// Runs statistics rounds until the standardization is frozen: as soon as `min_available`
@@ -78,11 +84,10 @@ extension Coordinator {
     func gatherStatisticsUntilFrozen() {
         guard let schema else { return }
         while !isStopped && needsStandardization {
-            let ready = stateLock.withLock { pendingAgents.filter { connections[$0] != nil }.sorted() }
-            guard ready.count >= configuration.selection.minAvailable else {
-                usleep(100_000)
-                continue
-            }
+            let readyAgents = { self.stateLock.withLock { self.pendingAgents.filter { self.connections[$0] != nil }.sorted() } }
+            stateChanged.wait(until: .distantFuture) { isStopped || readyAgents().count >= configuration.selection.minAvailable }
+            if isStopped { return }
+            let ready = readyAgents()
             var merged = FeatureStatistics(featureCount: schema.features.count)
             var contributors: [String] = []
             if configuration.secureAggregation.enabled {
@@ -91,7 +96,7 @@ extension Coordinator {
                     (merged, contributors) = try secureStatistics(from: ready, featureCount: schema.features.count, attempt: statisticsAttempts)
                 } catch {
                     logger.warning("Secure statistics round failed; retrying", metadata: ["error": "\(error)"])
-                    usleep(1_000_000)
+                    pauseBeforeRetry()
                     continue
                 }
             } else {
@@ -103,7 +108,7 @@ extension Coordinator {
                 logger.warning("Too few agents answered the statistics round; retrying", metadata: [
                     "answered": "\(contributors.count)", "min_available": "\(configuration.selection.minAvailable)",
                 ])
-                usleep(1_000_000)
+                pauseBeforeRetry()
                 continue
             }
             let frozen = merged.standardization()
@@ -117,7 +122,7 @@ extension Coordinator {
                 _ = try logLock.withLock { try roundLog.append(record) }
             } catch {
                 logger.error("Cannot record the standardization; retrying", metadata: ["error": "\(error)"])
-                usleep(1_000_000)
+                pauseBeforeRetry()
                 continue
             }
             logger.info("Federated standardization frozen", metadata: [

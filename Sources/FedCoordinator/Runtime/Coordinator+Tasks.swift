@@ -70,6 +70,7 @@ extension Coordinator {
             }
             try round.withSession { try $0.receiveKeys(advertised.keys, from: agent) }
             stateLock.withLock { lastSetupRound = max(lastSetupRound, task.roundID) }
+            stateChanged.notify()
             return true
         } catch {
             logger.warning("No keys from an agent", metadata: ["agent": "\(agent)", "round": "\(task.roundID)", "error": "\(error)"])

@@ -96,6 +96,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     private var refusals: RefusalLimiter  // stateLock
     /// The last round whose SecureSetup went out (for ``CrashDrill``).
     var lastSetupRound: UInt64 = 0  // stateLock
+    /// Notified whenever `connections`, `pendingAgents`, `lastSetupRound` or `stopped` change,
+    /// for the threads that wait on them (the statistics rounds, a crash drill).
+    let stateChanged = WaitSignal()
 
     let logLock = NSLock()
     let roundLog: RoundLog  // logLock
@@ -235,6 +238,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         if first {
             logger.info("Stopping", metadata: ["model.version": "\(committedRounds)"])
             driver.stop()
+            stateChanged.notify()
             let pending = stateLock.withLock { Array(waiters.values) }
             for waiter in pending { waiter.resolve(RPCStatus(.unavailable, "the coordinator is shutting down")) }
             finished.signal()
@@ -256,6 +260,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             connections[agent] = connection
             return old
         }
+        stateChanged.notify()
         if let previous, previous !== connection { previous.close(error: WireError(.connectionClosed, "replaced by a new connection")) }
         var record = RoundLogRecord(type: "agent_connected")
         record.agent = agent
@@ -283,6 +288,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             return true
         }
         guard wasCurrent else { return }
+        stateChanged.notify()
         var record = RoundLogRecord(type: "agent_disconnected")
         record.agent = agent
         record.reason = error?.message ?? "closed"
@@ -675,7 +681,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     CrashDrill.reach(.beforeRecord, round: round)
                     if CrashDrill.waitsForNextSetup(round: round) {
                         let deadline = Deadline.after(seconds: 10)
-                        while stateLock.withLock({ lastSetupRound }) <= round && !deadline.hasPassed { usleep(5_000) }
+                        stateChanged.wait(until: deadline) { stateLock.withLock { lastSetupRound } > round }
                         CrashDrill.reach(.nextSetup, round: round)
                     }
                     _ = try logLock.withLock { try roundLog.append(record) }

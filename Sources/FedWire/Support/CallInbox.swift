@@ -69,13 +69,7 @@ final class CallInbox: @unchecked Sendable {
         defer { condition.unlock() }
         while head == items.count {
             if let terminal { return terminal }
-            if deadline.isDistantFuture {
-                condition.wait()
-            } else {
-                let remaining = deadline.remainingSeconds
-                if remaining <= 0 { return nil }
-                _ = condition.wait(until: Date(timeIntervalSinceNow: remaining))
-            }
+            if !condition.wait(until: deadline) { return nil }
         }
         let item = items[head]!
         items[head] = nil
