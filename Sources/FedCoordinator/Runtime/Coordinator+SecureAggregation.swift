@@ -128,15 +128,15 @@ extension Coordinator {
         var recoverySeconds: Double
     }
 
-    /// Stage 3 at commit time: fixes `U3` (the engine's accepted updates) and `D`, collects the
-    /// shares, removes every mask from the sum and hands the weighted mean update to `apply`.
-    func unmask(_ round: SecureRound, accepted: [String], apply: ((Int) -> Double) throws -> Void) throws -> UnmaskOutcome {
-        let (total, survivors, recovered) = try unmaskSum(round, accepted: accepted) { z, count in
+    /// Stage 3 at commit time, once ``collectUnmaskShares(_:accepted:)`` has run: removes every
+    /// mask from the sum and hands the weighted mean update to `apply`. No network.
+    func unmask(_ round: SecureRound, shares: UnmaskShares, apply: ((Int) -> Double) throws -> Void) throws -> UnmaskOutcome {
+        let total = try removeMasks(round, shares: shares) { z, count in
             let (mean, total) = try Quantizer(round.config).dequantizedMean(z, survivors: count)
             try apply(mean)
             return total
         }
-        return UnmaskOutcome(survivors: survivors, recovered: recovered, totalWeight: total,
+        return UnmaskOutcome(survivors: shares.survivors, recovered: shares.recovered, totalWeight: total,
                              recoverySeconds: round.withSession { $0.recoverySeconds })
     }
 
@@ -145,6 +145,21 @@ extension Coordinator {
     func unmaskSum<T>(_ round: SecureRound, accepted: [String], body: (UnsafeBufferPointer<UInt32>, Int) throws -> T) throws
         -> (T, survivors: [String], recovered: [String])
     {
+        let shares = try collectUnmaskShares(round, accepted: accepted)
+        return (try removeMasks(round, shares: shares, body: body), shares.survivors, shares.recovered)
+    }
+
+    /// Who stage 3 unmasks, once their shares are in.
+    struct UnmaskShares {
+        /// `U3`, by name, and how many of the accepted updates are in the sum.
+        var survivors: [String]
+        var summed: Int
+        var recovered: [String]
+    }
+
+    /// Stage 3's network part: closes the masked-input stage with `accepted` as `U3` and collects
+    /// the survivors' shares (up to `unmask_timeout_seconds`). Holds no lock across the network.
+    func collectUnmaskShares(_ round: SecureRound, accepted: [String]) throws -> UnmaskShares {
         let settings = configuration.secureAggregation
         let secureID = round.config.roundID
         let survivors = try round.withSession { session -> Set<UInt32> in
@@ -166,13 +181,18 @@ extension Coordinator {
             try round.withSession { try $0.receiveUnmask(from: agent, shares: response.shares) }
         }
         logFailures(answers, "No unmask answer from an agent")
-        let result: T = try accumulatorLock.withLock {
+        return UnmaskShares(survivors: names.0, summed: survivors.count, recovered: names.1)
+    }
+
+    /// Stage 3's local part: removes the masks from the sum with the shares collected and hands
+    /// `Σ_{u∈U3} x_u` (and `|U3|`) to `body`, under `accumulatorLock`.
+    func removeMasks<T>(_ round: SecureRound, shares: UnmaskShares, body: (UnsafeBufferPointer<UInt32>, Int) throws -> T) throws -> T {
+        try accumulatorLock.withLock {
             try round.sum.withUnsafeMutableBufferPointer { sum in
                 try round.withSession { try $0.removeMasks(from: sum) }
-                return try body(UnsafeBufferPointer(sum), survivors.count)
+                return try body(UnsafeBufferPointer(sum), shares.summed)
             }
         }
-        return (result, names.0, names.1)
     }
 
     /// Adds a complete masked input (read back from its spool) into the masked sum, mod 2^32.

@@ -610,11 +610,14 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             /// The sites whose updates a robust strategy combined (all but Krum's rejects).
             var combined: [String]?
             let secure = currentSecureRound(round)
+            // Stage 3's shares are collected before the model is locked: broadcasts and
+            // evaluations are not held up by agents answering slowly.
+            let shares = try secure.map { try collectUnmaskShares($0, accepted: outcome.accepted.keys.sorted()) }
             let (digest, model, optimizerState): ([UInt8]?, ModelParameters, ServerOptimizer) = try modelLock.withWriteLock {
                 let fingerprint: ModelFingerprinter.Fingerprint
-                if let secure {
+                if let secure, let shares {
                     var stepped: ModelFingerprinter.Fingerprint?
-                    unmasked = try unmask(secure, accepted: outcome.accepted.keys.sorted()) { mean in
+                    unmasked = try unmask(secure, shares: shares) { mean in
                         stepped = applyMeanDelta(sha256: true) { range, out in
                             for (k, i) in range.enumerated() { out[k] = mean(i) }
                         }
