@@ -117,6 +117,12 @@ struct ChunkFastPathTests {
         #expect(bytes.withUnsafeBytes { _ in a.data.array } == b.data.array)
     }
 
+    @Test("The tags it reads come from the generated descriptors: call_id 1, tensor_chunk 15, offset 1, data 2")
+    func tagsFromTheSchema() {
+        let tags = ChunkFastPath.Tags.current
+        #expect([tags.callID, tags.tensorChunk, tags.offset, tags.data] == [1 << 3, 15 << 3 | 2, 1 << 3, 2 << 3 | 2])
+    }
+
     @Test("Any other envelope shape is left to protobuf-c")
     func fallsBack() {
         let chunk = TensorChunk(offset: 0, data: ByteView([1, 2, 3]))

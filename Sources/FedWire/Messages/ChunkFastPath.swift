@@ -1,5 +1,8 @@
+import CProtobufC
+import FedProtoC
+
 /// Zero-copy decoding of the one envelope shape that carries bulk data:
-/// `Envelope{call_id: 1, tensor_chunk: 15 {offset: 1, data: 2}}`, exactly as this project
+/// `Envelope{call_id, tensor_chunk {offset, data}}`, in that order, exactly as this project
 /// encodes it. The chunk's bytes stay in the frame's buffer instead of being copied by
 /// protobuf-c's unpack; any other shape (extra fields, other order, another message) falls back
 /// to protobuf-c, so the wire format is unchanged.
@@ -25,18 +28,38 @@ enum ChunkFastPath {
         var dataLength: Int
     }
 
+    /// The tags (field number << 3 | wire type) of the fields the fast path reads, taken from the
+    /// descriptors protoc-c generated from proto/fedcoord.proto, so that they follow the schema.
+    struct Tags {
+        var callID, tensorChunk, offset, data: UInt64
+
+        static let current: Tags = {
+            func tag(_ message: ProtobufCMessageDescriptor, _ name: String, lengthDelimited: Bool) -> UInt64 {
+                let number = withUnsafePointer(to: message) { descriptor in
+                    protobuf_c_message_descriptor_get_field_by_name(descriptor, name)?.pointee.id
+                }
+                guard let number else { preconditionFailure("proto/fedcoord.proto has no field \(name)") }
+                return UInt64(number) << 3 | (lengthDelimited ? 2 : 0)
+            }
+            let envelope = fedcoord__v1__envelope__descriptor, chunk = fedcoord__v1__tensor_chunk__descriptor
+            return Tags(callID: tag(envelope, "call_id", lengthDelimited: false), tensorChunk: tag(envelope, "tensor_chunk", lengthDelimited: true),
+                        offset: tag(chunk, "offset", lengthDelimited: false), data: tag(chunk, "data", lengthDelimited: true))
+        }()
+    }
+
     static func prefix(_ head: UnsafeRawBufferPointer, frameLength: Int) -> Prefix? {
+        let tags = Tags.current
         var reader = Reader(bytes: head)
-        guard reader.tag() == (1 << 3 | 0), let callID = reader.varint(),
-            reader.tag() == (15 << 3 | 2), let bodyLength = reader.varint(), bodyLength == UInt64(frameLength - reader.position)
+        guard reader.tag() == tags.callID, let callID = reader.varint(),
+            reader.tag() == tags.tensorChunk, let bodyLength = reader.varint(), bodyLength == UInt64(frameLength - reader.position)
         else { return nil }
         var offset: UInt64 = 0
-        if reader.peekTag() == (1 << 3 | 0) {
+        if reader.peekTag() == tags.offset {
             _ = reader.tag()
             guard let value = reader.varint() else { return nil }
             offset = value
         }
-        guard reader.tag() == (2 << 3 | 2), let dataLength = reader.varint(), dataLength == UInt64(frameLength - reader.position),
+        guard reader.tag() == tags.data, let dataLength = reader.varint(), dataLength == UInt64(frameLength - reader.position),
             dataLength > 0, reader.position <= head.count
         else { return nil }
         return Prefix(callID: callID, offset: offset, dataStart: reader.position, dataLength: Int(dataLength))
