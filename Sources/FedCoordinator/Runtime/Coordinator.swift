@@ -246,7 +246,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     }
 
     var isStopped: Bool { stateLock.withLock { stopped } }
-    private var isDone: Bool { configuration.rounds > 0 && committedRounds >= configuration.rounds }
+    private var isDone: Bool { isLastRound(committedRounds) }
+    /// Whether committing model `version` finishes the configured rounds.
+    private func isLastRound(_ version: UInt64) -> Bool { configuration.rounds > 0 && version >= configuration.rounds }
 
     /// Re-reads the CRL without restarting.
     public func reloadRevocationList() throws { try stateLock.withLock { server }?.reloadRevocationList() }
@@ -710,7 +712,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             // Past the last round nothing starts: the next round's actions are not queued.
             let done: Bool = engineLock.withLock {
                 let next = engine.committed(roundID: round, now: now)
-                let done = configuration.rounds > 0 && engine.modelVersion >= configuration.rounds
+                let done = isLastRound(engine.modelVersion)
                 if !done { driver.post(next) }
                 return done
             }
@@ -796,13 +798,22 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         let pending = try (0..<parts).map { _ in
             try parkedUpdates.map { (mapping: try SpoolMapping($0.spool, windowBytes: window), weight: $0.weight) }
         }
-        let checksums = (0..<parts).map { _ in PartChecksums(layout: layout) }
         let sums = accumulator
+        return stepOnBothCores(parts: parts) { part, range, out in
+            sums.mean(range, into: out, pending: pending[part].map { WeightedSlice($0.mapping.slice(range), weight: $0.weight) })
+        }
+    }
+
+    /// Applies the delta `meanDelta` writes block by block to the global model with the server
+    /// optimizer, `parts` threads each stepping its share, each block's CRC-32C taken right after
+    /// it is stepped, while it is in cache. Called under the model's write lock.
+    private func stepOnBothCores(
+        parts: Int, _ meanDelta: (_ part: Int, _ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
+    ) -> ModelFingerprinter.Fingerprint {
+        let checksums = (0..<parts).map { _ in PartChecksums(layout: layout) }
         global.values.withUnsafeMutableBufferPointer { values in
             let model = UnsafeBufferPointer(values)
-            optimizer.step(model: values, parts: parts) { part, range, out in
-                sums.mean(range, into: out, pending: pending[part].map { WeightedSlice($0.mapping.slice(range), weight: $0.weight) })
-            } stepped: { part, range in
+            optimizer.step(model: values, parts: parts, meanDelta: meanDelta) { part, range in
                 checksums[part].add(model, range)
             }
         }
@@ -831,22 +842,14 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
         let trim = RobustCombiner.trimCount(beta: robust.trimFraction, count: updates.count)
         let noSums = WeightedMeanAccumulator(layout: layout)
-        let checksums = (0..<parts).map { _ in PartChecksums(layout: layout) }
-        global.values.withUnsafeMutableBufferPointer { values in
-            let model = UnsafeBufferPointer(values)
-            optimizer.step(model: values, parts: parts) { part, range, out in
-                let slices = pending[part].map { $0.mapping.slice(range) }
-                switch strategy {
-                case .median: RobustCombiner.median(slices, into: out)
-                case .trimmedMean: RobustCombiner.trimmedMean(slices, trim: trim, into: out)
-                case .krum, .mean: noSums.mean(range, into: out, pending: zip(slices, pending[part]).map { WeightedSlice($0, weight: $1.weight) })
-                }
-            } stepped: { part, range in
-                checksums[part].add(model, range)
+        let fingerprint = stepOnBothCores(parts: parts) { part, range, out in
+            let slices = pending[part].map { $0.mapping.slice(range) }
+            switch strategy {
+            case .median: RobustCombiner.median(slices, into: out)
+            case .trimmedMean: RobustCombiner.trimmedMean(slices, trim: trim, into: out)
+            case .krum, .mean: noSums.mean(range, into: out, pending: zip(slices, pending[part]).map { WeightedSlice($0, weight: $1.weight) })
             }
         }
-        let fingerprint = ModelFingerprinter.Fingerprint(
-            digest: nil, tensorCRCs: PartChecksums.combined(checksums), allFinite: checksums.allSatisfy(\.allFinite))
         return (fingerprint, updates.map(\.agent))
     }
 
