@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "fedagent", targets: ["fedagent"]),
         .executable(name: "fedfuzz", targets: ["fedfuzz"]),
         .library(name: "FedWire", targets: ["FedWire"]),
+        .library(name: "FedProtocol", targets: ["FedProtocol"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,31 +36,46 @@ let package = Package(
         .target(name: "FedLearn", dependencies: ["FedCore"], swiftSettings: strictSettings),
         // Secure aggregation FLSECAGG-v1 (shared/design/secagg.md): OpenSSL primitives, Shamir,
         // quantization, the graph, and the agent's and coordinator's protocol state, without I/O.
-        .target(name: "FedSecAgg", dependencies: ["COpenSSL", "FedCore"], swiftSettings: strictSettings),
+        .target(name: "FedSecAgg", dependencies: ["CKernels", "COpenSSL", "FedCore"], swiftSettings: strictSettings),
+        // Checksums and hashes (CRC-32C, SHA-256, model digests, finiteness and bounds), below the
+        // transport and the protocol.
+        .target(name: "FedHashing", dependencies: ["CKernels", "COpenSSL"], swiftSettings: strictSettings),
+        // The transport: sockets, TLS 1.3, PKI files, framing, RPC calls generic over a WireCodec,
+        // and the zero-copy landing of bulk data. Knows no application message.
         .target(
             name: "FedWire",
+            dependencies: ["CKernels", "COpenSSL", "FedHashing", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+        // FedCoord's protocol over FedWire: messages and their protobuf-c codec, method names,
+        // the Hello/Welcome join, tensor streams.
+        .target(
+            name: "FedProtocol",
             dependencies: [
-                "CKernels", "COpenSSL", "CProtobufC", "FedProtoC", "FedSecAgg",
-                .product(name: "Logging", package: "swift-log"),
+                "CProtobufC", "FedProtoC", "FedHashing", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
         // Round engine (pure state machine), round log, checkpoints, the coordinator's runtime.
         .target(
             name: "FedCoordinator",
-            dependencies: ["FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "FedCore", "FedHashing", "FedLearn", "FedProtocol", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         // The agent's runtime: dial, reconnect, train, announce, stream the update.
         .target(
             name: "FedAgent",
-            dependencies: ["FedCore", "FedLearn", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "FedCore", "FedHashing", "FedLearn", "FedProtocol", "FedSecAgg", "FedWire", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "fedagent",
             dependencies: [
-                "FedAgent", "FedWire", "FedCore", "FedLearn",
+                "FedAgent", "FedWire", "FedProtocol", "FedCore", "FedLearn",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -68,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "fedcoord",
             dependencies: [
-                "FedWire", "FedCoordinator", "FedCore",
+                "FedWire", "FedProtocol", "FedCoordinator", "FedCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -77,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "fedbench",
             dependencies: [
-                "FedWire", "FedCoordinator", "FedLearn", "FedSecAgg",
+                "FedWire", "FedProtocol", "FedHashing", "FedCoordinator", "FedLearn", "FedSecAgg",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -86,21 +102,23 @@ let package = Package(
         // Fuzz targets (`make fuzz` builds them with -sanitize=fuzzer; the plain build replays a corpus).
         .executableTarget(
             name: "fedfuzz",
-            dependencies: ["FedWire", "FedCore", "FedLearn", "FedCoordinator"],
+            dependencies: ["FedWire", "FedProtocol", "FedHashing", "FedCore", "FedLearn", "FedCoordinator"],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "FedSecAggTests", dependencies: ["FedSecAgg", "FedCore"], swiftSettings: strictSettings),
         .testTarget(name: "FedLearnTests", dependencies: ["FedLearn", "FedCore"], swiftSettings: strictSettings),
         .testTarget(name: "FedCoreTests", dependencies: ["FedCore"], swiftSettings: strictSettings),
-        .testTarget(name: "FedCoordinatorTests", dependencies: ["FedCoordinator", "FedCore"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "FedCoordinatorTests", dependencies: ["FedCoordinator", "FedCore", "FedHashing", "FedProtocol"], swiftSettings: strictSettings),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["FedCoordinator", "FedAgent", "FedCore", "FedLearn", "FedWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "FedCoordinator", "FedAgent", "FedCore", "FedHashing", "FedLearn", "FedProtocol", "FedWire", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "FedWireTests",
-            dependencies: ["FedWire", "FedCore", "FedProtoC", "COpenSSL", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FedWire", "FedProtocol", "FedHashing", "FedCore", "FedProtoC", "COpenSSL", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
     ],

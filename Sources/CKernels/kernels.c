@@ -1,6 +1,10 @@
 // Numeric kernels on the data path (see include/kernels.h).
 #include "kernels.h"
 
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <math.h>
 #include <pthread.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -474,3 +478,133 @@ double fed_sum_squares_f32(const void *buffer, size_t count) {
     }
     return total;
 }
+
+// MARK: FLSECAGG-v1 mask fold and quantization
+
+static void fed_fold_u32_portable(uint32_t *target, const uint32_t *const *streams, const int *subtract, int count, size_t from,
+                                  size_t n) {
+    for (size_t i = from; i < n; i++) {
+        uint32_t acc = target[i];
+        for (int s = 0; s < count; s++) acc = subtract[s] ? acc - streams[s][i] : acc + streams[s][i];
+        target[i] = acc;
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static size_t fed_fold_u32_avx2(uint32_t *target, const uint32_t *const *streams,
+                                                                 const int *subtract, int count, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i acc = _mm256_loadu_si256((const __m256i *)(target + i));
+        for (int s = 0; s < count; s++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(streams[s] + i));
+            acc = subtract[s] ? _mm256_sub_epi32(acc, v) : _mm256_add_epi32(acc, v);
+        }
+        _mm256_storeu_si256((__m256i *)(target + i), acc);
+    }
+    return i;
+}
+
+__attribute__((target("avx512f"))) static size_t fed_fold_u32_avx512(uint32_t *target, const uint32_t *const *streams,
+                                                                      const int *subtract, int count, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i acc = _mm512_loadu_si512((const void *)(target + i));
+        for (int s = 0; s < count; s++) {
+            __m512i v = _mm512_loadu_si512((const void *)(streams[s] + i));
+            acc = subtract[s] ? _mm512_sub_epi32(acc, v) : _mm512_add_epi32(acc, v);
+        }
+        _mm512_storeu_si512((void *)(target + i), acc);
+    }
+    return i;
+}
+
+static size_t fed_fold_u32_sse2(uint32_t *target, const uint32_t *const *streams, const int *subtract, int count, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m128i acc = _mm_loadu_si128((const __m128i *)(target + i));
+        for (int s = 0; s < count; s++) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(streams[s] + i));
+            acc = subtract[s] ? _mm_sub_epi32(acc, v) : _mm_add_epi32(acc, v);
+        }
+        _mm_storeu_si128((__m128i *)(target + i), acc);
+    }
+    return i;
+}
+#endif
+
+void fed_fold_u32(uint32_t *target, const uint32_t *const *streams, const int *subtract, int count, size_t n) {
+    size_t done = 0;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f")) done = fed_fold_u32_avx512(target, streams, subtract, count, n);
+    else if (__builtin_cpu_supports("avx2")) done = fed_fold_u32_avx2(target, streams, subtract, count, n);
+    else done = fed_fold_u32_sse2(target, streams, subtract, count, n);
+#endif
+    fed_fold_u32_portable(target, streams, subtract, count, done, n);
+}
+
+#pragma clang fp contract(off)
+#define FED_QUANTIZE_BODY \
+    for (size_t i = 0; i < n; i++) { \
+        uint32_t bits; \
+        memcpy(&bits, delta + i, 4); \
+        if ((bits & 0x7f800000u) == 0x7f800000u) return (long)i; \
+    } \
+    for (size_t i = 0; i < n; i++) { \
+        double d = (double)delta[i]; \
+        double v = (omega * fmin(fmax(d, -clip), clip)) * scale; \
+        double f = floor(v); \
+        double threshold = (v - f) * 4294967296.0; \
+        int32_t q = (int32_t)f + ((double)randoms[i] < threshold ? 1 : 0); \
+        out[i] = (uint32_t)q; \
+    } \
+    return -1;
+
+static long fed_quantize_portable(const float *delta, const uint32_t *randoms, uint32_t *out, size_t n, double omega,
+                                  double clip, double scale) {
+    FED_QUANTIZE_BODY
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) static long fed_quantize_avx2(const float *delta, const uint32_t *randoms, uint32_t *out,
+                                                               size_t n, double omega, double clip, double scale) {
+    FED_QUANTIZE_BODY
+}
+
+__attribute__((target("avx512f,avx512dq,avx512vl"))) static long fed_quantize_avx512(const float *delta, const uint32_t *randoms,
+                                                                                       uint32_t *out, size_t n, double omega,
+                                                                                       double clip, double scale) {
+    FED_QUANTIZE_BODY
+}
+#endif
+#pragma clang fp contract(on)
+
+long fed_quantize_f32(const float *delta, const uint32_t *randoms, uint32_t *out, size_t n, double omega, double clip,
+                      double scale) {
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return fed_quantize_avx512(delta, randoms, out, n, omega, clip, scale);
+    if (__builtin_cpu_supports("avx2")) return fed_quantize_avx2(delta, randoms, out, n, omega, clip, scale);
+#endif
+    return fed_quantize_portable(delta, randoms, out, n, omega, clip, scale);
+}
+
+// MARK: libc helpers
+
+int fed_set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL, 0);
+    if (flags < 0) return -1;
+    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+int fed_tune_malloc_for_large_buffers(void) {
+    int a = mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    int b = mallopt(M_TRIM_THRESHOLD, 32 << 20);
+    // Few arenas: with a thread per connection, per-thread arenas would each keep their own free memory.
+    int c = mallopt(M_ARENA_MAX, 2);
+    return a && b && c;
+}
+
+int fed_keep_freed_heap_memory(void) { return mallopt(M_TRIM_THRESHOLD, 0x7fffffff); }
+
+void fed_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

@@ -1,5 +1,6 @@
-// Shim for the OpenSSL 3 macros and variadic functions Swift cannot import, plus the few libc
-// calls the Glibc module does not export. Every function here is a thin, allocation-free wrapper.
+// Shim for the OpenSSL 3 macros and variadic functions Swift cannot import: nothing else (the
+// numeric kernels and the libc helpers are in CKernels). Every function is a thin, allocation-free
+// wrapper.
 #ifndef FEDCOORD_COPENSSL_SHIM_H
 #define FEDCOORD_COPENSSL_SHIM_H
 
@@ -15,11 +16,6 @@
 #include <openssl/crypto.h>
 #include <openssl/kdf.h>
 #include <openssl/core_names.h>
-#include <malloc.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <string.h>
-#include <unistd.h>
 
 // MARK: SSL_CTX / SSL controls (macros in 3.0)
 
@@ -78,28 +74,6 @@ static inline const ASN1_STRING *shim_GENERAL_NAME_string(const GENERAL_NAME *na
     }
 }
 
-// MARK: libc
-
-/// Puts a descriptor into non-blocking mode (fcntl is variadic). Returns -1 with errno on failure.
-static inline int shim_set_nonblocking(int fd) {
-    int flags = fcntl(fd, F_GETFL, 0);
-    if (flags < 0) return -1;
-    return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-}
-/// Keeps buffers above 64 MiB out of mmap so that repeated multi-MiB allocations reuse warm heap
-/// pages instead of page-faulting fresh ones (see swift-c-interop.md §6). Returns 1 when accepted.
-static inline int shim_tune_malloc_for_large_buffers(void) {
-    int a = mallopt(M_MMAP_THRESHOLD, 64 << 20);
-    int b = mallopt(M_TRIM_THRESHOLD, 32 << 20);
-    /* Few arenas: with a thread per connection, per-thread arenas would each keep their own free memory. */
-    int c = mallopt(M_ARENA_MAX, 2);
-    return a && b && c;
-}
-/// Never hands freed heap memory back to the kernel, so that a buffer freed and allocated again
-/// each round (an agent's copy of the model) reuses warm pages instead of faulting in fresh ones.
-static inline int shim_keep_freed_heap_memory(void) { return mallopt(M_TRIM_THRESHOLD, 0x7fffffff); }
-static inline void shim_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
-
 // MARK: secure aggregation (FLSECAGG-v1) primitives
 
 /// HKDF-SHA256 (extract and expand, RFC 5869) with a fetched HKDF; returns 1 on success.
@@ -126,110 +100,5 @@ static inline int shim_gcm_get_tag(EVP_CIPHER_CTX *ctx, unsigned char *tag) {
 static inline int shim_gcm_set_tag(EVP_CIPHER_CTX *ctx, unsigned char *tag) {
     return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 16, tag);
 }
-
-/// Folds `count` keystream slices into `target`: target[i] += Σ ±stream_s[i] (mod 2^32), one pass,
-/// AVX2 when the CPU has it. `subtract[s]` != 0 subtracts stream s.
-#include <immintrin.h>
-#include <stdint.h>
-__attribute__((target("avx2"))) static inline void shim_fold_u32_avx2(uint32_t *target, const uint32_t *const *streams,
-                                                                      const int *subtract, int count, size_t n) {
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256i acc = _mm256_loadu_si256((const __m256i *)(target + i));
-        for (int s = 0; s < count; s++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(streams[s] + i));
-            acc = subtract[s] ? _mm256_sub_epi32(acc, v) : _mm256_add_epi32(acc, v);
-        }
-        _mm256_storeu_si256((__m256i *)(target + i), acc);
-    }
-    for (; i < n; i++) {
-        uint32_t acc = target[i];
-        for (int s = 0; s < count; s++) acc = subtract[s] ? acc - streams[s][i] : acc + streams[s][i];
-        target[i] = acc;
-    }
-}
-__attribute__((target("avx512f"))) static inline void shim_fold_u32_avx512(uint32_t *target, const uint32_t *const *streams,
-                                                                          const int *subtract, int count, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512i acc = _mm512_loadu_si512((const void *)(target + i));
-        for (int s = 0; s < count; s++) {
-            __m512i v = _mm512_loadu_si512((const void *)(streams[s] + i));
-            acc = subtract[s] ? _mm512_sub_epi32(acc, v) : _mm512_add_epi32(acc, v);
-        }
-        _mm512_storeu_si512((void *)(target + i), acc);
-    }
-    for (; i < n; i++) {
-        uint32_t acc = target[i];
-        for (int s = 0; s < count; s++) acc = subtract[s] ? acc - streams[s][i] : acc + streams[s][i];
-        target[i] = acc;
-    }
-}
-static inline void shim_fold_u32(uint32_t *target, const uint32_t *const *streams, const int *subtract, int count, size_t n) {
-    if (__builtin_cpu_supports("avx512f")) {
-        shim_fold_u32_avx512(target, streams, subtract, count, n);
-        return;
-    }
-    if (__builtin_cpu_supports("avx2")) {
-        shim_fold_u32_avx2(target, streams, subtract, count, n);
-        return;
-    }
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        __m128i acc = _mm_loadu_si128((const __m128i *)(target + i));
-        for (int s = 0; s < count; s++) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(streams[s] + i));
-            acc = subtract[s] ? _mm_sub_epi32(acc, v) : _mm_add_epi32(acc, v);
-        }
-        _mm_storeu_si128((__m128i *)(target + i), acc);
-    }
-    for (; i < n; i++) {
-        uint32_t acc = target[i];
-        for (int s = 0; s < count; s++) acc = subtract[s] ? acc - streams[s][i] : acc + streams[s][i];
-        target[i] = acc;
-    }
-}
-
-/// FLSECAGG-v1 §3.9 quantization of `n` Float32 values (widened to Float64) into two's-complement
-/// `uint32`s: `v = (omega · clamp(d, −clip, clip)) · scale`, then `floor(v)` plus one when
-/// `randoms[i] < (v − floor(v)) · 2^32`. The operation order is the spec's; no contraction.
-/// Returns the index of the first non-finite value (nothing written), or -1.
-#include <math.h>
-#pragma clang fp contract(off)
-#define SHIM_QUANTIZE_BODY \
-    for (size_t i = 0; i < n; i++) { \
-        uint32_t bits; memcpy(&bits, delta + i, 4); \
-        if ((bits & 0x7f800000u) == 0x7f800000u) return (long)i; \
-    } \
-    for (size_t i = 0; i < n; i++) { \
-        double d = (double)delta[i]; \
-        double v = (omega * fmin(fmax(d, -clip), clip)) * scale; \
-        double f = floor(v); \
-        double threshold = (v - f) * 4294967296.0; \
-        int32_t q = (int32_t)f + ((double)randoms[i] < threshold ? 1 : 0); \
-        out[i] = (uint32_t)q; \
-    } \
-    return -1;
-__attribute__((target("avx2"))) static inline long shim_quantize_avx2(const float *delta, const uint32_t *randoms, uint32_t *out,
-                                                                      size_t n, double omega, double clip, double scale) {
-    SHIM_QUANTIZE_BODY
-}
-static inline long shim_quantize_generic(const float *delta, const uint32_t *randoms, uint32_t *out, size_t n, double omega,
-                                         double clip, double scale) {
-    SHIM_QUANTIZE_BODY
-}
-__attribute__((target("avx512f,avx512dq,avx512vl"))) static inline long shim_quantize_avx512(const float *delta, const uint32_t *randoms,
-                                                                                              uint32_t *out, size_t n, double omega,
-                                                                                              double clip, double scale) {
-    SHIM_QUANTIZE_BODY
-}
-static inline long shim_quantize(const float *delta, const uint32_t *randoms, uint32_t *out, size_t n, double omega, double clip,
-                                 double scale) {
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-        return shim_quantize_avx512(delta, randoms, out, n, omega, clip, scale);
-    if (__builtin_cpu_supports("avx2")) return shim_quantize_avx2(delta, randoms, out, n, omega, clip, scale);
-    return shim_quantize_generic(delta, randoms, out, n, omega, clip, scale);
-}
-#pragma clang fp contract(on)
 
 #endif

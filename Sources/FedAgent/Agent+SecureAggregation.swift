@@ -1,5 +1,6 @@
 import FedCore
 import FedLearn
+import FedProtocol
 import FedSecAgg
 import FedWire
 import Foundation

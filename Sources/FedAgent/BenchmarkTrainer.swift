@@ -1,4 +1,5 @@
 import FedCore
+import FedProtocol
 import FedWire
 import Foundation
 

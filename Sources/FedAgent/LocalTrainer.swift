@@ -1,5 +1,6 @@
 import FedCore
 import FedLearn
+import FedProtocol
 import FedWire
 
 /// What a site trains with. The agent calls it from dedicated threads:

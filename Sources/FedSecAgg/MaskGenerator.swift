@@ -1,3 +1,4 @@
+import CKernels
 import COpenSSL
 import FedCore
 import Foundation
@@ -78,7 +79,7 @@ public final class MaskGenerator {
             keystream(into: scratch, count: elements * 4)
             var stream: UnsafePointer<UInt32>? = UnsafePointer(scratch.assumingMemoryBound(to: UInt32.self))
             var sign = Int32(subtract ? 1 : 0)
-            shim_fold_u32(target + done, &stream, &sign, 1, elements)
+            fed_fold_u32(target + done, &stream, &sign, 1, elements)
             done += elements
         }
     }
@@ -101,7 +102,7 @@ public final class MaskGenerator {
             let length = min(slice, count - done)
             for (generator, _) in generators { generator.keystream(into: generator.scratch, count: length * 4) }
             streams.withUnsafeBufferPointer { s in
-                signs.withUnsafeBufferPointer { shim_fold_u32(target + done, s.baseAddress, $0.baseAddress, Int32(generators.count), length) }
+                signs.withUnsafeBufferPointer { fed_fold_u32(target + done, s.baseAddress, $0.baseAddress, Int32(generators.count), length) }
             }
             done += length
         }

@@ -1,4 +1,4 @@
-import COpenSSL
+import CKernels
 import Foundation
 
 /// Fixed-point quantization of a weighted update into `Z_{2^32}` (§3.9): element 0 is the count
@@ -32,11 +32,11 @@ public struct Quantizer: Sendable {
 
     /// `x_u` for a Float32 update (each value widened to Float64), with `examples` examples;
     /// `rounding` is the 32-byte `seed_rnd`. The arithmetic runs in a vectorized C loop
-    /// (`shim_quantize`) with exactly the operations of ``quantize(count:_:examples:rounding:into:)``.
+    /// (`fed_quantize_f32`) with exactly the operations of ``quantize(count:_:examples:rounding:into:)``.
     /// - Throws: `BAD_INPUT` on a NaN or infinity (never sent).
     public func quantize(_ delta: UnsafeBufferPointer<Float>, examples: UInt64, rounding: [UInt8], into x: UnsafeMutableBufferPointer<UInt32>) throws {
         try forEachChunk(count: delta.count, examples: examples, rounding: rounding, into: x) { start, count, randoms, omega in
-            let bad = shim_quantize(delta.baseAddress! + start, randoms, x.baseAddress! + 2 + start, count, omega, clip, scale)
+            let bad = fed_quantize_f32(delta.baseAddress! + start, randoms, x.baseAddress! + 2 + start, count, omega, clip, scale)
             if bad >= 0 { throw SecAggError(.badInput, "the update holds a NaN or infinity at element \(start + bad)") }
         }
     }

@@ -1,7 +1,8 @@
 import ArgumentParser
-import FedCore
 import FedAgent
+import FedCore
 import FedLearn
+import FedProtocol
 import FedWire
 import Foundation
 import Logging

@@ -1,3 +1,5 @@
+import FedHashing
+import FedProtocol
 import FedWire
 import Foundation
 import Logging

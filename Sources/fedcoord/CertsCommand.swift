@@ -1,6 +1,6 @@
 import ArgumentParser
-import Foundation
 import FedWire
+import Foundation
 
 /// `fedcoord certs …`: the federation's certificates.
 struct CertsCommand: ParsableCommand {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FedProtocol
 import FedWire
 
 /// `fedcoord`: the coordinator's command line.

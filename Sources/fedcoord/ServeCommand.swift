@@ -1,6 +1,6 @@
 import ArgumentParser
-import FedCore
 import FedCoordinator
+import FedCore
 import FedWire
 import Foundation
 import Logging

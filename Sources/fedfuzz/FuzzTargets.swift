@@ -1,6 +1,8 @@
 import FedCoordinator
 import FedCore
+import FedHashing
 import FedLearn
+import FedProtocol
 import FedWire
 import Foundation
 

@@ -1,4 +1,6 @@
 import FedAgent
+import FedHashing
+import FedProtocol
 import FedSecAgg
 import FedWire
 import Foundation

@@ -1,4 +1,5 @@
 import FedAgent
+import FedProtocol
 @testable import FedCoordinator
 import FedCore
 import FedWire

@@ -1,5 +1,6 @@
 import FedAgent
 import FedCore
+import FedProtocol
 import FedWire
 import Foundation
 import Logging

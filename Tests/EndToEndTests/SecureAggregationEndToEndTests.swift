@@ -1,6 +1,7 @@
 import FedAgent
 import FedCoordinator
 import FedCore
+import FedProtocol
 import FedSecAgg
 import FedWire
 import Foundation

@@ -1,6 +1,7 @@
 import FedAgent
 import FedCoordinator
 import FedCore
+import FedHashing
 import FedWire
 import Foundation
 import Testing

@@ -1,4 +1,6 @@
 import FedCore
+import FedHashing
+import FedProtocol
 import FedWire
 import Foundation
 import Testing

@@ -1,3 +1,4 @@
+import FedHashing
 import Testing
 @testable import FedWire
 

@@ -1,3 +1,4 @@
+import FedProtocol
 import Foundation
 import Logging
 import Synchronization

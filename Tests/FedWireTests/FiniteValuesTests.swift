@@ -1,3 +1,4 @@
+import FedHashing
 import FedWire
 import Testing
 

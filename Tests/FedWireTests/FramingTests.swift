@@ -1,3 +1,4 @@
+import FedProtocol
 import Foundation
 import Testing
 @testable import FedWire

@@ -1,7 +1,8 @@
+import COpenSSL
+import FedProtocol
 import Foundation
 import Logging
 import Testing
-import COpenSSL
 @testable import FedWire
 
 /// The mTLS handshake matrix over real loopback TLS: every refusal with the right reason seen on

@@ -1,3 +1,5 @@
+import FedHashing
+import FedProtocol
 import Foundation
 import Synchronization
 import Testing

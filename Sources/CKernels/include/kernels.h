@@ -48,4 +48,33 @@ long fed_first_beyond_f32(const void *buffer, size_t count, float bound);
 /// block's sum added in double). Any alignment.
 double fed_sum_squares_f32(const void *buffer, size_t count);
 
+/// Folds `count` streams of `n` uint32s into `target`: target[i] += Σ ±streams[s][i] (mod 2^32),
+/// subtracting stream s when `subtract[s]` != 0, in one pass over the target (AVX-512 or AVX2
+/// when the CPU has them). The mask fold of FLSECAGG-v1's masking and unmasking.
+void fed_fold_u32(uint32_t *target, const uint32_t *const *streams, const int *subtract, int count, size_t n);
+
+/// FLSECAGG-v1 §3.9 quantization of `n` Float32 values (widened to Float64) into two's-complement
+/// uint32s: `v = (omega · clamp(d, −clip, clip)) · scale`, then `floor(v)` plus one when
+/// `randoms[i] < (v − floor(v)) · 2^32`, in exactly the spec's operation order (no contraction,
+/// so every CPU gives the same bits). Returns the index of the first NaN or infinity (nothing
+/// written), or -1.
+long fed_quantize_f32(const float *delta, const uint32_t *randoms, uint32_t *out, size_t n, double omega, double clip,
+                      double scale);
+
+// MARK: libc calls Swift cannot import (variadic, or outside the Glibc module)
+
+/// Puts a descriptor into non-blocking mode with fcntl. Returns -1 with errno on failure.
+int fed_set_nonblocking(int fd);
+
+/// Keeps buffers above 64 MiB out of mmap so that repeated multi-MiB allocations reuse warm heap
+/// pages instead of page-faulting fresh ones, with two malloc arenas (swift-c-interop.md §6).
+/// Returns 1 when accepted.
+int fed_tune_malloc_for_large_buffers(void);
+
+/// Never hands freed heap memory back to the kernel. Returns 1 when accepted.
+int fed_keep_freed_heap_memory(void);
+
+/// Line-buffers standard output.
+void fed_line_buffer_stdout(void);
+
 #endif

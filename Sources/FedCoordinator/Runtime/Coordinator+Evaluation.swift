@@ -1,5 +1,6 @@
 import FedCore
 import FedLearn
+import FedProtocol
 import FedWire
 import Foundation
 

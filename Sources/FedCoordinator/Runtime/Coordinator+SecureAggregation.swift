@@ -1,4 +1,5 @@
 import FedCore
+import FedProtocol
 import FedSecAgg
 import FedWire
 import Foundation

@@ -1,4 +1,6 @@
 import FedCore
+import FedHashing
+import FedProtocol
 import FedSecAgg
 import FedWire
 import Foundation

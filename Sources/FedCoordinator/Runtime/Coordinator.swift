@@ -1,5 +1,7 @@
 import FedCore
+import FedHashing
 import FedLearn
+import FedProtocol
 import FedSecAgg
 import FedWire
 import Foundation

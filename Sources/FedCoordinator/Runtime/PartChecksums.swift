@@ -1,4 +1,5 @@
 import FedCore
+import FedHashing
 import FedWire
 
 /// Each tensor's CRC-32C over one contiguous share of a model, taken block by block as the

@@ -1,4 +1,5 @@
 import FedCore
+import FedHashing
 import FedWire
 import Foundation
 

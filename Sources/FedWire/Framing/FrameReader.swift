@@ -13,12 +13,19 @@ public final class FrameReader {
     /// Seconds a started frame may take to arrive completely.
     public var frameTimeout: Double
 
+    /// Tells a bulk-data frame from the first bytes of a large frame (``WireCodec/bulkPrefix(_:frameLength:)``).
+    public let bulkPrefix: (_ head: UnsafeRawBufferPointer, _ frameLength: Int) -> BulkPrefix?
+
     private var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
-    public init(connection: TLSConnection, maxFrameBytes: Int, frameTimeout: Double) {
+    /// - Parameter bulkPrefix: recognizes bulk-data frames for landing and checking; the default
+    ///   recognizes none.
+    public init(connection: TLSConnection, maxFrameBytes: Int, frameTimeout: Double,
+                bulkPrefix: @escaping (_ head: UnsafeRawBufferPointer, _ frameLength: Int) -> BulkPrefix? = { _, _ in nil }) {
         self.connection = connection
         self.maxFrameBytes = maxFrameBytes
         self.frameTimeout = frameTimeout
+        self.bulkPrefix = bulkPrefix
     }
 
     deinit {
@@ -61,7 +68,7 @@ public final class FrameReader {
         return try withUnsafeMutableBytes(of: &prefix) { raw in
             let head = UnsafeMutableRawBufferPointer(rebasing: raw[..<Self.landingPrefixBytes])
             try readRest(into: head, deadline: deadline)
-            if let chunk = ChunkFastPath.prefix(UnsafeRawBufferPointer(head), frameLength: length),
+            if let chunk = bulkPrefix(UnsafeRawBufferPointer(head), length),
                let target = landing(chunk.callID), target.fits(offset: chunk.offset, count: chunk.dataLength)
             {
                 target.lock.lock()
@@ -79,7 +86,7 @@ public final class FrameReader {
                                    check: checker.finish())
                 }
             }
-            guard let chunk = ChunkFastPath.prefix(UnsafeRawBufferPointer(head), frameLength: length) else {
+            guard let chunk = bulkPrefix(UnsafeRawBufferPointer(head), length) else {
                 return .view(try readLarge(length, after: UnsafeRawBufferPointer(head), deadline: deadline), check: nil)
             }
             var checker: ChunkChecker?

@@ -4,21 +4,21 @@ import Glibc
 #endif
 
 /// The agent's side of connection set-up: dial, mTLS handshake (verifying the coordinator's
-/// name or IP), Join. The agent never listens: the coordinator calls it back over this connection.
+/// name or IP), join. The agent never listens: the coordinator calls it back over this connection.
 public enum WireClient {
-    /// Connects and joins.
+    /// Connects and joins with `request` (a call to ``WireCodec/joinMethod``).
     ///
     /// - Parameters:
     ///   - host: the coordinator's host name or IP address; its certificate must name it.
     ///   - handler: handles the calls the coordinator opens (Train, PullUpdate, …).
-    /// - Returns: the joined connection (heartbeats started) and the coordinator's Welcome.
+    /// - Returns: the joined connection, and the coordinator's answer to the join (start the
+    ///   heartbeats once it is accepted).
     /// - Throws: ``WireError`` (`connectFailed`, `handshakeFailed` with the coordinator's reason
-    ///   when it refused this agent's certificate) or ``RPCError`` (FAILED_PRECONDITION for a
-    ///   protocol version mismatch).
-    public static func connect(
-        host: String, port: UInt16, context: TLSContext, hello: Hello, options: ConnectionOptions,
-        timeout: Double = 15, logger: Logger, handler: @escaping RPCConnection.CallHandler
-    ) throws -> (RPCConnection, Welcome) {
+    ///   when it refused this agent's certificate) or ``RPCError`` (the coordinator's refusal).
+    public static func connect<Codec: WireCodec>(
+        host: String, port: UInt16, context: TLSContext, request: Codec.Body, options: ConnectionOptions,
+        timeout: Double = 15, logger: Logger, handler: @escaping WireConnection<Codec>.CallHandler
+    ) throws -> (WireConnection<Codec>, Codec.Body) {
         precondition(context.configuration.role == .client, "WireClient needs a client TLS context")
         let deadline = Deadline.after(seconds: timeout)
         let socket = try Socket.connect(host: host, port: port, deadline: deadline)
@@ -30,11 +30,11 @@ public enum WireClient {
             throw WireError(.handshakeFailed, "TLS handshake with the coordinator at \(host):\(port) failed: \(error.message); "
                 + "check that the agent's CA file is the federation's CA and that the coordinator's certificate names '\(host)'")
         }
-        let connection = RPCConnection(tls: tls, isDialler: true, options: options, logger: logger)
+        let connection = WireConnection<Codec>(tls: tls, isDialler: true, options: options, logger: logger)
         connection.start(handler: handler)
-        let response: Message
+        let response: Codec.Body
         do {
-            response = try connection.unary(Methods.join, .hello(hello), timeout: max(1, deadline.remainingSeconds))
+            response = try connection.unary(Codec.joinMethod, request, timeout: max(1, deadline.remainingSeconds))
         } catch let error as RPCError where error.code == .unavailable {
             connection.close()
             // In TLS 1.3 a refused client certificate shows up here, on the first read or write.
@@ -50,12 +50,7 @@ public enum WireClient {
             connection.close()
             throw error
         }
-        guard case .welcome(let welcome) = response else {
-            connection.close()
-            throw RPCError(.internalError, "the coordinator answered Join with \(response.name) instead of Welcome")
-        }
-        connection.startHeartbeats()
-        return (connection, welcome)
+        return (connection, response)
     }
 
     private static func refused(_ host: String, _ port: UInt16, _ reason: String) -> WireError {

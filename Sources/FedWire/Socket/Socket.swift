@@ -1,4 +1,4 @@
-import COpenSSL
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -78,7 +78,7 @@ public final class Socket: @unchecked Sendable {
                 continue
             }
             if Glibc.listen(fd, backlog) != 0 { lastError = .system("listen \(address)"); socket.close(); continue }
-            if shim_set_nonblocking(fd) != 0 { lastError = .system("fcntl"); socket.close(); continue }
+            if fed_set_nonblocking(fd) != 0 { lastError = .system("fcntl"); socket.close(); continue }
             return socket
         }
         throw lastError ?? WireError(.addressUnusable, "no usable address for \(host):\(port)")
@@ -92,7 +92,7 @@ public final class Socket: @unchecked Sendable {
             let fd = Glibc.socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             if fd < 0 { failures.append("\(address): \(WireError.system("socket").message)"); continue }
             let socket = Socket(takingOwnershipOf: fd)
-            guard shim_set_nonblocking(fd) == 0 else { socket.close(); continue }
+            guard fed_set_nonblocking(fd) == 0 else { socket.close(); continue }
             let result = address.withSockAddr { Glibc.connect(fd, $0, $1) }
             if result != 0 && errno != EINPROGRESS {
                 failures.append("\(address): \(String(cString: strerror(errno)))")
@@ -140,7 +140,7 @@ public final class Socket: @unchecked Sendable {
             }
         }
         let socket = Socket(takingOwnershipOf: fd)
-        _ = shim_set_nonblocking(fd)
+        _ = fed_set_nonblocking(fd)
         socket.setNoDelay()
         return (socket, SocketAddress(storage: storage))
     }

@@ -1,8 +1,8 @@
 import Foundation
 
 /// What arrives for one call, in order.
-enum InboxItem {
-    case message(Message)
+enum InboxItem<Body: Sendable> {
+    case message(Body)
     /// The caller sent its last message (server side).
     case endOfStream
     /// The callee ended the call (client side).
@@ -18,21 +18,22 @@ enum InboxItem {
 /// The reader blocks when the queue is full, which stops reading from the socket: backpressure
 /// all the way to the sender's TCP window. Once the consumer is done (``close()``), further
 /// items are dropped, so a finished call never blocks the reader.
-final class CallInbox: @unchecked Sendable {
+final class CallInbox<Body: Sendable>: @unchecked Sendable {
+    typealias Item = InboxItem<Body>
     // @unchecked: every field is guarded by `condition`.
     private let condition = NSCondition()
     /// Queued items; a popped slot is set to nil at once, so that a consumed chunk's buffer is
     /// released as soon as its consumer lets go, not when the queue next compacts.
-    private var items: [InboxItem?] = []
+    private var items: [Item?] = []
     private var head = 0
     private var isClosed = false
-    private var terminal: InboxItem?
+    private var terminal: Item?
     let capacity: Int
 
     init(capacity: Int) { self.capacity = capacity }
 
     /// Appends an item, waiting while the queue is full (unless it is closed).
-    func push(_ item: InboxItem) {
+    func push(_ item: Item) {
         condition.lock()
         defer { condition.unlock() }
         while !isClosed && items.count - head >= capacity { condition.wait() }
@@ -44,7 +45,7 @@ final class CallInbox: @unchecked Sendable {
     /// Appends all of `batch` if there is room for all of it now, without waiting; false (and
     /// nothing appended) otherwise. For a call that has no consumer yet, which the reader must
     /// never wait for.
-    func pushIfRoom(_ batch: [InboxItem]) -> Bool {
+    func pushIfRoom(_ batch: [Item]) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         if isClosed { return true }
@@ -56,7 +57,7 @@ final class CallInbox: @unchecked Sendable {
 
     /// Delivers a final item (failure) even when the queue is full; later pops see it after the
     /// queued items.
-    func fail(_ item: InboxItem) {
+    func fail(_ item: Item) {
         condition.lock()
         defer { condition.unlock() }
         if terminal == nil { terminal = item }
@@ -64,7 +65,7 @@ final class CallInbox: @unchecked Sendable {
     }
 
     /// Takes the next item, waiting until `deadline`; nil at the deadline.
-    func pop(until deadline: Deadline) -> InboxItem? {
+    func pop(until deadline: Deadline) -> Item? {
         condition.lock()
         defer { condition.unlock() }
         while head == items.count {

@@ -1,4 +1,4 @@
-import COpenSSL
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,7 +16,7 @@ public enum WireProcess {
     /// call this at start; it changes glibc's allocator for the whole process.
     @discardableResult
     public static func tuneAllocatorForLargeBuffers() -> Bool {
-        shim_tune_malloc_for_large_buffers() == 1
+        fed_tune_malloc_for_large_buffers() == 1
     }
 
     /// Keeps freed heap memory in the process instead of returning it to the kernel: memory stays
@@ -25,12 +25,12 @@ public enum WireProcess {
     /// memory is budgeted. Call after ``tuneAllocatorForLargeBuffers()``.
     @discardableResult
     public static func keepFreedHeapMemory() -> Bool {
-        shim_keep_freed_heap_memory() == 1
+        fed_keep_freed_heap_memory() == 1
     }
 
     /// Line-buffers standard output, so that progress lines appear while a command runs.
     public static func lineBufferStandardOutput() {
-        shim_line_buffer_stdout()
+        fed_line_buffer_stdout()
     }
 
     /// Raises the soft limit on open descriptors to the hard limit (commonly 1,024 → 524,288),

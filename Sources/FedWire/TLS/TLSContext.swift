@@ -5,7 +5,7 @@ import COpenSSL
 ///
 /// Creating one performs blocking disk I/O (certificates, key, CA, CRL) and is comparatively
 /// expensive; build it once and share it across connections. To pick up a new CRL, build a new
-/// context and hand it to the listener (``WireServer/reloadRevocationList()``).
+/// context and hand it to the listener (``WireListener/reloadRevocationList()``).
 public final class TLSContext: @unchecked Sendable {
     // @unchecked: the SSL_CTX is fully configured in init and never mutated afterwards; OpenSSL 3
     // makes sharing a configured SSL_CTX across threads safe.

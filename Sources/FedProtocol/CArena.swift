@@ -1,4 +1,6 @@
 import CProtobufC
+import FedHashing
+import FedWire
 #if canImport(Glibc)
 import Glibc
 #endif

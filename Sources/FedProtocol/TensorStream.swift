@@ -1,3 +1,6 @@
+import FedHashing
+import FedWire
+
 /// Anything a tensor stream can be sent through: a ``ClientCall`` (requests) or a
 /// ``ServerCall`` (responses).
 public protocol MessageSink {
@@ -31,8 +34,8 @@ extension ConnectionCall {
     }
 }
 
-extension ServerCall: MessageSink, ConnectionCall {}
-extension ClientCall: MessageSink, ConnectionCall {
+extension ServerCall: MessageSink, MessageSource, ConnectionCall {}
+extension ClientCall: MessageSink, MessageSource, ConnectionCall {
     public func send(_ message: Message) throws { try send(message, endOfStream: false) }
 }
 

@@ -3,21 +3,21 @@
 ///
 /// The call's deadline is sent to the peer and enforced here: a ``receive()`` that would wait
 /// past it cancels the call on the peer and throws DEADLINE_EXCEEDED.
-public final class ClientCall {
+public final class WireClientCall<Codec: WireCodec> {
     public let id: UInt64
     public let method: String
     public let deadline: Deadline
     private let timeout: Double?
     private let metadata: [String: String]
-    let connection: RPCConnection
-    private let inbox: CallInbox
+    public let connection: WireConnection<Codec>
+    private let inbox: CallInbox<Codec.Body>
     private var hasSentFirst = false
     private var hasEndedSending = false
     private var finalStatus: RPCStatus?
     /// Tensor streams begun in what this call has received (see ``ChunkLanding``).
-    private(set) var tensorHeadersReceived = 0
+    public private(set) var tensorHeadersReceived = 0
 
-    init(id: UInt64, method: String, timeout: Double?, metadata: [String: String], connection: RPCConnection, inbox: CallInbox) {
+    init(id: UInt64, method: String, timeout: Double?, metadata: [String: String], connection: WireConnection<Codec>, inbox: CallInbox<Codec.Body>) {
         self.id = id
         self.method = method
         self.timeout = timeout
@@ -29,8 +29,8 @@ public final class ClientCall {
 
     deinit { connection.removeCall(id) }
 
-    private func envelope(body: Message?, endOfStream: Bool) -> Envelope {
-        var envelope = Envelope(callID: id, endOfStream: endOfStream, body: body)
+    private func envelope(body: Codec.Body?, endOfStream: Bool) -> WireEnvelope<Codec.Body> {
+        var envelope = WireEnvelope(callID: id, endOfStream: endOfStream, body: body)
         if !hasSentFirst {
             envelope.method = method
             envelope.metadata = metadata
@@ -41,7 +41,7 @@ public final class ClientCall {
     }
 
     /// Sends one request message; `endOfStream` marks it as the last.
-    public func send(_ message: Message, endOfStream: Bool = false) throws {
+    public func send(_ message: Codec.Body, endOfStream: Bool = false) throws {
         precondition(!hasEndedSending, "\(method): send after end of stream")
         if deadline.hasPassed { throw deadlineExceeded() }
         hasEndedSending = endOfStream
@@ -59,7 +59,7 @@ public final class ClientCall {
     ///
     /// - Throws: ``RPCError`` with the peer's status when it is not OK; DEADLINE_EXCEEDED at the
     ///   deadline; UNAVAILABLE when the connection fails.
-    public func receive() throws -> Message? {
+    public func receive() throws -> Codec.Body? {
         if let finalStatus {
             if finalStatus.isOK { return nil }
             throw RPCError(status: finalStatus)
@@ -70,7 +70,7 @@ public final class ClientCall {
         }
         switch item {
         case .message(let message):
-            if case .tensorHeader = message { tensorHeadersReceived += 1 }
+            if Codec.startsBulkStream(message) { tensorHeadersReceived += 1 }
             return message
         case .status(let status):
             finalStatus = status
@@ -88,7 +88,7 @@ public final class ClientCall {
     /// status is not OK.
     public func expectEnd() throws {
         if let message = try receive() {
-            throw RPCError(.internalError, "\(method) sent an unexpected \(message.name) after its response")
+            throw RPCError(.internalError, "\(method) sent an unexpected \(Codec.name(of: message)) after its response")
         }
     }
 
@@ -96,7 +96,7 @@ public final class ClientCall {
     public func cancel() {
         if finalStatus == nil {
             finalStatus = RPCStatus(.cancelled, "\(method) was cancelled by this side")
-            if hasSentFirst { try? connection.send(Envelope(callID: id, cancel: true)) }
+            if hasSentFirst { try? connection.send(WireEnvelope<Codec.Body>(callID: id, cancel: true)) }
         }
     }
 

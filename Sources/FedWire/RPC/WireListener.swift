@@ -23,41 +23,44 @@ public struct ConnectionRefusal: Sendable, CustomStringConvertible {
     }
 }
 
-/// What the coordinator's application does with connections. Called on connection threads.
-public protocol WireServerDelegate: AnyObject, Sendable {
-    /// Decides whether a verified agent may join, and what to tell it. The protocol version has
-    /// already been checked. Throw ``RPCError`` to refuse.
-    func welcome(_ hello: Hello, from peer: PeerIdentity, on connection: RPCConnection) throws -> Welcome
-    /// The Welcome has been sent: the agent is connected and may now be called.
-    func connectionJoined(_ connection: RPCConnection)
-    /// Handles a call the agent opened after joining (other than Join).
-    func handle(_ call: ServerCall) throws
+/// What the application behind a ``WireListener`` does with connections. Called on connection
+/// threads.
+public protocol WireListenerDelegate<Codec>: AnyObject, Sendable {
+    associatedtype Codec: WireCodec
+    /// Answers the join call (``WireCodec/joinMethod``) of a verified peer: the answer is the
+    /// first frame the listener sends on the connection. Throw ``RPCError`` to refuse (the
+    /// listener reports the refusal and closes the connection).
+    func join(_ request: Codec.Body, on connection: WireConnection<Codec>, listener: WireListener<Codec>.Configuration) throws -> Codec.Body
+    /// The join's answer has been sent: the peer is connected and may now be called.
+    func connectionJoined(_ connection: WireConnection<Codec>)
+    /// Handles a call the peer opened after joining (other than the join).
+    func handle(_ call: WireServerCall<Codec>) throws
     /// A joined connection closed (`error` nil for a clean close).
-    func connectionClosed(_ connection: RPCConnection, error: WireError?)
-    /// A connection was refused; the server has already logged it.
+    func connectionClosed(_ connection: WireConnection<Codec>, error: WireError?)
+    /// A connection was refused; the listener has already logged it.
     func connectionRefused(_ refusal: ConnectionRefusal)
 }
 
-extension WireServerDelegate {
-    public func connectionJoined(_ connection: RPCConnection) {}
+extension WireListenerDelegate {
+    public func connectionJoined(_ connection: WireConnection<Codec>) {}
 }
 
 /// The coordinator's listener: accepts TCP connections, runs the mTLS handshake on a thread per
-/// connection (one slow peer never stalls the others), checks the Join call, then hands the
-/// connection to its delegate.
+/// connection (one slow peer never stalls the others), has the delegate answer the join call,
+/// then hands the connection to it.
 ///
-/// The first frame the coordinator sends on a connection is the answer to Join, sent only after
-/// the certificate (CA, validity, CRL) and the protocol version have been checked.
-public final class WireServer: @unchecked Sendable {
+/// The first frame the listener sends on a connection is the answer to the join, sent only after
+/// the certificate (CA, validity, CRL) and the delegate's checks have passed.
+public final class WireListener<Codec: WireCodec>: @unchecked Sendable {
     // @unchecked: mutable state (context, connections, stopping) is guarded by `lock`.
     public struct Configuration: Sendable {
         /// Address to listen on ("127.0.0.1", "::1", "0.0.0.0").
         public var host = "127.0.0.1"
-        /// Port; 0 picks a free one (read it back from ``WireServer/port``).
+        /// Port; 0 picks a free one (read it back from ``WireListener/port``).
         public var port: UInt16 = 0
         public var tls: TLSConfiguration
         public var connection = ConnectionOptions.defaults { $0.heartbeatInterval = 5; $0.livenessTimeout = 15 }
-        /// The federation's name, sent in Welcome.
+        /// The federation's name, for the delegate's answer to the join.
         public var federation = "fedcoord"
         /// Seconds from accept to a completed Join; a connection that has not joined by then is closed.
         public var joinTimeout: Double = 10
@@ -70,12 +73,12 @@ public final class WireServer: @unchecked Sendable {
     public let configuration: Configuration
     private let listener: Socket
     private let logger: Logger
-    private weak var delegateStorage: (any WireServerDelegate)?
+    private weak var delegateStorage: (any WireListenerDelegate<Codec>)?
     private let lock = SpinlessLock()
     private var context: TLSContext
-    private var connections: [ObjectIdentifier: RPCConnection] = [:]
+    private var connections: [ObjectIdentifier: WireConnection<Codec>] = [:]
     /// Connections past their handshake that have not joined yet, with their join deadline.
-    private var joining: [ObjectIdentifier: (connection: RPCConnection, deadline: Deadline)] = [:]
+    private var joining: [ObjectIdentifier: (connection: WireConnection<Codec>, deadline: Deadline)] = [:]
     /// Every accepted socket not yet closed: handshaking, joining or joined.
     private var openCount = 0
     private var stopping = false
@@ -83,8 +86,8 @@ public final class WireServer: @unchecked Sendable {
     /// Loads the TLS files and binds the listening socket (nothing is accepted before ``start()``).
     ///
     /// The delegate is held weakly: keep it alive for as long as the server runs.
-    public init(configuration: Configuration, delegate: any WireServerDelegate, logger: Logger) throws {
-        precondition(configuration.tls.role == .server, "WireServer needs a server TLS configuration")
+    public init(configuration: Configuration, delegate: any WireListenerDelegate<Codec>, logger: Logger) throws {
+        precondition(configuration.tls.role == .server, "WireListener needs a server TLS configuration")
         self.configuration = configuration
         self.logger = logger
         self.delegateStorage = delegate
@@ -92,14 +95,14 @@ public final class WireServer: @unchecked Sendable {
         listener = try Socket.listen(host: configuration.host, port: configuration.port)
     }
 
-    private var delegate: (any WireServerDelegate)? { delegateStorage }
+    private var delegate: (any WireListenerDelegate<Codec>)? { delegateStorage }
 
     /// The port the listener is bound to.
     public var port: UInt16 { listener.localAddress?.port ?? 0 }
     public var localAddress: SocketAddress? { listener.localAddress }
 
     /// Connections that have joined and not yet closed.
-    public var activeConnections: [RPCConnection] { lock.withLock { Array(connections.values) } }
+    public var activeConnections: [WireConnection<Codec>] { lock.withLock { Array(connections.values) } }
 
     /// Starts accepting on a dedicated thread.
     public func start() {
@@ -109,7 +112,7 @@ public final class WireServer: @unchecked Sendable {
 
     /// Stops accepting and closes every connection.
     public func stop() {
-        let open: [RPCConnection] = lock.withLock {
+        let open: [WireConnection<Codec>] = lock.withLock {
             stopping = true
             return Array(connections.values) + joining.values.map(\.connection)
         }
@@ -173,13 +176,13 @@ public final class WireServer: @unchecked Sendable {
     /// Closes the connections that have not joined within the join timeout (checked each time the
     /// accept loop wakes, at least every half second).
     private func closeLateJoiners() {
-        let late: [RPCConnection] = lock.withLock {
+        let late: [WireConnection<Codec>] = lock.withLock {
             let expired = joining.filter { $0.value.deadline.hasPassed }
             for key in expired.keys { joining.removeValue(forKey: key) }
             return expired.values.map(\.connection)
         }
         for connection in late {
-            let reason = "no Join within \(configuration.joinTimeout) s of connecting"
+            let reason = "no \(Codec.joinMethod.split(separator: "/").last ?? "join") call within \(configuration.joinTimeout) s of connecting"
             refuse(ConnectionRefusal(address: connection.tls.remoteAddress, stage: .join, commonName: connection.peer.commonName, reason: reason))
             // The polite close drains the peer for a moment: off the accept loop, which must not wait.
             WorkerThread.start(name: "fedwire-close", stackSize: 256 << 10) {
@@ -219,15 +222,15 @@ public final class WireServer: @unchecked Sendable {
             connectionEnded()
             return
         }
-        let connection = RPCConnection(tls: tls, isDialler: false, options: configuration.connection, logger: logger)
+        let connection = WireConnection<Codec>(tls: tls, isDialler: false, options: configuration.connection, logger: logger)
         let key = ObjectIdentifier(connection)
         lock.withLock { joining[key] = (connection, joinDeadline) }
         let joined = JoinGate()
         connection.start { [self] call in
-            if call.method == Methods.join {
+            if call.method == Codec.joinMethod {
                 try join(call, connection: connection, address: address, gate: joined)
             } else if !joined.isOpen {
-                throw RPCError(.failedPrecondition, "call \(Methods.join) first; \(call.method) is refused before joining")
+                throw RPCError(.failedPrecondition, "call \(Codec.joinMethod) first; \(call.method) is refused before joining")
             } else if let delegate {
                 try delegate.handle(call)
             } else {
@@ -244,31 +247,18 @@ public final class WireServer: @unchecked Sendable {
         }
     }
 
-    private func join(_ call: ServerCall, connection: RPCConnection, address: SocketAddress, gate: JoinGate) throws {
-        guard case .hello(let hello) = try call.receiveOnly() else {
-            throw RPCError(.invalidArgument, "\(Methods.join) takes a Hello message")
-        }
+    private func join(_ call: WireServerCall<Codec>, connection: WireConnection<Codec>, address: SocketAddress, gate: JoinGate) throws {
+        let request = try call.receiveOnly()
         if gate.isOpen { throw RPCError(.alreadyExists, "this connection has already joined") }
-        guard hello.protocolVersion == fedcoordProtocolVersion else {
-            let reason = "protocol version mismatch: the agent speaks FedCoord protocol \(hello.protocolVersion), "
-                + "the coordinator speaks protocol \(fedcoordProtocolVersion); upgrade the agent or the coordinator so that both match"
-            refuse(ConnectionRefusal(address: address, stage: .join, commonName: connection.peer.commonName, reason: reason))
-            closeSoon(connection)
-            throw RPCError(.failedPrecondition, reason)
-        }
         guard let delegate else { throw RPCError(.unavailable, "the coordinator is shutting down") }
-        var welcome: Welcome
+        let answer: Codec.Body
         do {
-            welcome = try delegate.welcome(hello, from: connection.peer, on: connection)
+            answer = try delegate.join(request, on: connection, listener: configuration)
         } catch let error as RPCError {
             refuse(ConnectionRefusal(address: address, stage: .join, commonName: connection.peer.commonName, reason: error.message))
             closeSoon(connection)
             throw error
         }
-        welcome.protocolVersion = fedcoordProtocolVersion
-        if welcome.agentID.isEmpty { welcome.agentID = connection.peer.commonName }
-        if welcome.federation.isEmpty { welcome.federation = configuration.federation }
-        if let interval = configuration.connection.heartbeatInterval { welcome.heartbeatIntervalMs = UInt32(interval * 1000) }
         let admitted: Bool = lock.withLock {
             if stopping { return false }
             joining.removeValue(forKey: ObjectIdentifier(connection))
@@ -277,16 +267,14 @@ public final class WireServer: @unchecked Sendable {
         }
         guard admitted else { throw RPCError(.unavailable, "the coordinator is shutting down") }
         gate.open()
-        try call.send(.welcome(welcome))
+        try call.send(answer)
         connection.startHeartbeats()
         delegate.connectionJoined(connection)
-        logger.info("Agent joined", metadata: [
-            "agent": "\(connection.peer.commonName)", "peer.address": "\(address)", "agent.software": "\(hello.softwareVersion)",
-        ])
+        logger.info("Agent joined", metadata: ["agent": "\(connection.peer.commonName)", "peer.address": "\(address)"])
     }
 
     /// Closes a refused connection shortly after its status has been sent.
-    private func closeSoon(_ connection: RPCConnection) {
+    private func closeSoon(_ connection: WireConnection<Codec>) {
         WorkerThread.start(name: "fedwire-close", stackSize: 256 << 10) {
             usleep(200_000)
             connection.close(error: WireError(.connectionClosed, "refused at join"))

@@ -1,4 +1,6 @@
+import FedHashing
 import FedSecAgg
+import FedWire
 
 /// Swift values of the messages in `proto/fedcoord.proto`. See the proto file for who sends
 /// each message and when. All are plain `Sendable` values except ``TensorChunk``, whose bytes
@@ -360,31 +362,5 @@ public enum Message: Sendable {
         case .unmaskResponse: "UnmaskResponse"
         case .maskedVector: "MaskedVector"
         }
-    }
-}
-
-/// One frame's content: routing (call id, method, deadline, metadata, flags), an optional status
-/// and an optional message.
-public struct Envelope: Sendable {
-    public var callID: UInt64
-    public var method: String?
-    /// Relative deadline in milliseconds; 0 means none.
-    public var timeoutMs: UInt64 = 0
-    public var metadata: [String: String] = [:]
-    public var endOfStream = false
-    public var cancel = false
-    public var status: RPCStatus?
-    public var body: Message?
-
-    public init(callID: UInt64, method: String? = nil, timeoutMs: UInt64 = 0, metadata: [String: String] = [:],
-                endOfStream: Bool = false, cancel: Bool = false, status: RPCStatus? = nil, body: Message? = nil) {
-        self.callID = callID
-        self.method = method
-        self.timeoutMs = timeoutMs
-        self.metadata = metadata
-        self.endOfStream = endOfStream
-        self.cancel = cancel
-        self.status = status
-        self.body = body
     }
 }

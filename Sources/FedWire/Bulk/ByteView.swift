@@ -30,7 +30,7 @@ public final class ByteView: @unchecked Sendable {
 
     /// Views `bytes` owned by `owner`, optionally running `release` when the view goes away;
     /// `check` is what the connection's reader computed over exactly these bytes.
-    init(bytes: UnsafeRawBufferPointer, owner: AnyObject?, release: (() -> Void)? = nil, check: ChunkCheck? = nil) {
+    public init(bytes: UnsafeRawBufferPointer, owner: AnyObject?, release: (() -> Void)? = nil, check: ChunkCheck? = nil) {
         self.bytes = bytes
         self.owner = owner
         self.release = release

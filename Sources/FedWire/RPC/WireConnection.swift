@@ -11,13 +11,15 @@ import Logging
 ///
 /// Memory: one encode buffer (grows to the largest frame sent) and, per call, at most
 /// ``ConnectionOptions/inboxCapacity`` decoded messages.
-public final class RPCConnection: @unchecked Sendable {
+public final class WireConnection<Codec: WireCodec>: @unchecked Sendable {
     // @unchecked: mutable state is guarded by `stateLock` (calls, ids, closing) and `sendLock`
     // (the encode buffer); the TLS connection is itself thread-safe.
 
     /// Handles a call the peer opened. Return normally to end it with OK; throw ``RPCError`` to end
     /// it with that status (any other error ends it with INTERNAL).
-    public typealias CallHandler = @Sendable (ServerCall) throws -> Void
+    public typealias CallHandler = @Sendable (WireServerCall<Codec>) throws -> Void
+    public typealias Envelope = WireEnvelope<Codec.Body>
+    typealias Inbox = CallInbox<Codec.Body>
 
     public let tls: TLSConnection
     /// The verified peer (from its certificate).
@@ -29,13 +31,13 @@ public final class RPCConnection: @unchecked Sendable {
 
     private let stateLock = SpinlessLock()
     private var nextCallID: UInt64
-    private var calls: [UInt64: CallInbox] = [:]
+    private var calls: [UInt64: Inbox] = [:]
     /// Calls the peer opened that have not ended (bounded by ``ConnectionOptions/maxPeerCalls``).
     private var peerCallsOpen = 0
     /// Threads running this connection's handlers (at most ``ConnectionOptions/maxCallThreads``).
     private var handlerThreads = 0
     /// Calls the peer opened that wait for a handler thread, oldest first.
-    private var waitingCalls: [ServerCall] = []
+    private var waitingCalls: [WireServerCall<Codec>] = []
     /// Destinations tensor chunks of these calls are read straight into.
     private var landings: [UInt64: ChunkLanding] = [:]
     /// Tensor headers the reader has routed to each call with a landing (or that may get one).
@@ -53,7 +55,7 @@ public final class RPCConnection: @unchecked Sendable {
 
     /// Wraps a connection whose handshake has completed.
     public init(tls: TLSConnection, isDialler: Bool, options: ConnectionOptions, logger: Logger) {
-        guard let peer = tls.peer else { preconditionFailure("RPCConnection needs a completed TLS handshake") }
+        guard let peer = tls.peer else { preconditionFailure("WireConnection needs a completed TLS handshake") }
         self.tls = tls
         self.peer = peer
         self.isDialler = isDialler
@@ -85,8 +87,8 @@ public final class RPCConnection: @unchecked Sendable {
                     heartbeatSequence += 1
                     return heartbeatSequence
                 }
-                let beat = Heartbeat(sequence: sequence, sentUnixMs: UInt64(Date().timeIntervalSince1970 * 1000), activity: activity())
-                try? send(Envelope(callID: 0, body: .heartbeat(beat)))
+                let beat = Codec.heartbeat(sequence: sequence, sentUnixMs: UInt64(Date().timeIntervalSince1970 * 1000), activity: activity())
+                try? send(Envelope(callID: 0, body: beat))
             }
         }
     }
@@ -111,7 +113,7 @@ public final class RPCConnection: @unchecked Sendable {
 
     /// Closes the connection; every call still running fails with `error` (or "closed").
     public func close(error: WireError? = nil) {
-        let taken: ([CallInbox], [@Sendable (WireError?) -> Void])? = stateLock.withLock {
+        let taken: ([Inbox], [@Sendable (WireError?) -> Void])? = stateLock.withLock {
             if closed { return nil }
             closed = true
             closeError = error
@@ -138,7 +140,7 @@ public final class RPCConnection: @unchecked Sendable {
     /// Sends a status on call 0 (best effort), then closes politely so that the peer can read it.
     func closeWithStatus(_ status: RPCStatus, error: WireError) {
         try? send(Envelope(callID: 0, status: status))
-        let inboxes: [CallInbox] = stateLock.withLock {
+        let inboxes: [Inbox] = stateLock.withLock {
             let list = Array(calls.values)
             return list
         }
@@ -153,16 +155,16 @@ public final class RPCConnection: @unchecked Sendable {
     public func send(_ envelope: Envelope) throws {
         if isClosed { throw closeReason ?? WireError(.connectionClosed, "the connection is closed") }
         do {
-            if case .tensorChunk(let chunk)? = envelope.body, chunk.data.count >= 64 * 1024 {
+            if let body = envelope.body, let data = Codec.bulkData(of: body), data.count >= 64 * 1024 {
                 // Large chunks go out without being copied: prefix and envelope head, then the
                 // chunk's own bytes, in one uninterrupted write.
-                try envelope.withFrameSegments(maxFrameBytes: options.maxFrameBytes) { segments in
+                try Codec.withFrameSegments(envelope, maxFrameBytes: options.maxFrameBytes) { segments in
                     try tls.write(segments: segments, stallSeconds: options.writeStallTimeout)
                 }
                 return
             }
             try sendLock.withLock {
-                let length = try envelope.encodeFrame(into: &sendBuffer, maxFrameBytes: options.maxFrameBytes)
+                let length = try Codec.encodeFrame(envelope, into: &sendBuffer, maxFrameBytes: options.maxFrameBytes)
                 try sendBuffer.withUnsafeBytes { raw in
                     try tls.write(UnsafeRawBufferPointer(rebasing: raw[..<length]), stallSeconds: options.writeStallTimeout)
                 }
@@ -191,12 +193,12 @@ public final class RPCConnection: @unchecked Sendable {
 
     // MARK: Calls
 
-    /// Opens a call to `method` on the peer. Nothing is sent until the first ``ClientCall/send(_:endOfStream:)``.
+    /// Opens a call to `method` on the peer. Nothing is sent until the first ``WireClientCall/send(_:endOfStream:)``.
     ///
     /// - Parameters:
     ///   - timeout: seconds until the call's deadline (sent to the peer); nil for none.
-    public func makeCall(method: String, timeout: Double? = nil, metadata: [String: String] = [:]) throws -> ClientCall {
-        let inbox = CallInbox(capacity: options.inboxCapacity)
+    public func makeCall(method: String, timeout: Double? = nil, metadata: [String: String] = [:]) throws -> WireClientCall<Codec> {
+        let inbox = Inbox(capacity: options.inboxCapacity)
         let id: UInt64 = try stateLock.withLock {
             if closed { throw closeError ?? WireError(.connectionClosed, "the connection is closed") }
             let id = nextCallID
@@ -204,13 +206,13 @@ public final class RPCConnection: @unchecked Sendable {
             calls[id] = inbox
             return id
         }
-        return ClientCall(id: id, method: method, timeout: timeout, metadata: metadata, connection: self, inbox: inbox)
+        return WireClientCall(id: id, method: method, timeout: timeout, metadata: metadata, connection: self, inbox: inbox)
     }
 
     /// A unary call: one request, one response.
     ///
     /// - Throws: ``RPCError`` with the peer's status, or DEADLINE_EXCEEDED / UNAVAILABLE.
-    public func unary(_ method: String, _ request: Message, timeout: Double? = nil, metadata: [String: String] = [:]) throws -> Message {
+    public func unary(_ method: String, _ request: Codec.Body, timeout: Double? = nil, metadata: [String: String] = [:]) throws -> Codec.Body {
         let call = try makeCall(method: method, timeout: timeout, metadata: metadata)
         defer { call.finish() }
         try call.send(request, endOfStream: true)
@@ -253,7 +255,7 @@ public final class RPCConnection: @unchecked Sendable {
     // MARK: Reading
 
     private func readLoop() {
-        let reader = FrameReader(connection: tls, maxFrameBytes: options.maxFrameBytes, frameTimeout: options.frameTimeout)
+        let reader = FrameReader(connection: tls, maxFrameBytes: options.maxFrameBytes, frameTimeout: options.frameTimeout, bulkPrefix: Codec.bulkPrefix)
         while !isClosed {
             let idleDeadline: Deadline = options.livenessTimeout.map { timeout in
                 Deadline(uptimeNanoseconds: stateLock.withLock { lastHeard }.uptimeNanoseconds + UInt64(timeout * 1e9))
@@ -281,7 +283,7 @@ public final class RPCConnection: @unchecked Sendable {
             case .landed(let callID, let offset, let bytes, let landing, let check):
                 // Already in place: the chunk still goes to its call, to be checked like any other.
                 let data = ByteView(bytes: bytes, owner: landing, check: check)
-                route(Envelope(callID: callID, body: .tensorChunk(TensorChunk(offset: offset, data: data))))
+                route(Envelope(callID: callID, body: Codec.bulkBody(offset: offset, data: data)))
                 continue
             case .view(let view, let check):
                 frame = view
@@ -292,13 +294,14 @@ public final class RPCConnection: @unchecked Sendable {
                 if frame.count > FrameReader.keptBufferBytes, let block = reader.takeLargeFrameBlock() {
                     // A large frame: decode a tensor chunk in place; the block goes with the chunk.
                     let owner = BlockOwner(block)
-                    if let chunk = ChunkFastPath.decode(frame, owner: owner, check: chunkCheck) {
-                        route(chunk)
+                    if let chunk = Codec.bulkPrefix(frame, frameLength: frame.count) {
+                        let data = ByteView(bytes: UnsafeRawBufferPointer(rebasing: frame[chunk.dataStart...]), owner: owner, check: chunkCheck)
+                        route(Envelope(callID: chunk.callID, body: Codec.bulkBody(offset: chunk.offset, data: data)))
                         continue
                     }
-                    envelope = try Envelope(decoding: frame)
+                    envelope = try Codec.decodeFrame(frame)
                 } else {
-                    envelope = try Envelope(decoding: frame)
+                    envelope = try Codec.decodeFrame(frame)
                 }
             } catch let error as WireError {
                 logger.warning("Undecodable frame; closing the connection", metadata: ["peer": "\(peer.commonName)", "error": "\(error.message)"])
@@ -336,16 +339,16 @@ public final class RPCConnection: @unchecked Sendable {
     private func route(_ envelope: Envelope) {
         let id = envelope.callID
         if id == 0 {
-            if case .heartbeat = envelope.body { stateLock.withLock { receivedHeartbeats += 1 } }
+            if let body = envelope.body, Codec.isHeartbeat(body) { stateLock.withLock { receivedHeartbeats += 1 } }
             if let status = envelope.status, !status.isOK {
                 logger.warning("Peer reported a connection error", metadata: ["peer": "\(peer.commonName)", "status": "\(status)"])
                 stateLock.withLock { if closeError == nil { closeError = WireError(.connectionBroken, "the peer reported \(status)") } }
             }
             return
         }
-        let (existing, waiting): (CallInbox?, Bool) = stateLock.withLock {
+        let (existing, waiting): (Inbox?, Bool) = stateLock.withLock {
             let inbox = calls[id]
-            if inbox != nil, case .tensorHeader = envelope.body { tensorHeadersRouted[id, default: 0] += 1 }
+            if inbox != nil, let body = envelope.body, Codec.startsBulkStream(body) { tensorHeadersRouted[id, default: 0] += 1 }
             return (inbox, inbox != nil && waitingCalls.contains { $0.id == id })
         }
         if let inbox = existing {
@@ -375,11 +378,10 @@ public final class RPCConnection: @unchecked Sendable {
             // A frame for a call that has already ended (for example after a cancel): drop it.
             return
         }
-        let inbox = CallInbox(capacity: options.inboxCapacity)
+        let inbox = Inbox(capacity: options.inboxCapacity)
         let deadline: Deadline = envelope.timeoutMs > 0 ? .after(seconds: Double(envelope.timeoutMs) / 1000) : .distantFuture
-        let call = ServerCall(id: id, method: method, metadata: envelope.metadata, deadline: deadline, connection: self, inbox: inbox)
-        enum Admission { case closed, full, waits, runs(CallHandler) }
-        let admission: Admission = stateLock.withLock {
+        let call = WireServerCall(id: id, method: method, metadata: envelope.metadata, deadline: deadline, connection: self, inbox: inbox)
+        let admission: CallAdmission<CallHandler> = stateLock.withLock {
             guard !closed, let handler else { return .closed }
             if peerCallsOpen >= options.maxPeerCalls { return .full }
             calls[id] = inbox
@@ -406,8 +408,8 @@ public final class RPCConnection: @unchecked Sendable {
     }
 
     /// Runs `first`, then the calls that waited for a thread, until none waits.
-    private func serveCalls(from first: ServerCall, handler: CallHandler) {
-        var next: ServerCall? = first
+    private func serveCalls(from first: WireServerCall<Codec>, handler: CallHandler) {
+        var next: WireServerCall<Codec>? = first
         while let call = next {
             Self.run(call, handler)
             next = stateLock.withLock {
@@ -420,7 +422,7 @@ public final class RPCConnection: @unchecked Sendable {
         }
     }
 
-    private static func run(_ call: ServerCall, _ handler: CallHandler) {
+    private static func run(_ call: WireServerCall<Codec>, _ handler: CallHandler) {
         let status: RPCStatus
         do {
             try handler(call)
@@ -448,7 +450,7 @@ public final class RPCConnection: @unchecked Sendable {
         }
     }
 
-    private func deliver(_ envelope: Envelope, to inbox: CallInbox) {
+    private func deliver(_ envelope: Envelope, to inbox: Inbox) {
         if let body = envelope.body { inbox.push(.message(body)) }
         if envelope.endOfStream { inbox.push(.endOfStream) }
         if envelope.cancel { inbox.fail(.cancelled) }
@@ -456,8 +458,8 @@ public final class RPCConnection: @unchecked Sendable {
     }
 
     /// ``deliver(_:to:)`` without waiting: false, and nothing delivered, if the inbox is too full.
-    private func deliverIfRoom(_ envelope: Envelope, to inbox: CallInbox) -> Bool {
-        var items: [InboxItem] = []
+    private func deliverIfRoom(_ envelope: Envelope, to inbox: Inbox) -> Bool {
+        var items: [Inbox.Item] = []
         if let body = envelope.body { items.append(.message(body)) }
         if envelope.endOfStream { items.append(.endOfStream) }
         if let status = envelope.status { items.append(.status(status)) }
@@ -465,6 +467,12 @@ public final class RPCConnection: @unchecked Sendable {
         if envelope.cancel { inbox.fail(.cancelled) }
         return true
     }
+}
+
+/// What becomes of a call the peer opens.
+private enum CallAdmission<Handler> {
+    case closed, full, waits
+    case runs(Handler)
 }
 
 /// Owns a recycling-pool block and gives it back when the last user lets go.

@@ -3,15 +3,15 @@ import Foundation
 /// Memory a call's tensor chunks are read into straight from TLS, instead of into a frame buffer
 /// that the consumer then copies from: a model an agent receives is written once, not twice.
 ///
-/// A consumer registers one for the tensor it is receiving (``RPCConnection/land(callID:into:)``)
-/// and ends it before it lets go of the memory (``RPCConnection/endLanding(_:)``, which waits for
+/// A consumer registers one for the tensor it is receiving (``WireConnection/land(callID:into:)``)
+/// and ends it before it lets go of the memory (``WireConnection/endLanding(_:)``, which waits for
 /// a chunk being read into it). The connection's reader lands a chunk frame of that call whose
 /// bytes fit the destination at their offset; it still routes the chunk to the call, whose
 /// consumer checks its order, size and CRC as for any chunk, so a chunk landed where it should
 /// not have been is never accepted. Every other frame takes the usual path.
 public final class ChunkLanding: @unchecked Sendable {
     // @unchecked: `isOpen` is guarded by `lock`, which the reader holds while it writes into
-    // `destination`; `destination` itself is owned by the consumer until ``RPCConnection/endLanding(_:)``.
+    // `destination`; `destination` itself is owned by the consumer until ``WireConnection/endLanding(_:)``.
     let callID: UInt64
     /// Which of the call's tensor streams (counted by their headers, from 1) the destination is
     /// for: the reader lands a chunk only while that stream's header is the last it has routed,

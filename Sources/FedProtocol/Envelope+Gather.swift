@@ -1,5 +1,7 @@
 import CProtobufC
+import FedHashing
 import FedProtoC
+import FedWire
 
 /// Collects a packed envelope as segments: the bytes before a large borrowed payload, the
 /// payload itself (not copied), and anything after it.

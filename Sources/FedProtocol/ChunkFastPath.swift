@@ -1,33 +1,14 @@
 import CProtobufC
+import FedHashing
 import FedProtoC
+import FedWire
 
-/// Zero-copy decoding of the one envelope shape that carries bulk data:
+/// Recognizes the one envelope shape that carries bulk data,
 /// `Envelope{call_id, tensor_chunk {offset, data}}`, in that order, exactly as this project
-/// encodes it. The chunk's bytes stay in the frame's buffer instead of being copied by
-/// protobuf-c's unpack; any other shape (extra fields, other order, another message) falls back
-/// to protobuf-c, so the wire format is unchanged.
+/// encodes it, from a frame's first bytes: FedWire then keeps (or lands) the chunk's bytes where
+/// they arrived instead of having protobuf-c's unpack copy them. Any other shape (extra fields,
+/// other order, another message) goes to protobuf-c, so the wire format is unchanged.
 enum ChunkFastPath {
-    /// Decodes `frame` if it is a plain tensor-chunk envelope; nil otherwise.
-    ///
-    /// - Parameters:
-    ///   - owner: keeps `frame`'s memory alive for as long as the chunk is used.
-    ///   - check: the reader's check of the chunk's data (the bytes from the same prefix), if any.
-    static func decode(_ frame: UnsafeRawBufferPointer, owner: AnyObject, check: ChunkCheck? = nil) -> Envelope? {
-        guard let chunk = prefix(frame, frameLength: frame.count) else { return nil }
-        let view = ByteView(bytes: UnsafeRawBufferPointer(rebasing: frame[chunk.dataStart...]), owner: owner, check: check)
-        return Envelope(callID: chunk.callID, body: .tensorChunk(TensorChunk(offset: chunk.offset, data: view)))
-    }
-
-    /// Where a plain tensor-chunk envelope's data starts, parsed from the first bytes of a frame
-    /// of `frameLength` bytes (the data runs to the end of the frame); nil for anything else.
-    struct Prefix {
-        var callID: UInt64
-        var offset: UInt64
-        /// Index of the first data byte in the frame (within `head`).
-        var dataStart: Int
-        var dataLength: Int
-    }
-
     /// The tags (field number << 3 | wire type) of the fields the fast path reads, taken from the
     /// descriptors protoc-c generated from proto/fedcoord.proto, so that they follow the schema.
     struct Tags {
@@ -47,7 +28,9 @@ enum ChunkFastPath {
         }()
     }
 
-    static func prefix(_ head: UnsafeRawBufferPointer, frameLength: Int) -> Prefix? {
+    /// Where a plain tensor-chunk envelope's data starts, parsed from the first bytes of a frame
+    /// of `frameLength` bytes (the data runs to the end of the frame); nil for anything else.
+    static func prefix(_ head: UnsafeRawBufferPointer, frameLength: Int) -> BulkPrefix? {
         let tags = Tags.current
         var reader = Reader(bytes: head)
         guard reader.tag() == tags.callID, let callID = reader.varint(),
@@ -62,7 +45,7 @@ enum ChunkFastPath {
         guard reader.tag() == tags.data, let dataLength = reader.varint(), dataLength == UInt64(frameLength - reader.position),
             dataLength > 0, reader.position <= head.count
         else { return nil }
-        return Prefix(callID: callID, offset: offset, dataStart: reader.position, dataLength: Int(dataLength))
+        return BulkPrefix(callID: callID, offset: offset, dataStart: reader.position, dataLength: Int(dataLength))
     }
 
     private struct Reader {

@@ -1,6 +1,8 @@
 import CProtobufC
+import FedHashing
 import FedProtoC
 import FedSecAgg
+import FedWire
 
 /// Conversion of the FLSECAGG-v1 stage messages between Swift values and protobuf-c structs
 /// (the rest of the envelope is in Envelope+ProtobufC.swift).

@@ -1,18 +1,17 @@
-import CProtobufC
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The allocator protobuf-c unpacks envelopes with: small allocations go to malloc, large ones
-/// (tensor chunk payloads) come from a small pool of recycled blocks whose pages are already
-/// mapped. Without it every 4 MiB chunk costs ~1000 fresh page faults, which halved the
+/// The allocator for frames and decoded envelopes (protobuf-c unpacks with it): small
+/// allocations go to malloc, large ones (tensor chunk payloads) come from a small pool of
+/// recycled blocks whose pages are already mapped. Without it every 4 MiB chunk costs ~1000 fresh page faults, which halved the
 /// throughput of tensor streams.
 ///
 /// Each block carries a 64-byte header with its capacity, so that `free` knows what it got.
 /// Large blocks are mapped with `mmap` rather than taken from malloc's heap: returned blocks
 /// beyond the pool are unmapped at once, so chunk traffic never fragments the heap or leaves
 /// its high-water mark behind. The pool keeps at most ``maxPooledBlocks`` blocks mapped.
-enum RecyclingAllocator {
+public enum RecyclingAllocator {
     static let headerSize = 64
     static let largeThreshold = 256 * 1024
     static let maxPooledBlocks = 8
@@ -20,17 +19,9 @@ enum RecyclingAllocator {
     private static let lock = SpinlessLock()
     nonisolated(unsafe) private static var pool: [UnsafeMutableRawPointer] = []
 
-    /// The ProtobufCAllocator to pass to `unpack` and `free_unpacked`; lives for the process.
-    nonisolated(unsafe) static let allocator: UnsafeMutablePointer<ProtobufCAllocator> = {
-        let pointer = UnsafeMutablePointer<ProtobufCAllocator>.allocate(capacity: 1)
-        pointer.initialize(to: ProtobufCAllocator(
-            alloc: { _, size in RecyclingAllocator.allocate(size) },
-            free: { _, pointer in RecyclingAllocator.release(pointer) },
-            allocator_data: nil))
-        return pointer
-    }()
-
-    static func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
+    /// A block of at least `size` bytes (nil when memory is exhausted); give it back with
+    /// ``release(_:)``. Thread-safe.
+    public     static func allocate(_ size: Int) -> UnsafeMutableRawPointer? {
         if size >= largeThreshold {
             let reused: UnsafeMutableRawPointer? = lock.withLock {
                 guard let index = pool.firstIndex(where: { capacity(of: $0) >= size && capacity(of: $0) <= 2 * size }) else { return nil }
@@ -47,7 +38,8 @@ enum RecyclingAllocator {
         return block + headerSize
     }
 
-    static func release(_ pointer: UnsafeMutableRawPointer?) {
+    /// Gives back a block from ``allocate(_:)`` (nil is ignored). Thread-safe.
+    public static func release(_ pointer: UnsafeMutableRawPointer?) {
         guard let pointer else { return }
         let block = pointer - headerSize
         if capacity(of: block) >= largeThreshold {

@@ -1,3 +1,5 @@
+import FedHashing
+import FedWire
 /// Wire names of the methods in proto/fedcoord.proto's service blocks.
 public enum Methods {
     public static let join = "/fedcoord.v1.Coordinator/Join"

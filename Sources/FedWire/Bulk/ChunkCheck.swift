@@ -1,3 +1,5 @@
+import FedHashing
+
 /// What a connection's reader computed over a tensor chunk's data while it arrived, piece by
 /// piece straight after each TLS read (in the first-level cache), so that the chunk's consumer
 /// does not read a megabyte again, from further away, to check it: the data's CRC-32C and, when

@@ -1,5 +1,7 @@
 import CProtobufC
+import FedHashing
 import FedProtoC
+import FedWire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -46,7 +48,7 @@ extension Envelope {
     /// - Throws: ``WireError/Code/malformedFrame`` when the bytes are not a valid envelope.
     public init(decoding bytes: UnsafeRawBufferPointer) throws {
         guard let unpacked = fedcoord__v1__envelope__unpack(
-            RecyclingAllocator.allocator, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            EnvelopeAllocator.pointer, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
         else {
             throw WireError(.malformedFrame, "a frame of \(bytes.count) bytes is not a valid protobuf Envelope")
         }
@@ -437,5 +439,5 @@ final class UnpackedEnvelope: @unchecked Sendable {
     // @unchecked: the tree is only read after unpacking.
     private let pointer: UnsafeMutablePointer<Fedcoord__V1__Envelope>
     init(_ pointer: UnsafeMutablePointer<Fedcoord__V1__Envelope>) { self.pointer = pointer }
-    deinit { fedcoord__v1__envelope__free_unpacked(pointer, RecyclingAllocator.allocator) }
+    deinit { fedcoord__v1__envelope__free_unpacked(pointer, EnvelopeAllocator.pointer) }
 }
