@@ -19,7 +19,7 @@ struct RoundDriverTests {
 
     /// An action carrying a sequence number (the driver never looks inside).
     static func action(_ sequence: UInt64) -> RoundStateMachine.Action {
-        .cancel("agent", roundID: sequence, reason: "")
+        .cancel("agent", roundID: sequence, attempt: 0, reason: "")
     }
 
     @Test("Actions posted by 8 threads under one lock run in the lock's order, on one thread, with ticks in between")
@@ -29,7 +29,7 @@ struct RoundDriverTests {
         let done = DispatchSemaphore(value: 0)
         Thread {
             driver.run(tick: { record.lock.withLock { record.ticks += 1 } }) { action in
-                guard case .cancel(_, let sequence, _) = action else { return }
+                guard case .cancel(_, let sequence, _, _) = action else { return }
                 record.lock.withLock {
                     record.executed.append(sequence)
                     record.threads.insert(pthread_self())

@@ -34,7 +34,7 @@ struct RoundStateMachineTests {
     }
 
     static func pulls(_ actions: [RoundStateMachine.Action]) -> [String] {
-        actions.compactMap { if case .pull(let agent, _) = $0 { return agent } else { return nil } }
+        actions.compactMap { if case .pull(let agent, _, _) = $0 { return agent } else { return nil } }
     }
 
     static func outcome(_ actions: [RoundStateMachine.Action]) -> RoundStateMachine.Outcome? {
@@ -81,10 +81,10 @@ struct RoundStateMachineTests {
             pulled += Self.pulls(actions)
         }
         #expect(pulled == Array(attempt.invited.prefix(2)), "bounded to 2 concurrent pulls")
-        let (v1, a1) = machine.updateReceived(attempt.invited[0], roundID: 1, now: 2)
+        let (v1, a1) = machine.updateReceived(attempt.invited[0], roundID: 1, attempt: 0, now: 2)
         #expect(v1 == .accept)
         #expect(Self.pulls(a1) == [attempt.invited[2]], "the queued pull starts when a slot frees")
-        let (v2, a2) = machine.updateReceived(attempt.invited[1], roundID: 1, now: 3)
+        let (v2, a2) = machine.updateReceived(attempt.invited[1], roundID: 1, attempt: 0, now: 3)
         #expect(v2 == .accept)
         let outcome = Self.outcome(a2)
         #expect(outcome?.accepted == [attempt.invited[0]: 10, attempt.invited[1]: 10])
@@ -92,7 +92,7 @@ struct RoundStateMachineTests {
         #expect(a2.filter { if case .cancel = $0 { return true } else { return false } }.count == 3)
         #expect(machine.phase == .aggregating)
         // The third pull finishes after the close: refused, never added.
-        let (v3, _) = machine.updateReceived(attempt.invited[2], roundID: 1, now: 4)
+        let (v3, _) = machine.updateReceived(attempt.invited[2], roundID: 1, attempt: 0, now: 4)
         #expect(v3 != .accept)
         // Commit moves to the next round and model version.
         _ = machine.committed(roundID: 1, now: 5)
@@ -107,11 +107,11 @@ struct RoundStateMachineTests {
         _ = machine.updateAnnounced(b, roundID: 1, modelVersion: 0, examples: 7, now: 9.5)
         let atDeadline = machine.tick(now: 10)
         #expect(machine.phase == .closing)
-        #expect(atDeadline.contains(.cancel(c, roundID: 1, reason: "round 1 passed its deadline")))
+        #expect(atDeadline.contains(.cancel(c, roundID: 1, attempt: 0, reason: "round 1 passed its deadline")))
         let (late, _) = machine.updateAnnounced(c, roundID: 1, modelVersion: 0, examples: 9, now: 11)
         #expect(late == .refuse(EngineError(.late, "round 1 passed its deadline before this update was announced")))
-        _ = machine.updateReceived(a, roundID: 1, now: 11)
-        let (verdict, actions) = machine.updateReceived(b, roundID: 1, now: 12)
+        _ = machine.updateReceived(a, roundID: 1, attempt: 0, now: 11)
+        let (verdict, actions) = machine.updateReceived(b, roundID: 1, attempt: 0, now: 12)
         #expect(verdict == .accept)
         let outcome = Self.outcome(actions)
         #expect(outcome?.accepted == [a: 5, b: 7])
@@ -123,8 +123,8 @@ struct RoundStateMachineTests {
     func collectGrace() {
         var (machine, attempt) = Self.started()
         for agent in attempt.invited { _ = machine.updateAnnounced(agent, roundID: 1, modelVersion: 0, examples: 1, now: 1) }
-        _ = machine.updateReceived(attempt.invited[0], roundID: 1, now: 2)
-        _ = machine.updateReceived(attempt.invited[1], roundID: 1, now: 2)
+        _ = machine.updateReceived(attempt.invited[0], roundID: 1, attempt: 0, now: 2)
+        _ = machine.updateReceived(attempt.invited[1], roundID: 1, attempt: 0, now: 2)
         // Target 3 not reached; the third pull hangs.
         _ = machine.tick(now: 10)
         #expect(machine.phase == .closing)
@@ -138,7 +138,7 @@ struct RoundStateMachineTests {
     func quorumRetry() {
         var (machine, first) = Self.started()
         _ = machine.updateAnnounced(first.invited[0], roundID: 1, modelVersion: 0, examples: 1, now: 1)
-        _ = machine.updateReceived(first.invited[0], roundID: 1, now: 2)
+        _ = machine.updateReceived(first.invited[0], roundID: 1, attempt: 0, now: 2)
         let actions = machine.tick(now: 10)
         guard let failed = actions.first(where: { if case .attemptFailed = $0 { return true } else { return false } }),
             case .attemptFailed(let outcome, let reason, let willRetry) = failed
@@ -163,6 +163,42 @@ struct RoundStateMachineTests {
         #expect(machine.tick(now: retry.deadline + 1).isEmpty, "cooling down")
         let later = machine.tick(now: retry.deadline + 200)
         #expect(later.contains { if case .attemptStarted(let a) = $0 { return a.attempt == 0 && a.roundID == 1 } else { return false } })
+    }
+
+    /// Regression (issue #14): a retry keeps its round id. A pull of attempt 0 that finishes (or
+    /// breaks) while the retry is pulling the same agent again used to count for the retry, with
+    /// bytes the retry never asked for, and to answer the retry's AnnounceUpdate call.
+    @Test("A stale pull from the failed attempt is refused by the retry, which still takes its own")
+    func stalePullAfterRetry() {
+        let policy = Self.policy { $0.failureBackoff = 0 }
+        var (machine, first) = Self.started(policy, agents: ["a", "b", "c"])
+        let x = first.invited[0]
+        let (_, announced) = machine.updateAnnounced(x, roundID: 1, modelVersion: 0, examples: 4, now: 1)
+        #expect(announced.contains(.pull(x, roundID: 1, attempt: 0)))
+        // Nobody else reports and x's pull hangs past the grace: attempt 0 fails, the retry starts.
+        _ = machine.tick(now: first.deadline)
+        let closed = machine.tick(now: first.collectUntil)
+        #expect(closed.contains { if case .attemptFailed(_, _, true) = $0 { return true } else { return false } })
+        let retry = (closed + machine.tick(now: first.collectUntil + 1)).compactMap {
+            if case .attemptStarted(let attempt) = $0 { return attempt } else { return nil }
+        }.first
+        guard let retry, retry.invited.contains(x) else {
+            Issue.record("expected a retry inviting \(x), got \(closed)")
+            return
+        }
+        #expect(retry.roundID == 1 && retry.attempt == 1)
+        let (_, again) = machine.updateAnnounced(x, roundID: 1, modelVersion: 0, examples: 4, now: first.collectUntil + 2)
+        #expect(again.contains(.pull(x, roundID: 1, attempt: 1)))
+
+        let (stale, staleActions) = machine.updateReceived(x, roundID: 1, attempt: 0, now: first.collectUntil + 3)
+        guard case .refuse(let error) = stale else {
+            Issue.record("the stale pull was accepted")
+            return
+        }
+        #expect(error.code == .late && staleActions.isEmpty)
+        #expect(machine.pullFailed(x, roundID: 1, attempt: 0, reason: "old upload broke", now: first.collectUntil + 3).isEmpty)
+        #expect(machine.participation[x] == .pulling(examples: 4), "the retry's own pull is still running")
+        #expect(machine.updateReceived(x, roundID: 1, attempt: 1, now: first.collectUntil + 4).0 == .accept)
     }
 
     @Test("Hostile announcements are refused with a reason; the round goes on", arguments: [
@@ -197,7 +233,7 @@ struct RoundStateMachineTests {
         var (machine, attempt) = Self.started(Self.policy { $0.target = 2; $0.minAvailable = 2 }, agents: ["a", "b", "c"])
         let (x, y) = (attempt.invited[0], attempt.invited[1])
         _ = machine.updateAnnounced(x, roundID: 1, modelVersion: 0, examples: 3, now: 1)
-        _ = machine.pullFailed(x, roundID: 1, reason: "upload broke after 2 of 5 chunks", now: 2)
+        _ = machine.pullFailed(x, roundID: 1, attempt: 0, reason: "upload broke after 2 of 5 chunks", now: 2)
         let actions = machine.agentDisconnected(y, now: 3)
         // Both invited agents failed: nothing outstanding, so the attempt closes and fails at once.
         #expect(actions.contains { if case .attemptFailed(let o, _, _) = $0 {
@@ -213,7 +249,7 @@ struct RoundStateMachineTests {
         for agent in attempt.invited {
             _ = machine.updateAnnounced(agent, roundID: 1, modelVersion: 0, examples: 1, now: 1)
         }
-        for agent in attempt.invited { _ = machine.updateReceived(agent, roundID: 1, now: 2) }
+        for agent in attempt.invited { _ = machine.updateReceived(agent, roundID: 1, attempt: 0, now: 2) }
         #expect(machine.phase == .aggregating)
         let actions = machine.aggregationFailed(roundID: 1, reason: "disk full", now: 3)
         #expect(actions.contains { if case .attemptFailed(_, let r, true) = $0 { return r.contains("disk full") } else { return false } })

@@ -66,10 +66,11 @@ public struct RoundStateMachine: Sendable {
         case attemptStarted(Attempt)
         /// Send the task and the global weights to the agent; report ``taskFailed`` if it cannot be delivered.
         case sendTask(AgentID, Attempt)
-        /// Pull the agent's announced update; report ``updateReceived`` or ``pullFailed``.
-        case pull(AgentID, roundID: UInt64)
+        /// Pull the agent's announced update; report ``updateReceived`` or ``pullFailed`` with the
+        /// same round and attempt (a retry keeps the round id, so the attempt tells a stale pull apart).
+        case pull(AgentID, roundID: UInt64, attempt: Int)
         /// Tell the agent to stop working on the round (best effort).
-        case cancel(AgentID, roundID: UInt64, reason: String)
+        case cancel(AgentID, roundID: UInt64, attempt: Int, reason: String)
         /// The attempt closed with enough updates: finish the mean, apply the server optimizer,
         /// commit, then report ``committed(roundID:now:)``.
         case aggregate(Outcome)
@@ -151,7 +152,7 @@ public struct RoundStateMachine: Sendable {
             var actions: [Action] = []
             for (agent, state) in participation where state == .training {
                 participation[agent] = .late
-                actions.append(.cancel(agent, roundID: attempt.roundID, reason: "round \(attempt.roundID) passed its deadline"))
+                actions.append(.cancel(agent, roundID: attempt.roundID, attempt: attempt.attempt, reason: "round \(attempt.roundID) passed its deadline"))
             }
             return actions + closeIfDone(now: now)
         case .closing:
@@ -253,15 +254,18 @@ public struct RoundStateMachine: Sendable {
             guard case .announced(let examples) = participation[agent] else { continue }
             participation[agent] = .pulling(examples: examples)
             pulling.insert(agent)
-            actions.append(.pull(agent, roundID: attempt.roundID))
+            actions.append(.pull(agent, roundID: attempt.roundID, attempt: attempt.attempt))
         }
         return actions
     }
 
     /// A pulled update is complete and valid. `.accept` means: add it to the accumulator now
-    /// (before anything else touches the engine); `.refuse` means drop it.
-    public mutating func updateReceived(_ agent: AgentID, roundID: UInt64, now: Double) -> (Verdict, [Action]) {
-        guard let attempt = current, roundID == attempt.roundID, case .pulling(let examples) = participation[agent] else {
+    /// (before anything else touches the engine); `.refuse` means drop it. A pull started by an
+    /// earlier attempt of the same round is refused, even if the agent is pulling again.
+    public mutating func updateReceived(_ agent: AgentID, roundID: UInt64, attempt pulledAttempt: Int, now: Double) -> (Verdict, [Action]) {
+        guard let attempt = current, roundID == attempt.roundID, pulledAttempt == attempt.attempt,
+            case .pulling(let examples) = participation[agent]
+        else {
             return (.refuse(EngineError(.late, "round \(roundID) has closed; this update is not used")), [])
         }
         pulling.remove(agent)
@@ -281,8 +285,8 @@ public struct RoundStateMachine: Sendable {
 
     /// A pull failed (the upload broke, or the update was invalid: wrong names or shapes,
     /// non-finite values, a lying size, a bad hash).
-    public mutating func pullFailed(_ agent: AgentID, roundID: UInt64, reason: String, now: Double) -> [Action] {
-        guard roundID == current?.roundID else { return [] }
+    public mutating func pullFailed(_ agent: AgentID, roundID: UInt64, attempt: Int, reason: String, now: Double) -> [Action] {
+        guard roundID == current?.roundID, attempt == current?.attempt else { return [] }
         switch participation[agent] {
         case .pulling?, .announced?: break
         default: return []
@@ -322,7 +326,7 @@ public struct RoundStateMachine: Sendable {
             case .training, .announced, .pulling:
                 participation[agent] = .cancelled
                 pulling.remove(agent)
-                actions.append(.cancel(agent, roundID: attempt.roundID, reason: "round \(attempt.roundID) closed with \(policy.target) updates"))
+                actions.append(.cancel(agent, roundID: attempt.roundID, attempt: attempt.attempt, reason: "round \(attempt.roundID) closed with \(policy.target) updates"))
             default: break
             }
         }

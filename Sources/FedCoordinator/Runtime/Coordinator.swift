@@ -341,13 +341,15 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             drive { $0.trainingFailed(agent, roundID: ready.roundID, reason: problem, now: now) }
             throw RPCError(.invalidArgument, problem)
         }
-        let waiter = AnnouncementWaiter(round: ready.roundID)
+        var waiter: AnnouncementWaiter?
         let verdict: RoundStateMachine.Verdict = engineLock.withLock {
             let (verdict, actions) = engine.updateAnnounced(
                 agent, roundID: ready.roundID, modelVersion: ready.modelVersion, examples: ready.exampleCount, now: now)
-            if verdict == .accept {
+            if verdict == .accept, let attempt = engine.current {
+                let accepted = AnnouncementWaiter(round: attempt.roundID, attempt: attempt.attempt)
+                waiter = accepted
                 stateLock.withLock {
-                    waiters[agent] = waiter
+                    waiters[agent] = accepted
                     stats.trainSeconds[agent] = ready.trainSeconds
                     stats.trainLoss[agent] = (ready.trainLoss, ready.exampleCount)
                 }
@@ -355,7 +357,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             driver.post(actions)
             return verdict
         }
-        if case .refuse(let error) = verdict {
+        guard let waiter else {
+            let error = if case .refuse(let error) = verdict { error } else { EngineError(.stale, "round \(ready.roundID) is not running") }
             refuseUpdate(agent: agent, round: ready.roundID, reason: error.message)
             throw RPCError(status: Self.status(for: error))
         }
@@ -397,9 +400,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         appendLog(record)
     }
 
-    private func resolveWaiter(_ agent: String, round: UInt64, _ status: RPCStatus) {
+    /// Answers `agent`'s AnnounceUpdate call if it is waiting on this round and attempt (a retry
+    /// keeps the round id, and a stale pull or cancel must not answer the retry's call).
+    private func resolveWaiter(_ agent: String, round: UInt64, attempt: Int, _ status: RPCStatus) {
         let waiter: AnnouncementWaiter? = stateLock.withLock {
-            guard let waiter = waiters[agent], waiter.round == round else { return nil }
+            guard let waiter = waiters[agent], waiter.round == round, waiter.attempt == attempt else { return nil }
             waiters.removeValue(forKey: agent)
             return waiter
         }
@@ -408,7 +413,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     /// Pulls one announced update into a spool file, checking names, shapes, sizes, finiteness
     /// and hashes; then asks the engine whether it still counts, and adds it if so.
-    private func pull(_ agent: String, roundID: UInt64) {
+    private func pull(_ agent: String, roundID: UInt64, attempt: Int) {
         let started = Deadline.now
         let version = engineLock.withLock { engine.modelVersion }
         let deadline = engineLock.withLock { engine.current?.collectUntil ?? now }
@@ -453,7 +458,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             // attempt) waits for it, so that none can slip in between the decision and the add.
             // The next pulls start while this update is added.
             let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
-                let result = engine.updateReceived(agent, roundID: roundID, now: now)
+                let result = engine.updateReceived(agent, roundID: roundID, attempt: attempt, now: now)
                 if result.0 == .accept { pendingAdds.enter() }
                 driver.post(result.1)
                 return result
@@ -477,8 +482,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 }
             }
             switch verdict {
-            case .accept: resolveWaiter(agent, round: roundID, .ok)
-            case .refuse(let error): resolveWaiter(agent, round: roundID, Self.status(for: error))
+            case .accept: resolveWaiter(agent, round: roundID, attempt: attempt, .ok)
+            case .refuse(let error): resolveWaiter(agent, round: roundID, attempt: attempt, Self.status(for: error))
             }
         } catch {
             let failure: PullFailure
@@ -490,8 +495,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             default: failure = PullFailure(reason: "the upload broke: \(error)", refused: false)
             }
             if failure.refused { refuseUpdate(agent: agent, round: roundID, reason: failure.reason) }
-            resolveWaiter(agent, round: roundID, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
-            drive { $0.pullFailed(agent, roundID: roundID, reason: failure.reason, now: now) }
+            resolveWaiter(agent, round: roundID, attempt: attempt, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
+            drive { $0.pullFailed(agent, roundID: roundID, attempt: attempt, reason: failure.reason, now: now) }
         }
     }
 
@@ -577,18 +582,18 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             ])
         case .sendTask(let agent, let attempt):
             Thread { [self] in sendTask(agent, attempt) }.start()
-        case .pull(let agent, let roundID):
-            Thread { [self] in pull(agent, roundID: roundID) }.start()
-        case .cancel(let agent, let roundID, let reason):
+        case .pull(let agent, let roundID, let attempt):
+            Thread { [self] in pull(agent, roundID: roundID, attempt: attempt) }.start()
+        case .cancel(let agent, let roundID, let attempt, let reason):
             stateLock.withLock { _ = broadcastAborts.insert(agent) }
-            resolveWaiter(agent, round: roundID, RPCStatus(.deadlineExceeded, reason))
+            resolveWaiter(agent, round: roundID, attempt: attempt, RPCStatus(.deadlineExceeded, reason))
             sendCancel(agent, roundID: roundID, reason: reason)
         case .aggregate(let outcome):
             Thread { [self] in commit(outcome) }.start()
         case .attemptFailed(let outcome, let reason, let willRetry):
             pendingAdds.wait()
             resetAccumulator()
-            for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, RPCStatus(.aborted, reason)) }
+            for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, attempt: outcome.attempt.attempt, RPCStatus(.aborted, reason)) }
             var record = roundRecord(outcome, status: "failed")
             record.type = "attempt_failed"
             record.reason = reason + (willRetry ? "; retrying with a fresh selection" : "; retries exhausted, waiting for agents")
@@ -914,10 +919,14 @@ struct RoundStats {
 final class AnnouncementWaiter: @unchecked Sendable {
     // @unchecked: guarded by `condition`.
     let round: UInt64
+    let attempt: Int
     private let condition = NSCondition()
     private var status: RPCStatus?
 
-    init(round: UInt64) { self.round = round }
+    init(round: UInt64, attempt: Int) {
+        self.round = round
+        self.attempt = attempt
+    }
 
     func resolve(_ status: RPCStatus) {
         condition.lock()
