@@ -30,10 +30,18 @@ public struct AgentConfiguration: Codable, Sendable {
         }
     }
 
+    /// `trainer.kind`: what trains on this site.
+    public enum TrainerKind: String, ConfigurationChoice {
+        /// The federation's model, trained on `data.csv`.
+        case local
+        /// The site's own training program (`trainer.command`).
+        case command
+        /// A deterministic stand-in without data, for benchmarks.
+        case benchmark
+    }
+
     public struct Trainer: Codable, Sendable {
-        /// "local" (train on `data.csv` with the federation's model), "command" (the site's own
-        /// training program), or "benchmark" (a deterministic stand-in without data, for benchmarks).
-        public var kind = "local"
+        public var kind = TrainerKind.local
         public var examples: UInt64 = 100
         public var step: Float = 0.001
         /// Extra seconds every task takes (to play a slow site in demos and straggler drills).
@@ -54,7 +62,7 @@ public struct AgentConfiguration: Codable, Sendable {
         public init() {}
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "local"
+            kind = try c.decodeIfPresent(TrainerKind.self, forKey: .kind) ?? .local
             examples = try c.decodeIfPresent(UInt64.self, forKey: .examples) ?? 100
             step = try c.decodeIfPresent(Float.self, forKey: .step) ?? 0.001
             delaySeconds = try c.decodeIfPresent(Double.self, forKey: .delaySeconds) ?? 0
@@ -195,11 +203,11 @@ public struct AgentConfiguration: Codable, Sendable {
     public func validate() throws {
         typealias Failure = StrictConfiguration.ConfigurationError
         switch trainer.kind {
-        case "benchmark":
+        case .benchmark:
             guard trainer.examples > 0 else { throw Failure("trainer.examples must be positive") }
-        case "local", "command":
+        case .local, .command:
             guard let data else {
-                throw Failure("trainer.kind \"\(trainer.kind)\" trains on the site's data: set data.csv to the site's CSV file")
+                throw Failure("trainer.kind \"\(trainer.kind.rawValue)\" trains on the site's data: set data.csv to the site's CSV file")
             }
             for path in [data.csv] + (data.holdoutCSV.map { [$0] } ?? []) where !FileManager.default.isReadableFile(atPath: path) {
                 throw Failure("the data file '\(path)' cannot be read; check data.csv / data.holdout_csv")
@@ -207,14 +215,12 @@ public struct AgentConfiguration: Codable, Sendable {
             guard data.holdoutFraction >= 0 && data.holdoutFraction < 1 else {
                 throw Failure("data.holdout_fraction must be at least 0 and below 1, not \(data.holdoutFraction)")
             }
-            if trainer.kind == "command" {
+            if trainer.kind == .command {
                 guard !trainer.command.isEmpty else {
                     throw Failure("trainer.kind \"command\" needs trainer.command, the program and its arguments: [\"python3\", \"train.py\"]")
                 }
                 guard trainer.timeoutSeconds > 0 else { throw Failure("trainer.timeout_seconds must be positive") }
             }
-        default:
-            throw Failure("trainer.kind must be \"local\", \"command\" or \"benchmark\", not \"\(trainer.kind)\"")
         }
         guard heartbeatIntervalSeconds > 0 else { throw Failure("heartbeat_interval_seconds must be positive") }
         if let stage = drill.secureDropoutStage, Agent.SecureStage(name: stage) == nil {
@@ -231,9 +237,9 @@ public struct AgentConfiguration: Codable, Sendable {
     public func makeTrainer() -> any LocalTrainer {
         let site: any LocalTrainer
         switch (trainer.kind, data) {
-        case ("local", let data?):
+        case (.local, let data?):
             site = SiteTrainer(files: data.files)
-        case ("command", let data?):
+        case (.command, let data?):
             let work = trainer.workDir ?? NSTemporaryDirectory() + "fedagent-\(getpid())"
             site = CommandTrainer(command: trainer.command, timeoutSeconds: trainer.timeoutSeconds, workDirectory: work, files: data.files)
         default:

@@ -13,7 +13,7 @@ import Foundation
 /// m starts at 0 and v at τ² (the paper's v₋₁ ≥ τ²); no bias correction, as in the paper.
 /// Memory: FedAvg none; FedAvgM one model-sized buffer; the adaptive ones two.
 public struct ServerOptimizer: Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable, CaseIterable {
+    public enum Kind: String, ConfigurationChoice {
         case fedavg, fedavgm, fedadagrad, fedadam, fedyogi
     }
 

@@ -1,9 +1,10 @@
+import FedCore
 import Foundation
 
 /// The optimizer a site trains with: SGD with (heavy-ball) momentum, or Adam (Kingma & Ba,
 /// with bias correction). Its state lives for one task: every round starts from fresh moments.
 public struct LocalOptimizer {
-    public enum Kind: String, Codable, Sendable, CaseIterable {
+    public enum Kind: String, ConfigurationChoice {
         case sgd, adam
     }
 

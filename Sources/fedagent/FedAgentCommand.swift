@@ -91,7 +91,7 @@ struct CheckCommand: ParsableCommand {
 
     func run() throws {
         let configuration = try loadConfiguration(config, overrides: overrides, port: nil)
-        guard configuration.trainer.kind != "benchmark" else {
+        guard configuration.trainer.kind != .benchmark else {
             throw ValidationError("trainer.kind is \"benchmark\": this agent has no data to check; set trainer.kind \"local\" and data.csv")
         }
         let schemaJSON: String

@@ -152,7 +152,11 @@ struct ProcessEndToEndTests {
         ("--set selection.round_deadline_seconds=0", "round_deadline_seconds must be positive"),
         ("--set selection.colour=1", "unknown field 'selection.colour'"),
         ("--set tls.certificate=\"/nowhere/coordinator.crt\"", "/nowhere/coordinator.crt"),
-        ("--set optimizer.kind=\"sgd\"", "optimizer.kind"),
+        ("--set optimizer.kind=\"sgd\"", "optimizer.kind must be \"fedavg\", \"fedavgm\", \"fedadagrad\", \"fedadam\" or \"fedyogi\", not \"sgd\""),
+        ("--set model.init=\"random\"", "model.init must be \"zeros\" or \"seeded\", not \"random\""),
+        ("--set secure_aggregation.graph=\"ring\"", "secure_aggregation.graph must be \"auto\", \"complete\" or \"sparse\", not \"ring\""),
+        ("--set task.local_optimizer=\"rmsprop\"", "task.local_optimizer must be \"sgd\" or \"adam\", not \"rmsprop\""),
+        ("--set strategy=\"mode\"", "strategy must be \"mean\", \"median\", \"trimmed_mean\" or \"krum\", not \"mode\""),
         ("--set secure_aggregation.enabled=true --set strategy=\"median\"", "needs each site's individual update, which secure aggregation hides"),
         ("--set secure_aggregation.enabled=true --set selection.min_updates=2", "secure aggregation needs at least 3 survivors"),
     ])

@@ -2,7 +2,7 @@ import FedCore
 import Foundation
 
 /// How a round's updates combine into the delta the server optimizer applies (`strategy`).
-public enum AggregationStrategy: String, Codable, Sendable, CaseIterable {
+public enum AggregationStrategy: String, ConfigurationChoice {
     /// The mean weighted by example counts (FedAvg and the adaptive optimizers).
     case mean
     /// The coordinate-wise median, each site counting once.
@@ -15,15 +15,6 @@ public enum AggregationStrategy: String, Codable, Sendable, CaseIterable {
 
     /// True for the strategies that need every site's own update (not only their sum).
     public var isRobust: Bool { self != .mean }
-
-    public init(from decoder: any Decoder) throws {
-        let name = try decoder.singleValueContainer().decode(String.self)
-        guard let strategy = AggregationStrategy(rawValue: name) else {
-            throw StrictConfiguration.ConfigurationError(
-                "strategy must be one of \(Self.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), not \"\(name)\"")
-        }
-        self = strategy
-    }
 }
 
 /// The parameters of the robust strategies (`robust`).

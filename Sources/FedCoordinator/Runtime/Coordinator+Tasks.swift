@@ -100,7 +100,7 @@ extension Coordinator {
             task.seed = attempt.seed
             (task.logSeq, task.logHeadSHA256) = logLock.withLock { (roundLog.count, roundLog.lastHashBytes) }
             task.tensorCount = UInt32(global.layout.tensors.count)
-            task.localOptimizer = configuration.task.localOptimizer
+            task.localOptimizer = configuration.task.localOptimizer.rawValue
             task.momentum = configuration.task.momentum
             task.l2 = configuration.task.l2
             if let standardization = stateLock.withLock({ standardization }) {

@@ -35,11 +35,11 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     /// with its feature columns and label), or raw tensors without data (kind "tensors", for
     /// benchmarks with the agents' benchmark trainer).
     public struct Model: Codable, Sendable {
-        public var kind = "tensors"
+        public var kind = ModelKind.tensors
         /// Kind "tensors": the tensors of the model, in order.
         public var tensors: [TensorSpec] = []
-        /// Kind "tensors": "zeros", or "seeded" (uniform in [-0.05, 0.05) from `seed`).
-        public var initialization = "zeros"
+        /// Kind "tensors": how the weights start.
+        public var initialization = ModelInitialization.zeros
         /// Seeds the initial weights (an MLP's Glorot-uniform weights; seeded tensors).
         public var seed: UInt64 = 1
         public var features: [String] = []
@@ -52,11 +52,12 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             case kind, tensors, seed, features, label, classes, hidden, standardize, missing
             case initialization = "init"
         }
+        public init() {}
         public init(from decoder: any Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            kind = try c.decodeIfPresent(String.self, forKey: .kind) ?? "tensors"
+            kind = try c.decodeIfPresent(ModelKind.self, forKey: .kind) ?? .tensors
             tensors = try c.decodeIfPresent([TensorSpec].self, forKey: .tensors) ?? []
-            initialization = try c.decodeIfPresent(String.self, forKey: .initialization) ?? "zeros"
+            initialization = try c.decodeIfPresent(ModelInitialization.self, forKey: .initialization) ?? .zeros
             seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
             features = try c.decodeIfPresent([String].self, forKey: .features) ?? []
             label = try c.decodeIfPresent(String.self, forKey: .label) ?? ""
@@ -68,7 +69,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
 
         /// The schema agents check their data against; nil for kind "tensors".
         public var schema: ModelSchema? {
-            guard kind != "tensors", let kind = ModelSchema.Kind(rawValue: kind) else { return nil }
+            guard let kind = kind.schemaKind else { return nil }
             return ModelSchema(kind: kind, features: features, label: label, classes: classes, hidden: hidden, standardize: standardize,
                                missing: missing)
         }
@@ -93,8 +94,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         public var clip = 2.0
         /// Example counts above this weigh as this much (`W_max`); smaller keeps more precision.
         public var maxWeight: UInt32 = 10_000
-        /// "auto" (complete up to 200 agents, SecAgg+ beyond), "complete" or "sparse".
-        public var graph = "auto"
+        public var graph = SecureGraph.auto
         /// Deadlines of the key stages and of the unmask stage (the masked-input deadline is the round's).
         public var keysTimeoutSeconds = 10.0
         public var unmaskTimeoutSeconds = 10.0
@@ -113,7 +113,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             collusion = try c.decodeIfPresent(Int.self, forKey: .collusion) ?? 0
             clip = try c.decodeIfPresent(Double.self, forKey: .clip) ?? 2
             maxWeight = try c.decodeIfPresent(UInt32.self, forKey: .maxWeight) ?? 10_000
-            graph = try c.decodeIfPresent(String.self, forKey: .graph) ?? "auto"
+            graph = try c.decodeIfPresent(SecureGraph.self, forKey: .graph) ?? .auto
             keysTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .keysTimeoutSeconds) ?? 10
             unmaskTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .unmaskTimeoutSeconds) ?? 10
             dp = try c.decodeIfPresent(DifferentialPrivacy.self, forKey: .dp) ?? DifferentialPrivacy()
@@ -166,8 +166,8 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         public var batchSize: UInt32 = 32
         public var learningRate = 0.1
         public var proximalMu = 0.0
-        /// "sgd" or "adam".
-        public var localOptimizer = "sgd"
+        /// The agents' optimizer.
+        public var localOptimizer = LocalOptimizer.Kind.sgd
         public var momentum = 0.0
         public var l2 = 0.0
         enum CodingKeys: String, CodingKey {
@@ -181,10 +181,32 @@ public struct CoordinatorConfiguration: Codable, Sendable {
             batchSize = try c.decodeIfPresent(UInt32.self, forKey: .batchSize) ?? 32
             learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? 0.1
             proximalMu = try c.decodeIfPresent(Double.self, forKey: .proximalMu) ?? 0
-            localOptimizer = try c.decodeIfPresent(String.self, forKey: .localOptimizer) ?? "sgd"
+            localOptimizer = try c.decodeIfPresent(LocalOptimizer.Kind.self, forKey: .localOptimizer) ?? .sgd
             momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? 0
             l2 = try c.decodeIfPresent(Double.self, forKey: .l2) ?? 0
         }
+    }
+
+    /// `model.kind`: a model over site data, or raw tensors without data.
+    public enum ModelKind: String, ConfigurationChoice {
+        case tensors, logistic, softmax, mlp
+        /// The kind of model the agents train on their data; nil for raw tensors.
+        public var schemaKind: ModelSchema.Kind? { ModelSchema.Kind(rawValue: rawValue) }
+    }
+
+    /// `model.init`, for kind "tensors": all zeros, or uniform in [-0.05, 0.05) from `model.seed`.
+    public enum ModelInitialization: String, ConfigurationChoice {
+        case zeros, seeded
+    }
+
+    /// `secure_aggregation.graph`: who shares masks with whom.
+    public enum SecureGraph: String, ConfigurationChoice {
+        /// Complete up to 200 agents, sparse beyond.
+        case auto
+        /// Every agent with every other.
+        case complete
+        /// SecAgg+'s Harary graph, its degree from the spec's table.
+        case sparse
     }
 
     public var listen = Listen()
@@ -285,23 +307,14 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         try optimizer.validate()
         try update.validate()
         try limits.validate()
-        if model.kind == "tensors" {
-            guard !model.tensors.isEmpty else { throw Failure("model.tensors is empty: the model needs at least one tensor") }
-            _ = try ModelLayout(model.tensors)
-            guard ["zeros", "seeded"].contains(model.initialization) else {
-                throw Failure("model.init must be \"zeros\" or \"seeded\", not \"\(model.initialization)\"")
-            }
-        } else {
-            guard let schema = model.schema else {
-                throw Failure("model.kind must be \"logistic\", \"softmax\", \"mlp\" or \"tensors\", not \"\(model.kind)\"")
-            }
+        if let schema = model.schema {
             guard model.tensors.isEmpty else {
-                throw Failure("model.tensors is for kind \"tensors\" only; a \(model.kind) model's tensors follow from its features and layers")
+                throw Failure("model.tensors is for kind \"tensors\" only; a \(model.kind.rawValue) model's tensors follow from its features and layers")
             }
             do { try schema.validate() } catch { throw Failure("model: \(error)") }
-        }
-        guard ["sgd", "adam"].contains(task.localOptimizer) else {
-            throw Failure("task.local_optimizer must be \"sgd\" or \"adam\", not \"\(task.localOptimizer)\"")
+        } else {
+            guard !model.tensors.isEmpty else { throw Failure("model.tensors is empty: the model needs at least one tensor") }
+            _ = try ModelLayout(model.tensors)
         }
         guard task.momentum >= 0 && task.momentum < 1, task.l2 >= 0, task.proximalMu >= 0 else {
             throw Failure("task.momentum must be in [0, 1); task.l2 and task.proximal_mu must not be negative")
@@ -321,9 +334,6 @@ public struct CoordinatorConfiguration: Codable, Sendable {
                 throw Failure("secure_aggregation.max_dropout_fraction must be in [0, 1) and collusion ≥ 0")
             }
             guard s.clip > 0, s.clip.isFinite, s.maxWeight >= 1 else { throw Failure("secure_aggregation.clip and max_weight must be positive") }
-            guard ["auto", "complete", "sparse"].contains(s.graph) else {
-                throw Failure("secure_aggregation.graph must be \"auto\", \"complete\" or \"sparse\", not \"\(s.graph)\"")
-            }
             guard !s.dp.enabled || (s.dp.l2Clip > 0 && s.dp.noiseMultiplier > 0 && s.dp.delta > 0 && s.dp.delta < 1) else {
                 throw Failure("secure_aggregation.dp needs l2_clip > 0, noise_multiplier > 0 and 0 < delta < 1")
             }
@@ -353,7 +363,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     public func initialModel() throws -> ModelParameters {
         if let schema = model.schema { return schema.initialParameters(seed: model.seed) }
         let layout = try ModelLayout(model.tensors)
-        guard model.initialization == "seeded" else { return ModelParameters(zerosFor: layout) }
+        guard model.initialization == .seeded else { return ModelParameters(zerosFor: layout) }
         var sampler = SeededSampler(seed: model.seed)
         let values = (0..<layout.parameterCount).map { _ in Float(Double(sampler.next() >> 11) / Double(1 << 53) * 0.1 - 0.05) }
         return try ModelParameters(layout: layout, values: values)

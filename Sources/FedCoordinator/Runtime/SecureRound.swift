@@ -50,7 +50,7 @@ final class SecureRound: @unchecked Sendable {
             throw SecAggError(.tooFewSurvivors, "secure aggregation needs at least 3 agents in a round; \(n) were invited")
         }
         let dropouts = Int((Double(n) * settings.maxDropoutFraction).rounded(.down))
-        let sparse = settings.graph == "sparse" || (settings.graph == "auto" && n > 200)
+        let sparse = settings.graph == .sparse || (settings.graph == .auto && n > 200)
         var degree = n - 1, threshold = n - dropouts, minimum = n - dropouts
         if sparse, let (k, t) = SecAggGraph.sparseParameters(agents: max(n, 201), dropoutFraction: settings.maxDropoutFraction), k < n - 1 {
             degree = k
