@@ -162,7 +162,7 @@ struct RobustnessEndToEndTests {
         #expect(eventually(20) { (try? Self.records(configuration))?.contains { $0.type == "attempt_failed" } == true })
         let failed = try #require(try Self.records(configuration).first { $0.type == "attempt_failed" })
         #expect(failed.reason?.contains("not finite") == true, "\(failed.reason ?? "")")
-        let model = coordinator.coordinator.modelLock.withReadLock { coordinator.coordinator.global }
+        let model = coordinator.coordinator.modelLock.withReadLock { coordinator.coordinator.model.parameters }
         #expect(model.values == initial.values, "the model stays at version 0")
         hostile.connection.close()
         // The retry, without the hostile site, commits a finite model.

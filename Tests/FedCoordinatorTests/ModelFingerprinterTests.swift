@@ -26,6 +26,6 @@ struct ModelFingerprinterTests {
         }
         let model = try ModelParameters(layout: layout, values: values)
         #expect(fingerprint.digest == (sha256 ? CheckpointStore.modelDigest(model) : nil))
-        #expect(fingerprint.tensorCRCs == Coordinator.tensorCRCs(model))
+        #expect(fingerprint.tensorCRCs == GlobalModel.tensorCRCs(model))
     }
 }

@@ -148,7 +148,7 @@ extension Coordinator {
         let config = try SecureRound.configuration(
             invited: agents, roundID: 0, attempt: attempt, epoch: startCount, settings: settings, modelSHA256: schemaSHA256, parameterCount: length,
             deadlineSeconds: settings.keysTimeoutSeconds)
-        let round = try SecureRound(config: config, roundID: 0)
+        let round = try SecureRound(config: config, roundID: 0, spools: spools)
         let advertised = fanOut(to: round.invited) { [self] agent in
             guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
             let index = round.withSession { $0.index(of: agent)! }
@@ -167,11 +167,15 @@ extension Coordinator {
         accumulatorLock.withLock {
             for (agent, outcome) in replies.sorted(by: { $0.key < $1.key }) {
                 guard case .success(.maskedVector(let vector)) = outcome, vector.roundID == config.roundID, vector.elements.count == length + 2 else { continue }
-                for index in 0..<vector.elements.count { round.sum[index] &+= vector.elements[index] }
+                vector.elements.withUnsafeBufferPointer { round.add($0, at: 0) }
                 survivors.append(agent)
             }
         }
-        let (sums, contributors, _) = try unmaskSum(round, accepted: survivors) { z, count in try ExactSums.decode(Array(z), survivors: count) }
+        let shares = try collectUnmaskShares(round, accepted: survivors)
+        let sums = try accumulatorLock.withLock {
+            round.unmaskShares = shares
+            return try round.unmaskedSum { z, count in try ExactSums.decode(Array(z), survivors: count) }
+        }
         var counts: [UInt64] = [], means: [Double] = [], m2: [Double] = []
         for f in 0..<featureCount {
             let n = sums[3 * f], s1 = sums[3 * f + 1], s2 = sums[3 * f + 2]
@@ -180,7 +184,7 @@ extension Coordinator {
             means.append(mean)
             m2.append(max(0, s2 - s1 * mean))
         }
-        return (try FeatureStatistics(counts: counts, means: means, m2: m2), contributors)
+        return (try FeatureStatistics(counts: counts, means: means, m2: m2), shares.survivors)
     }
 
     /// Asks `agents` for their statistics at once; returns the valid answers by agent.

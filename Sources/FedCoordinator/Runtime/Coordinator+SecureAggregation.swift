@@ -6,21 +6,22 @@ import Foundation
 import Logging
 
 // The FLSECAGG-v1 stages around the round engine: stage 0 rides on the Train call, stages 1 and
-// the stage-2 request run on a driver thread while the agents train, masked inputs are announced
-// and pulled like plaintext updates (the engine's deadline is the straggler cut), and stage 3
-// runs at commit time, before the optimizer step.
+// the stage-2 request run on a thread of their own while the agents train, masked inputs are
+// announced and pulled like plaintext updates (the engine's deadline is the straggler cut) and
+// added by the attempt's ``SecureRound``, and stage 3 runs at commit time: its shares are
+// collected here, before the model is locked, and the round's close removes the masks.
 
 extension Coordinator {
     /// Sets up secure aggregation for a new attempt and starts its driver; nil when it is off.
     func startSecureRound(_ attempt: RoundStateMachine.Attempt) {
         guard configuration.secureAggregation.enabled else { return }
-        let (hash, count) = modelLock.withReadLock { (stateLock.withLock { globalSHA256 }, global.layout.parameterCount) }
+        let (hash, count) = modelLock.withReadLock { (stateLock.withLock { globalSHA256 }, model.layout.parameterCount) }
         do {
             let config = try SecureRound.configuration(
                 invited: attempt.invited, roundID: attempt.roundID, attempt: attempt.attempt, epoch: startCount,
                 settings: configuration.secureAggregation,
                 modelSHA256: hash, parameterCount: count, deadlineSeconds: attempt.deadline - now)
-            let round = try SecureRound(config: config, roundID: attempt.roundID)
+            let round = try SecureRound(config: config, roundID: attempt.roundID, spools: spools)
             let dp = configuration.secureAggregation.dp
             if dp.enabled {
                 let eligible = engineLock.withLock { engine.eligibleAgents(now: now).count }
@@ -121,43 +122,6 @@ extension Coordinator {
         }.start()
     }
 
-    /// What stage 3 produced, for the round record.
-    struct UnmaskOutcome {
-        var survivors: [String]
-        var recovered: [String]
-        var totalWeight: UInt32
-        var recoverySeconds: Double
-    }
-
-    /// Stage 3 at commit time, once ``collectUnmaskShares(_:accepted:)`` has run: removes every
-    /// mask from the sum and hands the weighted mean update to `apply`. No network.
-    func unmask(_ round: SecureRound, shares: UnmaskShares, apply: ((Int) -> Double) throws -> Void) throws -> UnmaskOutcome {
-        let total = try removeMasks(round, shares: shares) { z, count in
-            let (mean, total) = try Quantizer(round.config).dequantizedMean(z, survivors: count)
-            try apply(mean)
-            return total
-        }
-        return UnmaskOutcome(survivors: shares.survivors, recovered: shares.recovered, totalWeight: total,
-                             recoverySeconds: round.withSession { $0.recoverySeconds })
-    }
-
-    /// Stage 3: closes the masked-input stage with `accepted` as `U3`, collects the survivors'
-    /// shares, removes the masks, and hands `Σ_{u∈U3} x_u` (and `|U3|`) to `body`.
-    func unmaskSum<T>(_ round: SecureRound, accepted: [String], body: (UnsafeBufferPointer<UInt32>, Int) throws -> T) throws
-        -> (T, survivors: [String], recovered: [String])
-    {
-        let shares = try collectUnmaskShares(round, accepted: accepted)
-        return (try removeMasks(round, shares: shares, body: body), shares.survivors, shares.recovered)
-    }
-
-    /// Who stage 3 unmasks, once their shares are in.
-    struct UnmaskShares {
-        /// `U3`, by name, and how many of the accepted updates are in the sum.
-        var survivors: [String]
-        var summed: Int
-        var recovered: [String]
-    }
-
     /// Stage 3's network part: closes the masked-input stage with `accepted` as `U3` and collects
     /// the survivors' shares (up to `unmask_timeout_seconds`). Holds no lock across the network.
     func collectUnmaskShares(_ round: SecureRound, accepted: [String]) throws -> UnmaskShares {
@@ -183,26 +147,5 @@ extension Coordinator {
         }
         logFailures(answers, "No unmask answer from an agent")
         return UnmaskShares(survivors: names.0, summed: survivors.count, recovered: names.1)
-    }
-
-    /// Stage 3's local part: removes the masks from the sum with the shares collected and hands
-    /// `Σ_{u∈U3} x_u` (and `|U3|`) to `body`, under `accumulatorLock`.
-    func removeMasks<T>(_ round: SecureRound, shares: UnmaskShares, body: (UnsafeBufferPointer<UInt32>, Int) throws -> T) throws -> T {
-        try accumulatorLock.withLock {
-            try round.sum.withUnsafeMutableBufferPointer { sum in
-                try round.withSession { try $0.removeMasks(from: sum) }
-                return try body(UnsafeBufferPointer(sum), shares.summed)
-            }
-        }
-    }
-
-    /// Adds a complete masked input (read back from its spool) into the masked sum, mod 2^32.
-    func addMasked(_ spool: UpdateSpool, into round: SecureRound) throws {
-        try spool.forEachSlice { offset, values in
-            let words = UnsafeRawPointer(values.baseAddress!).assumingMemoryBound(to: UInt32.self)
-            round.sum.withUnsafeMutableBufferPointer { sum in
-                for index in 0..<values.count { sum[offset + index] &+= words[index] }
-            }
-        }
     }
 }

@@ -49,12 +49,12 @@ extension Coordinator {
     /// steps while a send still holds it writes into a copy. It is released on return, so
     /// hold no reference to it past the last chunk.
     func streamGlobalModel(to sink: any MessageSink) throws -> UInt64 {
-        let (model, crcs) = modelLock.withReadLock { (global, tensorCRCs) }
+        let (snapshot, crcs) = modelLock.withReadLock { (model.parameters, model.tensorCRCs) }
         var sent: UInt64 = 0
-        try model.values.withUnsafeBufferPointer { values in
-            for (index, spec) in model.layout.tensors.enumerated() {
+        try snapshot.values.withUnsafeBufferPointer { values in
+            for (index, spec) in snapshot.layout.tensors.enumerated() {
                 try TensorStream.send(
-                    name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[model.layout.range(of: index)]),
+                    name: spec.name, shape: spec.shape, floats: UnsafeBufferPointer(rebasing: values[snapshot.layout.range(of: index)]),
                     to: sink, knownCRC32C: crcs[index])
                 sent += UInt64(spec.count * 4)
             }
@@ -99,7 +99,7 @@ extension Coordinator {
             task.deadlineUnixMs = UInt64((Date().timeIntervalSince1970 + attempt.deadline - now) * 1000)
             task.seed = attempt.seed
             (task.logSeq, task.logHeadSHA256) = logLock.withLock { (roundLog.count, roundLog.lastHashBytes) }
-            task.tensorCount = UInt32(global.layout.tensors.count)
+            task.tensorCount = UInt32(layout.tensors.count)
             task.localOptimizer = configuration.task.localOptimizer.rawValue
             task.momentum = configuration.task.momentum
             task.l2 = configuration.task.l2

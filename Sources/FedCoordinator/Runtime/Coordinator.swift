@@ -7,19 +7,19 @@ import FedWire
 import Foundation
 import Logging
 
-/// The coordinator's runtime: wires the pure ``RoundStateMachine`` to the network, the model,
-/// the accumulator, the checkpoints and the round log.
+/// The coordinator's runtime: wires the pure ``RoundStateMachine`` to the network, the
+/// ``GlobalModel``, the round's ``RoundAggregator``, the checkpoints and the round log.
 ///
 /// Threads: the listener's connection threads and the I/O workers (tasks, pulls, cancels,
 /// commits, each on a thread of its own) change the engine under `engineLock` and queue the
 /// actions it returns, in that same critical section, for the ``RoundDriver``; the driver's one
-/// thread executes them in the engine's order and ticks the engine every 50 ms. The model,
-/// optimizer and accumulator sit behind `modelLock` (broadcasts read the model under it as a
-/// reader-writer lock).
+/// thread executes them in the engine's order and ticks the engine every 50 ms. The model sits
+/// behind `modelLock` (broadcasts read it under it as a reader-writer lock); the aggregators
+/// behind `accumulatorLock` (pulls add, the commit closes).
 ///
-/// Memory: the global model (4 bytes per parameter), the Float64 accumulator (8 bytes per
-/// parameter), the optimizer's moments if it has any, and bounded chunk buffers. Updates being
-/// pulled are spooled to disk until complete; nothing grows with the number of agents.
+/// Memory: the global model (4 bytes per parameter), the optimizer's moments if it has any, an
+/// aggregator's sums (see ``MeanAggregator`` and ``SecureRound``), and bounded chunk buffers.
+/// Updates are spooled to disk as they are pulled; nothing grows with the number of agents.
 public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     // @unchecked: every mutable field is guarded by the lock named beside it.
     public let configuration: CoordinatorConfiguration
@@ -33,43 +33,23 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     let driver = RoundDriver()
 
     let modelLock = ReadWriteLock()
-    var global: ModelParameters  // modelLock
+    var model: GlobalModel  // modelLock
     /// The global model's digest; empty from a plaintext round's close until the commit writer has
     /// hashed the new model (no plaintext task carries it: their tensors are checked by CRC).
     var globalSHA256: [UInt8]  // stateLock
-    /// Each tensor's CRC-32C, computed once per model for all its broadcasts.
-    var tensorCRCs: [UInt32] = []  // modelLock
-    private var optimizer: ServerOptimizer  // modelLock
     /// Lock order: engineLock → accumulatorLock, and modelLock → accumulatorLock.
     let accumulatorLock = NSLock()
-    private var accumulator: WeightedMeanAccumulator  // accumulatorLock
+    /// The plaintext rounds' aggregator (a secure attempt's is its ``SecureRound``).
+    private let plaintext: any RoundAggregator  // accumulatorLock
     /// Updates the engine accepted whose add into the sum has not finished: a commit, and any reset
     /// of the sum, waits for them first (the add runs outside the engine lock).
     let pendingAdds = DispatchGroup()
     /// Spool files reused from pull to pull.
     let spools: SpoolPool
-    /// Complete, accepted updates not yet added, held in their spools (page cache, not the
-    /// coordinator's memory): all of a small round's go straight into the mean at its close; a
-    /// larger round's are added ``updatesPerAdd`` at a time in one pass over the sums, and the
-    /// last ones join the mean at the close. A robust strategy keeps every update parked for
-    /// the close, which reads them all side by side.
-    private var parkedUpdates: [ParkedUpdate] = []  // accumulatorLock
-    /// Updates added into the sums in one pass: each pass reads and writes all the 8-byte sums, so
-    /// fewer, wider passes move less memory (a round of 32 updates: seven passes instead of 31).
-    static let updatesPerAdd = 4
     /// Rounds whose target is at most this many updates never touch the sums: their updates all
     /// go from their spools straight into the mean at the close (10M parameters × 8 agents: no
     /// 80 MB of sums, nor 0.48 GB of traffic through them, per round).
     static let defaultSmallRoundUpdates = 8
-    /// ``defaultSmallRoundUpdates`` unless a test asks for fewer (to add during a small round).
-    let smallRoundUpdates: Int
-    /// Whether this federation's rounds are small (see ``defaultSmallRoundUpdates``).
-    var roundsAreSmall: Bool { configuration.selection.target <= smallRoundUpdates }
-    /// The window through which the close reads each parked update: small next to the sums of a
-    /// large round; in a small round, which has no sums, four times larger (a quarter of the
-    /// mappings and unmappings, each unmapping an interrupt to the other core).
-    static let closeWindowBytes = 256 << 10
-    static let smallRoundCloseWindowBytes = 1 << 20
     let layout: ModelLayout
     /// The federation's data schema (nil for a raw tensor model), as published in every Welcome.
     let schema: ModelSchema?
@@ -117,10 +97,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         try self.init(configuration: configuration, logger: logger, smallRoundUpdates: Self.defaultSmallRoundUpdates)
     }
 
+    /// - Parameter smallRoundUpdates: ``defaultSmallRoundUpdates`` unless a test asks for fewer
+    ///   (to add into the sums during a small round).
     init(configuration: CoordinatorConfiguration, logger: Logger, smallRoundUpdates: Int) throws {
         self.configuration = configuration
         self.logger = logger
-        self.smallRoundUpdates = smallRoundUpdates
         refusals = RefusalLimiter(interval: configuration.limits.refusalLogIntervalSeconds)
         store = try CheckpointStore(directory: configuration.stateDir, keep: configuration.keepCheckpoints)
         var history = LogHistory()
@@ -134,7 +115,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
         try StateFolder.check(store: store, logRecords: roundLog.count, history: history)
         // A pull's spool is in use until its update has been added, while the next pulls stream.
-        spools = SpoolPool(directory: store.directory + "/spool", idleLimit: configuration.selection.maxConcurrentPulls + max(Self.updatesPerAdd, smallRoundUpdates))
+        spools = SpoolPool(directory: store.directory + "/spool", idleLimit: configuration.selection.maxConcurrentPulls + max(MeanAggregator.updatesPerAdd, smallRoundUpdates))
         let layout = try configuration.model.layout()
         self.layout = layout
         schema = configuration.model.schema
@@ -159,20 +140,20 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                     + "log recorded for round \(round); nothing was changed. Restore the checkpoint from a backup, or run `fedcoord state "
                     + "repair --state \(configuration.stateDir)` to resume from the last round a checkpoint agrees with")
             }
-            global = model
+            self.model = GlobalModel(parameters: model, optimizer: store.readOptimizer(settings: configuration.optimizer, version: round))
             globalSHA256 = digest
-            optimizer = store.readOptimizer(settings: configuration.optimizer, version: round)
         } else {
-            global = try configuration.initialModel()
-            globalSHA256 = CheckpointStore.modelDigest(global)
-            try store.writeModel(global, version: 0, metadata: ["round": "0"])
-            optimizer = ServerOptimizer(settings: configuration.optimizer)
+            let initial = try configuration.initialModel()
+            globalSHA256 = CheckpointStore.modelDigest(initial)
+            try store.writeModel(initial, version: 0, metadata: ["round": "0"])
+            model = GlobalModel(parameters: initial, optimizer: ServerOptimizer(settings: configuration.optimizer))
         }
         store.prune(committed: version)
         // The published schema, for `fedagent check --schema` at sites that check offline.
         if schema != nil { try Data((schemaJSON + "\n").utf8).write(to: URL(fileURLWithPath: store.directory + "/schema.json"), options: .atomic) }
-        tensorCRCs = Self.tensorCRCs(global)
-        accumulator = WeightedMeanAccumulator(layout: layout)
+        plaintext = configuration.strategy == .mean
+            ? MeanAggregator(layout: layout, spools: spools, addsDuringRound: configuration.selection.target > smallRoundUpdates)
+            : RobustAggregator(strategy: configuration.strategy, settings: configuration.robust, spools: spools)
         engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
         for spend in history.privacySpend { accountant.compose(q: spend.samplingRate, noiseMultiplier: spend.noiseMultiplier) }
         var started = RoundLogRecord(type: "coordinator_started")
@@ -439,6 +420,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 throw PullFailure(reason: "the update claims \(header.exampleCount) examples; \(announced ?? 0) were announced", refused: true)
             }
             let secure = currentSecureRound(roundID)
+            let aggregator: any RoundAggregator = secure ?? plaintext
             if let secure {
                 try receiveMaskedInput(from: call, into: spool, length: Int(secure.config.vectorLength))
             } else {
@@ -466,16 +448,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             if verdict == .accept { CrashDrill.reach(.updatePulled, round: roundID) }
             if verdict == .accept {
                 defer { pendingAdds.leave() }
+                handedOver = true
+                let closes = actions.contains { if case .aggregate = $0 { true } else { false } }
                 do {
                     try accumulatorLock.withLock {
-                        if let secure {
-                            try addMasked(spool, into: secure)
-                        } else {
-                            handedOver = true
-                            // The update that closes the round is left for the close, with those parked.
-                            let closes = actions.contains { if case .aggregate = $0 { true } else { false } }
-                            try park(ParkedUpdate(agent: agent, spool: spool, weight: header.exampleCount), addingNow: !closes)
-                        }
+                        try aggregator.add(AcceptedUpdate(agent: agent, spool: spool, weight: header.exampleCount), closesRound: closes)
                     }
                 } catch {
                     logger.error("Cannot read a spooled update back", metadata: ["error": "\(error)"])
@@ -544,11 +521,6 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         _ = try TensorStream.receive(from: call, header: tensor, maxTotalBytes: UInt64(length * 4)) { _, bytes in try spool.append(bytes) }
     }
 
-    /// Each tensor's CRC-32C, in layout order (one pass over the model, about 4 ms at 10M).
-    static func tensorCRCs(_ model: ModelParameters) -> [UInt32] {
-        model.values.withUnsafeBufferPointer { CRC32C.tensorChecksums($0, ranges: model.layout.ranges).crcs }
-    }
-
     struct PullFailure: Error {
         var reason: String
         var refused: Bool
@@ -615,46 +587,28 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         pendingAdds.wait()
         guard !isStopped else { return }
         do {
-            var unmasked: UnmaskOutcome?
-            /// The sites whose updates a robust strategy combined (all but Krum's rejects).
-            var combined: [String]?
             let secure = currentSecureRound(round)
             // Stage 3's shares are collected before the model is locked: broadcasts and
             // evaluations are not held up by agents answering slowly.
             let shares = try secure.map { try collectUnmaskShares($0, accepted: outcome.accepted.keys.sorted()) }
-            let (digest, model, optimizerState): ([UInt8]?, ModelParameters, ServerOptimizer) = try modelLock.withWriteLock {
-                let fingerprint: ModelFingerprinter.Fingerprint
-                if let secure, let shares {
-                    var stepped: ModelFingerprinter.Fingerprint?
-                    unmasked = try unmask(secure, shares: shares) { mean in
-                        stepped = applyMeanDelta(sha256: true) { range, out in
-                            for (k, i) in range.enumerated() { out[k] = mean(i) }
-                        }
-                    }
-                    guard let stepped else { throw ModelError("the unmasked sum gave no mean") }
-                    fingerprint = stepped
-                } else {
-                    // The digest is only for the round log here: the commit writer computes it.
-                    fingerprint = try accumulatorLock.withLock {
-                        defer { resetSums() }
-                        if configuration.strategy == .mean { return try applyMeanOfSumsAndParked() }
-                        let (fingerprint, kept) = try applyRobustCombination()
-                        combined = kept
-                        return fingerprint
-                    }
+            let (combination, committed): (RoundCombination, GlobalModel) = try modelLock.withWriteLock {
+                let combination = try accumulatorLock.withLock {
+                    secure?.unmaskShares = shares
+                    return try (secure ?? plaintext).close(into: &model)
                 }
-                guard fingerprint.allFinite else {
+                guard combination.fingerprint.allFinite else {
                     try restoreCommittedModel(version: outcome.attempt.modelVersion)
                     throw ModelError("the server step gave a model that is not finite (NaN or infinity); the model stays at version "
                         + "\(outcome.attempt.modelVersion); lower optimizer.learning_rate or update.max_abs")
                 }
-                stateLock.withLock { globalSHA256 = fingerprint.digest ?? [] }
-                tensorCRCs = fingerprint.tensorCRCs
+                // A plaintext close leaves the digest to the commit writer.
+                stateLock.withLock { globalSHA256 = combination.fingerprint.digest ?? [] }
+                model.adopt(combination.fingerprint)
                 // Shared storage, not copies: nothing writes them until the commit writer is idle again.
-                return (fingerprint.digest, global, optimizer)
+                return (combination, model)
             }
             var record = roundRecord(outcome, status: "committed")
-            if let unmasked {
+            if let unmasked = combination.unmasked {
                 record.secureAggregation = true
                 record.survivors = unmasked.survivors
                 record.recoveredDropouts = unmasked.recovered
@@ -674,7 +628,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 // The per-site weights travelled masked; only their total is known.
                 record.examples = nil
             }
-            if let combined {
+            if let combined = combination.combined {
                 record.strategy = configuration.strategy.rawValue
                 record.combined = combined
             }
@@ -684,12 +638,12 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             let accepted = outcome.accepted.count, late = outcome.late.count, failed = outcome.failed.count
             commitWriter.submit { [self, record] in
                 var record = record
-                let digest = digest ?? CheckpointStore.modelDigest(model)
+                let digest = combination.fingerprint.digest ?? CheckpointStore.modelDigest(committed.parameters)
                 stateLock.withLock { globalSHA256 = digest }
                 record.modelSHA256 = digest.hexString
                 do {
-                    try store.writeModel(model, version: round, metadata: metadata) { CrashDrill.reach(.checkpointWrite, round: round) }
-                    try store.writeOptimizer(optimizerState, layout: model.layout, version: round)
+                    try store.writeModel(committed.parameters, version: round, metadata: metadata) { CrashDrill.reach(.checkpointWrite, round: round) }
+                    try store.writeOptimizer(committed.optimizer, layout: committed.layout, version: round)
                     CrashDrill.reach(.beforeRecord, round: round)
                     if CrashDrill.waitsForNextSetup(round: round) {
                         let deadline = Deadline.after(seconds: 10)
@@ -736,128 +690,17 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// Puts the last committed model and optimizer state back from their checkpoint, after a
     /// step that was not committed has written over them. Under the model's write lock.
     private func restoreCommittedModel(version: UInt64) throws {
-        global = try store.readModel(version: version)
-        optimizer = store.readOptimizer(settings: configuration.optimizer, version: version)
+        model.parameters = try store.readModel(version: version)
+        model.optimizer = store.readOptimizer(settings: configuration.optimizer, version: version)
     }
 
-    /// Parks an accepted update (its spool is the coordinator's from now on, whatever happens)
-    /// and, in a round larger than ``smallRoundUpdates`` when `addingNow` and ``updatesPerAdd``
-    /// are parked, adds them in one pass over the sums. Under `accumulatorLock`.
-    private func park(_ update: ParkedUpdate, addingNow: Bool) throws {
-        parkedUpdates.append(update)
-        guard addingNow, configuration.strategy == .mean, !roundsAreSmall, parkedUpdates.count >= Self.updatesPerAdd else { return }
-        let batch = parkedUpdates
-        parkedUpdates = []
-        defer { for update in batch { spools.give(update.spool) } }
-        try SpoolMapping.forEachSlice(of: batch.map(\.spool)) { offset, slices in
-            accumulator.add(zip(slices, batch).map { WeightedSlice($0, weight: $1.weight) }, at: offset)
-        }
-        for update in batch { accumulator.finishUpdate(weight: update.weight) }
-    }
-
-    /// Empties the sums and gives the parked updates' spools back. Under `accumulatorLock`.
-    private func resetSums() {
-        for update in parkedUpdates { spools.give(update.spool) }
-        parkedUpdates = []
-        accumulator.reset()
-    }
-
-    /// Empties the sum, drops an update parked for it, and frees the masked sum of the secure
-    /// attempt that has ended: a thread still waiting on that attempt's key stages (an agent that
-    /// never answers holds it up to the key deadline) keeps the round object, not its 4 bytes per
-    /// parameter, so memory does not grow by a model per round while an agent keeps dropping.
+    /// Forgets the updates of the attempt that ended, plaintext or masked (see ``SecureRound/reset()``).
     private func resetAccumulator() {
         let ended = stateLock.withLock { secureRound }
         accumulatorLock.withLock {
-            resetSums()
-            ended?.sum = []
+            plaintext.reset()
+            ended?.reset()
         }
-    }
-
-    /// Applies a secure round's mean delta (which `meanDelta` writes block by block) to the global
-    /// model with the server optimizer, hashing the new model (CRCs and SHA-256) on a second
-    /// thread as it is written: the SHA-256 cannot be split, so the step is not either (a
-    /// plaintext close: ``applyMeanOfSumsAndParked()``). Called under the model's write lock.
-    private func applyMeanDelta(
-        sha256: Bool, _ meanDelta: (_ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
-    ) -> ModelFingerprinter.Fingerprint {
-        let layout = global.layout
-        return global.values.withUnsafeMutableBufferPointer { values in
-            let fingerprinter = ModelFingerprinter(values: UnsafeBufferPointer(values), layout: layout, sha256: sha256)
-            optimizer.step(model: values) { range, out in
-                fingerprinter.advance(to: range.lowerBound)
-                meanDelta(range, out)
-            }
-            return fingerprinter.finish()
-        }
-    }
-
-    /// A plaintext round's close: the weighted mean of the sums and the updates still parked,
-    /// applied by the server optimizer on both cores (each stepping half of the model), each
-    /// block's CRC-32C taken right after it is stepped, while it is in cache. Called under the
-    /// model's write lock and `accumulatorLock`.
-    private func applyMeanOfSumsAndParked() throws -> ModelFingerprinter.Fingerprint {
-        let parts = 2
-        // Mapped before the model is touched, so that a failure leaves it as it was; each part
-        // maps every parked update for itself (it reads its half in order), through small windows
-        // (2 windows per parked update are resident at most).
-        let window = roundsAreSmall ? Self.smallRoundCloseWindowBytes : Self.closeWindowBytes
-        let pending = try (0..<parts).map { _ in
-            try parkedUpdates.map { (mapping: try SpoolMapping($0.spool, windowBytes: window), weight: $0.weight) }
-        }
-        let sums = accumulator
-        return stepOnBothCores(parts: parts) { part, range, out in
-            sums.mean(range, into: out, pending: pending[part].map { WeightedSlice($0.mapping.slice(range), weight: $0.weight) })
-        }
-    }
-
-    /// Applies the delta `meanDelta` writes block by block to the global model with the server
-    /// optimizer, `parts` threads each stepping its share, each block's CRC-32C taken right after
-    /// it is stepped, while it is in cache. Called under the model's write lock.
-    private func stepOnBothCores(
-        parts: Int, _ meanDelta: (_ part: Int, _ range: Range<Int>, _ out: UnsafeMutableBufferPointer<Double>) -> Void
-    ) -> ModelFingerprinter.Fingerprint {
-        let checksums = (0..<parts).map { _ in PartChecksums(layout: layout) }
-        global.values.withUnsafeMutableBufferPointer { values in
-            let model = UnsafeBufferPointer(values)
-            optimizer.step(model: values, parts: parts, meanDelta: meanDelta) { part, range in
-                checksums[part].add(model, range)
-            }
-        }
-        return ModelFingerprinter.Fingerprint(
-            digest: nil, tensorCRCs: PartChecksums.combined(checksums), allFinite: checksums.allSatisfy(\.allFinite))
-    }
-
-    /// A plaintext round's close under a robust strategy: the parked updates, in the order of
-    /// their sites' names, combined coordinate by coordinate (median, trimmed mean) or chosen by
-    /// Krum and averaged, then applied by the server optimizer on both cores. Reads each update
-    /// through small windows (Krum twice: distances first), so memory stays O(model). Returns
-    /// the model's fingerprint and the sites whose updates were combined. Called under the
-    /// model's write lock and `accumulatorLock`.
-    private func applyRobustCombination() throws -> (ModelFingerprinter.Fingerprint, [String]) {
-        let parts = 2
-        var updates = parkedUpdates.sorted { $0.agent < $1.agent }
-        let robust = configuration.robust
-        let strategy = configuration.strategy
-        if strategy == .krum {
-            var scores = KrumScores(count: updates.count)
-            try SpoolMapping.forEachSlice(of: updates.map(\.spool)) { _, slices in scores.add(slices) }
-            updates = scores.select(byzantine: robust.krumF, keep: robust.krumM).sorted().map { updates[$0] }
-        }
-        let pending = try (0..<parts).map { _ in
-            try updates.map { (mapping: try SpoolMapping($0.spool, windowBytes: Self.closeWindowBytes), weight: $0.weight) }
-        }
-        let trim = RobustCombiner.trimCount(beta: robust.trimFraction, count: updates.count)
-        let noSums = WeightedMeanAccumulator(layout: layout)
-        let fingerprint = stepOnBothCores(parts: parts) { part, range, out in
-            let slices = pending[part].map { $0.mapping.slice(range) }
-            switch strategy {
-            case .median: RobustCombiner.median(slices, into: out)
-            case .trimmedMean: RobustCombiner.trimmedMean(slices, trim: trim, into: out)
-            case .krum, .mean: noSums.mean(range, into: out, pending: zip(slices, pending[part]).map { WeightedSlice($0, weight: $1.weight) })
-            }
-        }
-        return (fingerprint, updates.map(\.agent))
     }
 
     private func roundRecord(_ outcome: RoundStateMachine.Outcome, status: String) -> RoundLogRecord {
@@ -897,13 +740,6 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             }
         }
     }
-}
-
-/// A complete, accepted update waiting in its spool to be added or combined.
-struct ParkedUpdate {
-    var agent: String
-    var spool: UpdateSpool
-    var weight: UInt64
 }
 
 /// Per-round transfer and training figures, for the round record.

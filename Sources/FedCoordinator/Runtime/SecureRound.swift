@@ -4,23 +4,31 @@ import Foundation
 
 /// One round attempt under secure aggregation: the FLSECAGG-v1 coordinator session, who has
 /// answered the stage-0 Train call, and the masked sum `Σ y_u` (mod 2^32) of the complete masked
-/// inputs. Memory: 4 bytes per parameter, whatever the number of agents.
-final class SecureRound: @unchecked Sendable {
-    // @unchecked: `session` and `answered` are guarded by `condition`; `sum` by the coordinator's
-    // accumulator lock.
+/// inputs. As the attempt's ``RoundAggregator`` it adds each masked input into the sum as it
+/// arrives and, at the close, removes the masks with the shares stage 3 collected and steps the
+/// model by the dequantized mean.
+///
+/// Memory: 4 bytes per parameter, whatever the number of agents.
+final class SecureRound: RoundAggregator, @unchecked Sendable {
+    // @unchecked: `session` and `answered` are guarded by `condition`; `sum` and `unmaskShares`
+    // by the coordinator's aggregator lock.
     let roundID: UInt64
     private let session: SecAggCoordinatorSession
     private let condition = NSCondition()
     private var answered: Set<String> = []
-    var sum: [UInt32]
+    private var sum: [UInt32]
+    private let spools: SpoolPool
+    /// Stage 3's shares, collected (over the network, before the close) by the coordinator.
+    var unmaskShares: UnmaskShares?
     /// With DP: invited ÷ eligible agents (the accountant's sampling rate), and the ε the
     /// federation reaches once this round commits.
     var samplingRate = 1.0
     var projectedEpsilon: Double?
 
-    init(config: SecAggConfig, roundID: UInt64) throws {
+    init(config: SecAggConfig, roundID: UInt64, spools: SpoolPool) throws {
         session = try SecAggCoordinatorSession(config: config)
         self.roundID = roundID
+        self.spools = spools
         sum = [UInt32](repeating: 0, count: Int(config.vectorLength))
     }
 
@@ -105,4 +113,71 @@ final class SecureRound: @unchecked Sendable {
             if !condition.wait(until: deadline) { return }
         }
     }
+
+    // MARK: The masked sum (under the coordinator's aggregator lock)
+
+    /// Adds a complete masked input (read back from its spool) into the masked sum, mod 2^32.
+    func add(_ update: AcceptedUpdate, closesRound: Bool) throws {
+        defer { spools.give(update.spool) }
+        try update.spool.forEachSlice { offset, values in
+            add(UnsafeBufferPointer(start: UnsafeRawPointer(values.baseAddress!).assumingMemoryBound(to: UInt32.self), count: values.count), at: offset)
+        }
+    }
+
+    /// Adds masked words into the sum from element `offset` on, mod 2^32.
+    func add(_ words: UnsafeBufferPointer<UInt32>, at offset: Int) {
+        sum.withUnsafeMutableBufferPointer { sum in
+            for index in 0..<words.count { sum[offset + index] &+= words[index] }
+        }
+    }
+
+    /// Stage 3's local part: removes every mask from the sum with ``unmaskShares`` and steps
+    /// `model` by the weighted mean update, hashing it (CRCs and SHA-256) as it is written.
+    func close(into model: inout GlobalModel) throws -> RoundCombination {
+        let shares = try collectedShares()
+        let config = config
+        var fingerprint: ModelFingerprinter.Fingerprint?
+        let totalWeight = try unmaskedSum { z, survivors in
+            let (mean, totalWeight) = try Quantizer(config).dequantizedMean(z, survivors: survivors)
+            fingerprint = model.stepHashing { range, out in
+                for (k, i) in range.enumerated() { out[k] = mean(i) }
+            }
+            return totalWeight
+        }
+        guard let fingerprint else { throw ModelError("the unmasked sum gave no mean") }
+        return RoundCombination(fingerprint: fingerprint, unmasked: UnmaskOutcome(
+            survivors: shares.survivors, recovered: shares.recovered, totalWeight: totalWeight,
+            recoverySeconds: withSession { $0.recoverySeconds }))
+    }
+
+    /// Removes the masks from the sum with ``unmaskShares`` and hands `Σ_{u∈U3} x_u` (and
+    /// `|U3|`) to `body`.
+    func unmaskedSum<T>(_ body: (UnsafeBufferPointer<UInt32>, Int) throws -> T) throws -> T {
+        let shares = try collectedShares()
+        return try sum.withUnsafeMutableBufferPointer { sum in
+            try withSession { try $0.removeMasks(from: sum) }
+            return try body(UnsafeBufferPointer(sum), shares.summed)
+        }
+    }
+
+    private func collectedShares() throws -> UnmaskShares {
+        guard let unmaskShares else { throw SecAggError(.internalError, "stage 3's shares were not collected before the close") }
+        return unmaskShares
+    }
+
+    /// Frees the masked sum of an attempt that has ended: a thread still waiting on its key
+    /// stages (an agent that never answers holds it up to the key deadline) keeps the round
+    /// object, not its 4 bytes per parameter, so memory does not grow by a model per round while
+    /// an agent keeps dropping.
+    func reset() {
+        sum = []
+    }
+}
+
+/// Who stage 3 unmasks, once their shares are in.
+struct UnmaskShares {
+    /// `U3`, by name, and how many of the accepted updates are in the sum.
+    var survivors: [String]
+    var summed: Int
+    var recovered: [String]
 }
