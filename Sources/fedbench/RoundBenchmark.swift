@@ -100,7 +100,7 @@ final class RoundBenchmark {
                 result.error = "coordinator exited with \(coordinator.terminationStatus)"
                 return result
             }
-            let records = try RoundLog.verify(path: directory + "/state/rounds.jsonl").filter { $0.type == "round" }
+            let records = try RoundLog.verify(path: directory + "/state/rounds.jsonl").filter { $0.committedRound != nil }
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
             let times = records.compactMap { formatter.date(from: $0.time) }
@@ -108,10 +108,10 @@ final class RoundBenchmark {
             // each from the previous commit to its own commit.
             let durations = zip(times.dropFirst(), times).map { $0.timeIntervalSince($1) }.sorted()
             result.medianRoundSeconds = durations.isEmpty ? 0 : durations[durations.count / 2]
-            let recoveries = records.dropFirst().compactMap(\.recoverySeconds).sorted()
+            let recoveries = records.dropFirst().compactMap(\.committedRound?.recoverySeconds).sorted()
             if !recoveries.isEmpty { result.recoverySeconds = recoveries[recoveries.count / 2] }
             if let last = records.last {
-                result.bytesPerRound = (last.bytesSent?.values.reduce(0, +) ?? 0) + (last.bytesReceived?.values.reduce(0, +) ?? 0)
+                result.bytesPerRound = last.committedRound?.totalBytes ?? 0
             }
         } catch {
             result.error = "\(error)"

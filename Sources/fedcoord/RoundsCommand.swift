@@ -32,7 +32,7 @@ struct RoundsCommand: ParsableCommand {
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                let rounds = records.filter { $0.type == "round" || $0.type == "attempt_failed" }
+                let rounds = records.filter { $0.committedRound != nil || $0.failedAttempt != nil }
                 print(String(decoding: try encoder.encode(rounds), as: UTF8.self))
             } else {
                 print(RoundTable.render(records))
@@ -56,7 +56,7 @@ struct RoundsCommand: ParsableCommand {
                 var history = LogHistory()
                 let scan = try RoundLog.scan(path: options.logPath) { record in
                     history.take(record)
-                    if record.type == "round" && record.status == "committed" { committed += 1 }
+                    if record.committedRound != nil { committed += 1 }
                 }
                 count = scan.count
                 last = history.resumeVersion ?? 0

@@ -30,11 +30,11 @@ struct CommandTrainerEndToEndTests {
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: trainers)
         #expect(coordinator.waitUntilFinished(seconds: 120), "8 rounds did not finish")
         let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
-        let rounds = Dictionary(uniqueKeysWithValues: records.filter { $0.type == "round" }.map { ($0.round!, $0) })
+        let rounds = Dictionary(uniqueKeysWithValues: records.committedRounds.map { ($0.round, $0) })
         #expect(rounds.count == 8)
         // Rounds 1 and 8: the script's update is used like anyone's.
         for round: UInt64 in [1, 8] {
-            #expect(rounds[round]?.reported?.contains("hospital-b") == true, "round \(round): \(String(describing: rounds[round]?.failed))")
+            #expect(rounds[round]?.reported.contains("hospital-b") == true, "round \(round): \(String(describing: rounds[round]?.failed))")
             #expect(rounds[round]?.examples?["hospital-b"] == 131)
         }
         let expected: [UInt64: String] = [
@@ -46,10 +46,10 @@ struct CommandTrainerEndToEndTests {
             7: "wrote no JSON result",
         ]
         for (round, reason) in expected {
-            let failure = rounds[round]?.failed?["hospital-b"] ?? ""
+            let failure = rounds[round]?.failed["hospital-b"] ?? ""
             #expect(failure.contains(reason), "round \(round): \(failure)")
-            #expect(rounds[round]?.reported?.count == 4)
-            #expect(records.contains { $0.type == "update_refused" && $0.round == round && $0.agent == "hospital-b" })
+            #expect(rounds[round]?.reported.count == 4)
+            #expect(records.events(RoundLogEvent.UpdateRefused.self).contains { $0.round == round && $0.agent == "hospital-b" })
         }
         // It never left the federation.
         #expect(agents.agents["hospital-b"]?.joinCount == 1)

@@ -87,7 +87,7 @@ struct HostileClientEndToEndTests {
         if ProcessInfo.processInfo.environment["FEDCOORD_SANITIZER"] != "address" {
             #expect(after.rssMB <= before.figure.rssMB + 100)
         }
-        let refusals = try RoundLog.verify(path: federation.stateDir + "/rounds.jsonl").filter { $0.type == "agent_refused" }
+        let refusals = try RoundLog.verify(path: federation.stateDir + "/rounds.jsonl").events(RoundLogEvent.AgentRefused.self)
         #expect(refusals.count < 50, "refusal records are rate-limited: \(refusals.count)")
     }
 }

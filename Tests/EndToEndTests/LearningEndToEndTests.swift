@@ -44,8 +44,8 @@ struct LearningEndToEndTests {
         let store = try CheckpointStore(directory: configuration.stateDir)
         let model = try store.readModel(version: version)
         let records = try RoundLog.verify(path: store.logPath)
-        let frozen = try #require(records.first { $0.type == "standardization" })
-        let standardization = Standardization(means: frozen.featureMeans ?? [], scales: frozen.featureScales ?? [])
+        let frozen = try #require(records.events(RoundLogEvent.Standardization.self).first)
+        let standardization = Standardization(means: frozen.featureMeans, scales: frozen.featureScales)
         let data = try Dataset.load(csv: test, schema: schema)
         return EvaluationMetrics.evaluate(schema: schema, parameters: model.values, inputs: data.standardized(with: standardization), labels: data.labels)
     }
@@ -64,16 +64,16 @@ struct LearningEndToEndTests {
         #expect((metrics.rocAUC ?? 0) >= 0.985, "test ROC AUC \(String(describing: metrics.rocAUC))")
         let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
         // Standardization from all five sites' 455 rows, before round 1.
-        let frozen = try #require(records.first { $0.type == "standardization" })
-        #expect(frozen.selected?.count == 5 && frozen.rows == 455)
+        let frozen = try #require(records.events(RoundLogEvent.Standardization.self).first)
+        #expect(frozen.selected.count == 5 && frozen.rows == 455)
         #expect(records.firstIndex { $0.type == "standardization" }! < records.firstIndex { $0.type == "round" }!)
         #expect(records.filter { $0.type == "agent_eligible" }.count == 5)
         // Every site evaluated on the test file: the federated figures equal the direct ones.
-        let evaluation = try #require(records.last { $0.type == "evaluation" })
-        #expect(evaluation.round == 30 && evaluation.reported?.count == 5 && evaluation.evalExamples == 5 * 114)
+        let evaluation = try #require(records.events(RoundLogEvent.Evaluation.self).last)
+        #expect(evaluation.round == 30 && evaluation.reported.count == 5 && evaluation.evalExamples == 5 * 114)
         #expect(abs((evaluation.evalAccuracy ?? 0) - metrics.accuracy) < 1e-9)
         #expect(abs((evaluation.evalAUC ?? 0) - (metrics.rocAUC ?? 0)) < 1e-9)
-        #expect(records.filter { $0.type == "evaluation" }.map(\.round) == [10, 20, 30])
+        #expect(records.events(RoundLogEvent.Evaluation.self).map(\.round) == [10, 20, 30])
         let table = RoundTable.render(records)
         #expect(table.contains("AUC") && table.contains(String(format: "%.3f", metrics.accuracy)))
     }
@@ -90,16 +90,16 @@ struct LearningEndToEndTests {
         #expect(metrics.accuracy >= 0.93, "test accuracy \(metrics.accuracy)")
         #expect((metrics.rocAUC ?? 0) >= 0.985, "test ROC AUC \(String(describing: metrics.rocAUC))")
         let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
-        let rounds = records.filter { $0.type == "round" }
+        let rounds = records.committedRounds
         #expect(rounds.count == 30 && rounds.allSatisfy { $0.secureAggregation == true && $0.survivors?.count == 5 })
-        let frozen = try #require(records.first { $0.type == "standardization" })
+        let frozen = try #require(records.events(RoundLogEvent.Standardization.self).first)
         #expect(frozen.rows == 455 && frozen.secureAggregation == true)
         // The masked totals give the pooled statistics: equal to the plaintext merge up to the 2^-16 fixed point.
         var statistics = FeatureStatistics(featureCount: Self.features.count)
         for index in 1...5 { statistics.merge(try Dataset.load(csv: Self.site(index), schema: Self.schema).statistics()) }
         let plain = statistics.standardization()
-        for (got, want) in zip(frozen.featureMeans ?? [], plain.means) { #expect(abs(got - want) <= 1e-6 * max(1, abs(want))) }
-        for (got, want) in zip(frozen.featureScales ?? [], plain.scales) { #expect(abs(got - want) <= 1e-5 * max(1, abs(want))) }
+        for (got, want) in zip(frozen.featureMeans, plain.means) { #expect(abs(got - want) <= 1e-6 * max(1, abs(want))) }
+        for (got, want) in zip(frozen.featureScales, plain.scales) { #expect(abs(got - want) <= 1e-5 * max(1, abs(want))) }
     }
 
     @Test("One of the five sites missing from every round: test accuracy still ≥ 0.93")
@@ -113,10 +113,10 @@ struct LearningEndToEndTests {
         let metrics = try Self.testMetrics(configuration, version: 30)
         print(String(format: "breast cancer, 4 of 5 sites per round, 30 rounds: test accuracy %.4f, ROC AUC %.4f", metrics.accuracy, metrics.rocAUC ?? 0))
         #expect(metrics.accuracy >= 0.93, "test accuracy \(metrics.accuracy)")
-        let rounds = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath).filter { $0.type == "round" }
-        #expect(rounds.count == 30 && rounds.allSatisfy { $0.reported?.count == 4 && $0.selected?.count == 4 })
+        let rounds = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath).committedRounds
+        #expect(rounds.count == 30 && rounds.allSatisfy { $0.reported.count == 4 && $0.selected.count == 4 })
         // The missing site changes from round to round.
-        let missing = Set(rounds.map { Set(DevelopmentFederation.defaultAgents).subtracting($0.selected ?? []).first ?? "" })
+        let missing = Set(rounds.map { Set(DevelopmentFederation.defaultAgents).subtracting($0.selected).first ?? "" })
         #expect(missing.count >= 3)
     }
 
@@ -134,14 +134,14 @@ struct LearningEndToEndTests {
         let sites = try (1...5).map { try Dataset.load(csv: Self.site($0), schema: Self.schema) }
         for site in sites { statistics.merge(site.statistics()) }
         let standardization = statistics.standardization()
-        let frozen = try #require(records.first { $0.type == "standardization" })
-        for (got, want) in zip(frozen.featureMeans ?? [], standardization.means) { #expect(abs(got - want) <= 1e-9 * max(1, abs(want))) }
+        let frozen = try #require(records.events(RoundLogEvent.Standardization.self).first)
+        for (got, want) in zip(frozen.featureMeans, standardization.means) { #expect(abs(got - want) <= 1e-9 * max(1, abs(want))) }
         // Each round: every site trains from the global model with the round's logged seed; the
         // new model is the example-weighted mean of the results (FedAvg, η = 1).
         var global = Self.schema.initialParameters(seed: configuration.model.seed).values
-        for round in records.filter({ $0.type == "round" }) {
+        for round in records.committedRounds {
             var settings = TrainingSettings()
-            settings.seed = try #require(round.seed)
+            settings.seed = round.seed
             var sum = [Double](repeating: 0, count: global.count)
             var total = 0.0
             for site in sites {
@@ -183,9 +183,9 @@ struct LearningEndToEndTests {
         #expect(agents.agents["hospital-b"]?.isConnected == true)
         #expect(coordinator.waitUntilFinished(seconds: 60), "3 rounds did not finish")
         let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
-        let ineligible = try #require(records.first { $0.type == "agent_ineligible" })
-        #expect(ineligible.agent == "hospital-b" && (ineligible.reason ?? "").contains("worst_area"))
-        let rounds = records.filter { $0.type == "round" }
-        #expect(rounds.count == 3 && rounds.allSatisfy { !($0.selected ?? []).contains("hospital-b") && $0.reported?.count == 4 })
+        let ineligible = try #require(records.events(RoundLogEvent.AgentIneligible.self).first)
+        #expect(ineligible.agent == "hospital-b" && ineligible.reason.contains("worst_area"))
+        let rounds = records.committedRounds
+        #expect(rounds.count == 3 && rounds.allSatisfy { !$0.selected.contains("hospital-b") && $0.reported.count == 4 })
     }
 }

@@ -1,5 +1,5 @@
 import FedAgent
-import FedCoordinator
+@testable import FedCoordinator
 import FedCore
 import FedWire
 import Foundation
@@ -61,7 +61,7 @@ struct ProcessEndToEndTests {
     }
 
     static func committedRounds(_ stateDir: String) -> [UInt64] {
-        ((try? RoundLog.verify(path: stateDir + "/rounds.jsonl")) ?? []).filter { $0.type == "round" }.compactMap(\.round)
+        ((try? RoundLog.verify(path: stateDir + "/rounds.jsonl")) ?? []).committedRounds.map(\.round)
     }
 
     @Test("SIGKILL between rounds and mid-round: restarts continue from the last committed round, agents reconnect, the log verifies",
@@ -176,10 +176,7 @@ struct ProcessEndToEndTests {
         let federation = try Federation()
         let log = try RoundLog(path: federation.directory + "/rounds.jsonl")
         for round in 1...3 {
-            var record = RoundLogRecord(type: "round")
-            record.round = UInt64(round)
-            record.status = "committed"
-            try log.append(record)
+            try log.append(RoundLogRecord(.round(.init(round: UInt64(round), attempt: 0, status: "committed"))))
         }
         var text = try String(contentsOfFile: log.path, encoding: .utf8)
         text = text.replacingOccurrences(of: "\"round\":2", with: "\"round\":7")

@@ -48,9 +48,9 @@ struct ResourceLimitsEndToEndTests {
         // Our own 150 sockets are closed too now: what is left open is the coordinator's.
         #expect(eventually(10) { Self.openDescriptors() <= baseline + 10 }, "descriptors: \(Self.openDescriptors()), baseline \(baseline)")
         let records = try RoundLog.verify(path: configuration.stateDir + "/rounds.jsonl")
-        let refusals = records.filter { $0.type == "agent_refused" }
+        let refusals = records.events(RoundLogEvent.AgentRefused.self)
         #expect(refusals.count <= 2, "refusals are rate-limited per address and reason: \(refusals.count)")
-        #expect(refusals.contains { ($0.reason ?? "").contains("no Join") }, "\(refusals.map { $0.reason ?? "" })")
+        #expect(refusals.contains { $0.reason.contains("no Join") }, "\(refusals.map(\.reason))")
     }
 
     @Test("Calls beyond the per-connection limit are refused RESOURCE_EXHAUSTED at once, without a thread each")
@@ -104,10 +104,10 @@ struct ResourceLimitsEndToEndTests {
         let seconds = -started.remainingSeconds
         _ = agents
         let records = try RoundLog.verify(path: configuration.stateDir + "/rounds.jsonl")
-        #expect(records.filter { $0.type == "round" }.count == 4)
+        #expect(records.committedRounds.count == 4)
         // Four rounds in well under the 120 s one stalled send used to hold each commit.
         #expect(seconds < 60)
-        #expect(records.contains { ($0.selected ?? []).contains("hospital-d") }, "the staller was selected")
+        #expect(records.events(RoundLogEvent.RoundClosed.self).contains { $0.selected.contains("hospital-d") }, "the staller was selected")
         #expect(eventually(10) { staller.connection.isClosed }, "cut at the send stall")
     }
 

@@ -45,7 +45,7 @@ struct RobustStrategyEndToEndTests {
         }
         // Float32 model values around 1 hold a delta of 0.002 to about 1e-4 relative.
         #expect(worst < 2e-3, "\(strategy): worst relative error \(worst)")
-        let round = try #require(try RoundLog.verify(path: store.logPath).last { $0.type == "round" })
+        let round = try #require(try RoundLog.verify(path: store.logPath).committedRounds.last)
         if strategy.isRobust {
             #expect(round.strategy == strategy.rawValue)
             #expect(round.combined == (strategy == .krum ? ["hospital-b"] : Self.steps.keys.sorted()))

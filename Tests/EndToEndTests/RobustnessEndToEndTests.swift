@@ -65,10 +65,10 @@ struct RobustnessEndToEndTests {
         #expect(late.code == .deadlineExceeded, "\(late)")
         #expect(coordinator.waitUntilFinished(seconds: 30))
         _ = agents
-        let round = try #require(try Self.records(configuration).first { $0.type == "round" })
+        let round = try #require(try Self.records(configuration).committedRounds.first)
         #expect(round.reported == ["hospital-a", "hospital-b", "hospital-c"])
         #expect(round.late == ["hospital-d"])
-        #expect((round.durationSeconds ?? 0) >= 2)
+        #expect(round.durationSeconds >= 2)
         let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
         #expect(Self.relativeError(model.values, try Self.expectedAfterHonestRound(configuration)) <= 1e-6)
     }
@@ -85,11 +85,11 @@ struct RobustnessEndToEndTests {
         let task = try #require(broken.waitForTask())
         let status = broken.announce(round: task.roundID, version: task.modelVersion)
         #expect(!status.isOK)
-        #expect(coordinator.waitUntilFinished(seconds: 60), "records: \((try? Self.records(configuration))?.map { "\($0.type) \($0.reason ?? "") failed \($0.failed ?? [:]) reported \($0.reported ?? []) late \($0.late ?? [])" } ?? [])")
+        #expect(coordinator.waitUntilFinished(seconds: 60), "records: \((try? Self.records(configuration))?.map { "\($0.type) \($0.event)" } ?? [])")
         _ = agents
-        let round = try #require(try Self.records(configuration).first { $0.type == "round" })
+        let round = try #require(try Self.records(configuration).committedRounds.first)
         #expect(round.reported == ["hospital-a", "hospital-b", "hospital-c"])
-        #expect(round.failed?["hospital-d"] != nil, "\(String(describing: round.failed))")
+        #expect(round.failed["hospital-d"] != nil, "\(String(describing: round.failed))")
         let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
         #expect(model.values == (try Self.expectedAfterHonestRound(configuration)), "bit for bit as without hospital-d")
     }
@@ -106,12 +106,12 @@ struct RobustnessEndToEndTests {
         trainers["hospital-d"] = NaNTrainer(element: element)
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: trainers)
         #expect(coordinator.waitUntilFinished(seconds: 30))
-        let round = try #require(try Self.records(configuration).first { $0.type == "round" })
+        let round = try #require(try Self.records(configuration).committedRounds.first)
         #expect(round.reported == ["hospital-a", "hospital-b", "hospital-c"])
-        let reason = try #require(round.failed?["hospital-d"], "\(String(describing: round.failed))")
+        let reason = try #require(round.failed["hospital-d"], "\(String(describing: round.failed))")
         #expect(reason.contains("non-finite value (NaN or infinity) in tensor '\(layout.tensors[0].name)' at element \(element)"), "\(reason)")
         let agent = try #require(agents.agents["hospital-d"])
-        #expect(eventually(10) { agent.announcementOutcomes[round.round ?? 0]?.code == .aborted }, "\(agent.announcementOutcomes)")
+        #expect(eventually(10) { agent.announcementOutcomes[round.round]?.code == .aborted }, "\(agent.announcementOutcomes)")
         let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
         #expect(model.values == (try Self.expectedAfterHonestRound(configuration)), "bit for bit as without hospital-d")
     }
@@ -128,18 +128,18 @@ struct RobustnessEndToEndTests {
         let silent = try ScriptedAgent(federation, name: "hospital-d", port: coordinator.port, upload: .honest(0))
         let first = try RunningAgents(federation, port: coordinator.port, trainers: ["hospital-a": Self.honest["hospital-a"]!,
                                                                                     "hospital-b": Self.honest["hospital-b"]!])
-        #expect(eventually(20) { (try? Self.records(configuration))?.contains { $0.type == "attempt_failed" } == true })
+        #expect(eventually(20) { (try? Self.records(configuration))?.contains { $0.failedAttempt != nil } == true })
         silent.connection.close()
         let second = try RunningAgents(federation, port: coordinator.port, trainers: ["hospital-c": Self.honest["hospital-c"]!])
         #expect(coordinator.waitUntilFinished(seconds: 30))
         _ = (first, second)
         let records = try Self.records(configuration)
-        let failed = try #require(records.first { $0.type == "attempt_failed" })
+        let failed = try #require(records.compactMap(\.failedAttempt).first)
         #expect(failed.round == 1 && failed.attempt == 0)
-        #expect(failed.late?.contains("hospital-d") == true)
+        #expect(failed.late.contains("hospital-d"))
         #expect(failed.reason?.contains("min_updates") == true)
-        let committed = try #require(records.first { $0.type == "round" })
-        #expect(committed.round == 1 && (committed.attempt ?? 0) >= 1 && committed.seed != failed.seed)
+        let committed = try #require(records.committedRounds.first)
+        #expect(committed.round == 1 && committed.attempt >= 1 && committed.seed != failed.seed)
         #expect(committed.reported == ["hospital-a", "hospital-b", "hospital-c"])
         let model = try CheckpointStore(directory: configuration.stateDir).readModel(version: 1)
         #expect(Self.relativeError(model.values, try Self.expectedAfterHonestRound(configuration)) <= 1e-6)
@@ -159,8 +159,8 @@ struct RobustnessEndToEndTests {
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.honest)
         let task = try #require(hostile.waitForTask())
         _ = hostile.announce(round: task.roundID, version: task.modelVersion, examples: 10_000_000)
-        #expect(eventually(20) { (try? Self.records(configuration))?.contains { $0.type == "attempt_failed" } == true })
-        let failed = try #require(try Self.records(configuration).first { $0.type == "attempt_failed" })
+        #expect(eventually(20) { (try? Self.records(configuration))?.contains { $0.failedAttempt != nil } == true })
+        let failed = try #require(try Self.records(configuration).compactMap(\.failedAttempt).first)
         #expect(failed.reason?.contains("not finite") == true, "\(failed.reason ?? "")")
         let model = coordinator.coordinator.modelLock.withReadLock { coordinator.coordinator.model.parameters }
         #expect(model.values == initial.values, "the model stays at version 0")
@@ -259,16 +259,16 @@ struct RobustnessEndToEndTests {
         #expect(coordinator.waitUntilFinished(seconds: 30))
         _ = agents
         let records = try Self.records(configuration)
-        let round = try #require(records.first { $0.type == "round" })
+        let round = try #require(records.committedRounds.first)
         #expect(round.status == "committed")
-        #expect(Set(round.reported ?? []).isSuperset(of: ["hospital-a", "hospital-b", "hospital-c"]),
-                "\(hostility): reported \(round.reported ?? []), late \(round.late ?? []), failed \(round.failed ?? [:])")
+        #expect(Set(round.reported).isSuperset(of: ["hospital-a", "hospital-b", "hospital-c"]),
+                "\(hostility): reported \(round.reported), late \(round.late), failed \(round.failed)")
+        let refusal = records.events(RoundLogEvent.UpdateRefused.self).first
         if hostility != .duplicate {
-            let refusal = records.first { $0.type == "update_refused" }
-            #expect(refusal?.reason?.isEmpty == false, "\(hostility): no update_refused record")
-            #expect(!(round.reported ?? []).contains(refusal?.agent ?? "?"))
+            #expect(refusal?.reason.isEmpty == false, "\(hostility): no update_refused record")
+            #expect(!round.reported.contains(refusal?.agent ?? "?"))
         }
-        if let refusal = records.first(where: { $0.type == "update_refused" }), let reason = refusal.reason {
+        if let reason = refusal?.reason {
             #expect(reason.utf8.count <= SiteText.maxBytes && !reason.contains("\n") && !reason.contains("\u{1B}"), "\(hostility)")
         }
         let logBytes = try FileManager.default.attributesOfItem(atPath: configuration.stateDir + "/rounds.jsonl")[.size] as? Int ?? 0

@@ -58,9 +58,9 @@ struct RoundsEndToEndTests {
         let relativeError = (errorSquares / normSquares).squareRoot()
         #expect(relativeError <= 1e-6, "relative error \(relativeError)")
         let records = try RoundLog.verify(path: store.logPath)
-        let rounds = records.filter { $0.type == "round" }
+        let rounds = records.committedRounds
         #expect(rounds.map(\.round) == [1, 2, 3, 4, 5])
-        #expect(rounds.allSatisfy { $0.reported?.count == 5 && $0.status == "committed" })
+        #expect(rounds.allSatisfy { $0.reported.count == 5 && $0.status == "committed" })
         #expect(rounds.last?.modelSHA256 == CheckpointStore.modelHash(committed))
     }
 
@@ -71,7 +71,7 @@ struct RoundsEndToEndTests {
         let coordinator = try RunningCoordinator(configuration)
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: Self.trainers)
         let store = try CheckpointStore(directory: configuration.stateDir)
-        let committed = { (try? RoundLog.verify(path: store.logPath))?.filter { $0.type == "round" }.compactMap(\.round) ?? [] }
+        let committed = { (try? RoundLog.verify(path: store.logPath))?.committedRounds.map(\.round) ?? [] }
         #expect(eventually(60) { committed().count >= 2 }, "two rounds did not commit")
         // The disk "fails": the checkpoint folder becomes a file (root ignores permissions, not this).
         let moved = store.checkpointDirectory + ".saved"
@@ -84,8 +84,8 @@ struct RoundsEndToEndTests {
         // Every round in the log is durable: its checkpoint exists with the logged hash.
         try FileManager.default.removeItem(atPath: store.checkpointDirectory)
         try FileManager.default.moveItem(atPath: moved, toPath: store.checkpointDirectory)
-        let rounds = try RoundLog.verify(path: store.logPath).filter { $0.type == "round" }
-        #expect(rounds.map(\.round) == (1...last).map { Optional($0) })
+        let rounds = try RoundLog.verify(path: store.logPath).committedRounds
+        #expect(rounds.map(\.round) == Array(1...last))
         #expect(rounds.last?.modelSHA256 == CheckpointStore.modelHash(try store.readModel(version: last)))
         // A restart on the same folder carries on from there.
         for agent in agents.agents.values { agent.stop() }

@@ -42,22 +42,22 @@ struct SecureAggregationEndToEndTests {
         #expect(coordinator.waitUntilFinished(seconds: 60), "the round did not commit")
         let store = try CheckpointStore(directory: configuration.stateDir)
         let records = try RoundLog.verify(path: store.logPath)
-        let round = try #require(records.last { $0.type == "round" && $0.status == "committed" })
+        let round = try #require(records.committedRounds.last)
         #expect(round.secureAggregation == true)
         let survivors = try #require(round.survivors)
         // Dropped before its masked input counted: left out, and its masks recovered when it had shared.
         // Dropped at the unmask stage: its masked input is in; the others' shares unmask it.
-        if (round.attempt ?? 0) > 0 {
+        if round.attempt > 0 {
             // A machine under heavy load can lose the first attempt to its deadlines; the planned dropout
             // happened there, and the retry (fresh keys) ran with everyone. The mean check below still holds.
-            #expect(records.contains { $0.type == "attempt_failed" && $0.round == 1 })
+            #expect(records.contains { $0.failedAttempt?.round == 1 })
         } else if stage == .unmask {
             #expect(survivors.contains(dropout) && survivors.count == 8 && (round.recoveredDropouts ?? []).isEmpty)
         } else {
             // Under heavy load (the whole suite on two cores) one other agent can miss a stage's deadline
             // as well; it is then treated as a dropout like the planned one, and the mean check still holds.
             let alsoDropped = Set(Self.names).subtracting(survivors).subtracting([dropout])
-            let context = "\(survivors) failed \(String(describing: round.failed)) late \(String(describing: round.late))"
+            let context = "\(survivors) failed \(round.failed) late \(round.late)"
             #expect(!survivors.contains(dropout) && alsoDropped.count <= 1, "\(context)")
             let recovered = Set(round.recoveredDropouts ?? [])
             #expect(recovered.isDisjoint(with: survivors) && recovered.contains(dropout) == (stage == .maskedInput),
@@ -101,10 +101,10 @@ struct SecureAggregationEndToEndTests {
         #expect(coordinator.waitUntilFinished(seconds: 60), "the rounds did not commit")
         _ = agents
         let store = try CheckpointStore(directory: configuration.stateDir)
-        let round = try #require(try RoundLog.verify(path: store.logPath).first { $0.type == "round" })
+        let round = try #require(try RoundLog.verify(path: store.logPath).committedRounds.first)
         #expect(round.late == ["hospital-3"] && round.recoveredDropouts == ["hospital-3"] && round.survivors?.count == 7)
         // Nothing of it was pulled (a later announcement meets the engine's DEADLINE_EXCEEDED, as in plaintext rounds).
-        #expect(round.bytesReceived?["hospital-3"] == nil && round.bytesReceived?.count == 7)
+        #expect(round.bytesReceived["hospital-3"] == nil && round.bytesReceived.count == 7)
         // The model is the mean of the other seven only.
         let initial = try configuration.initialModel()
         let survivors = try #require(round.survivors)
@@ -130,11 +130,11 @@ struct SecureAggregationEndToEndTests {
         }
         #expect(coordinator.waitUntilFinished(seconds: 90), "the round did not commit after the retry")
         let records = try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath)
-        let failed = try #require(records.first { $0.type == "attempt_failed" })
-        let reasons = (failed.failed ?? [:]).values.joined(separator: " | ") + (failed.reason ?? "")
+        let failed = try #require(records.compactMap(\.failedAttempt).first)
+        let reasons = failed.failed.values.joined(separator: " | ") + (failed.reason ?? "")
         #expect(reasons.contains("secure aggregation aborted") && reasons.contains("TOO_FEW_SURVIVORS"), "\(reasons)")
-        let round = try #require(records.last { $0.type == "round" })
-        #expect(round.status == "committed" && (round.attempt ?? 0) >= 1 && round.survivors?.count == 8)
+        let round = try #require(records.committedRounds.last)
+        #expect(round.status == "committed" && round.attempt >= 1 && round.survivors?.count == 8)
         // Nothing secret in the log: no key, share or seed bytes.
         let log = try String(contentsOfFile: CheckpointStore(directory: configuration.stateDir).logPath, encoding: .utf8)
         #expect(!log.contains("share\":") && !log.contains("nonce") && !log.contains("seed_self"))
@@ -157,11 +157,11 @@ struct SecureAggregationEndToEndTests {
         others.removeValue(forKey: "hospital-a")
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: others)
         #expect(coordinator.waitUntilFinished(seconds: 60))
-        let round = try #require(try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath).last { $0.type == "round" })
-        let reason = round.failed?["hospital-a"] ?? ""
+        let round = try #require(try RoundLog.verify(path: CheckpointStore(directory: configuration.stateDir).logPath).committedRounds.last)
+        let reason = round.failed["hospital-a"] ?? ""
         #expect(reason.contains("PERMISSION_DENIED") || reason.contains("policy requires secure aggregation"), "\(reason)")
         #expect(reason.contains("require_secure_aggregation"), "\(reason)")
-        #expect(round.reported?.count == 4)
+        #expect(round.reported.count == 4)
         #expect(strict.joinCount == 1)
         _ = agents
     }
@@ -197,7 +197,7 @@ struct DistributedPrivacyEndToEndTests {
         defer { careful.stop() }
         #expect(coordinator.waitUntilFinished(seconds: 90), "3 rounds did not commit")
         let store = try CheckpointStore(directory: configuration.stateDir)
-        let rounds = try RoundLog.verify(path: store.logPath).filter { $0.type == "round" && $0.status == "committed" }
+        let rounds = try RoundLog.verify(path: store.logPath).committedRounds
         #expect(rounds.count == 3)
         // ε grows round after round, as the accountant composes.
         var accountant = PrivacyAccountant()
@@ -208,7 +208,7 @@ struct DistributedPrivacyEndToEndTests {
         #expect(rounds[0].dpEpsilon! < rounds[1].dpEpsilon! && rounds[1].dpEpsilon! < rounds[2].dpEpsilon!)
         // The capped site took part in round 1, then refused: PERMISSION_DENIED naming its cap, still connected.
         #expect(rounds[0].survivors?.contains("hospital-8") == true)
-        let refusal = rounds[1].failed?["hospital-8"] ?? ""
+        let refusal = rounds[1].failed["hospital-8"] ?? ""
         #expect(refusal.contains("PERMISSION_DENIED") || refusal.contains("policy.max_epsilon"), "\(refusal)")
         #expect(refusal.contains("policy.max_epsilon"), "\(refusal)")
         #expect(careful.joinCount == 1)

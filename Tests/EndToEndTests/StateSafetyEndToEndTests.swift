@@ -21,7 +21,7 @@ struct StateSafetyEndToEndTests {
     static func cutAfterRound(_ path: String, _ round: UInt64) throws {
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         let records = try RoundLog.verify(path: path)
-        let keep = try #require(records.firstIndex { $0.type == "round" && $0.round == round }) + 1
+        let keep = try #require(records.firstIndex { $0.committedRound?.round == round }) + 1
         try (lines.prefix(keep).joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
     }
 
@@ -62,9 +62,9 @@ struct StateSafetyEndToEndTests {
         #expect(try runProcess(fedcoord, ["state", "repair", "--state", state]).0 == 0)
         #expect(try Self.serve(fedcoord, config, rounds: 8).0 == 0)
         let repaired = try RoundLog.verify(path: log)
-        let record = try #require(repaired.first { $0.type == "state_repaired" })
+        let record = try #require(repaired.events(RoundLogEvent.StateRepaired.self).first)
         #expect(record.modelVersion == 6)
-        #expect(repaired.filter { $0.type == "round" }.compactMap(\.round) == [7, 8])
+        #expect(repaired.committedRounds.map(\.round) == [7, 8])
 
         // The shortened log again: repair cuts to the last round a checkpoint agrees with, sets
         // the newer checkpoints aside (not deleted), and serve resumes from there.
@@ -80,7 +80,7 @@ struct StateSafetyEndToEndTests {
         #expect(aside.count == 1)
         #expect(try runProcess(fedcoord, ["rounds", "verify", "--state", state]).0 == 0)
         #expect(try Self.serve(fedcoord, config, rounds: Int(before) + 1).0 == 0)
-        let rounds = try RoundLog.verify(path: log).filter { $0.type == "round" }.compactMap(\.round)
+        let rounds = try RoundLog.verify(path: log).committedRounds.map(\.round)
         #expect(rounds.last == before + 1)
 
         // --new sets everything aside; serve starts a new federation.
@@ -88,6 +88,6 @@ struct StateSafetyEndToEndTests {
         let archives = try FileManager.default.contentsOfDirectory(atPath: state).filter { $0.hasPrefix("archive-") }
         #expect(archives.count == 1)
         #expect(try Self.serve(fedcoord, config, rounds: 1).0 == 0)
-        #expect(try RoundLog.verify(path: log).filter { $0.type == "round" }.compactMap(\.round) == [1])
+        #expect(try RoundLog.verify(path: log).committedRounds.map(\.round) == [1])
     }
 }

@@ -50,7 +50,7 @@ struct WitnessEndToEndTests {
         let original = try Data(contentsOf: URL(fileURLWithPath: log))
 
         // A re-chained edit of round 2's record: the chain verifies, the witnesses do not.
-        let round2 = try #require(try RoundLog.verify(path: log).first { $0.type == "round" && $0.round == 2 })
+        let round2 = try #require(try RoundLog.verify(path: log).first { $0.committedRound?.round == 2 })
         try Self.rechain(log, editing: Int(round2.seq)) { $0["examples"] = ["hospital-a": 1_000_000] }
         #expect(try runProcess(fedcoord, ["rounds", "verify", "--state", state]).0 == 0, "the chain alone cannot tell")
         let (rewritten, rewrittenErrors) = try runProcess(fedcoord, ["rounds", "verify", "--state", state] + witnesses)
@@ -61,7 +61,7 @@ struct WitnessEndToEndTests {
         try original.write(to: URL(fileURLWithPath: log))
         let lastSeen = try names.flatMap { try WitnessFile.read(path: federation.witnessPath($0)) }.map(\.seq).max() ?? 1
         let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
-        let keptRounds = try RoundLog.verify(path: log).prefix(Int(lastSeen) - 1).filter { $0.type == "round" }.compactMap(\.round)
+        let keptRounds = try RoundLog.verify(path: log).prefix(Int(lastSeen) - 1).committedRounds.map(\.round)
         try (lines.prefix(Int(lastSeen) - 1).joined(separator: "\n") + "\n").write(toFile: log, atomically: true, encoding: .utf8)
         let store = try CheckpointStore(directory: state)
         for version in store.modelVersions() where version > (keptRounds.last ?? 0) {

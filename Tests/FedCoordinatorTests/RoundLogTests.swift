@@ -12,19 +12,17 @@ struct RoundLogTests {
     }
 
     static func record(_ round: UInt64) -> RoundLogRecord {
-        var record = RoundLogRecord(type: "round")
-        record.round = round
-        record.status = "committed"
+        var record = RoundLogEvent.RoundClosed(round: round, attempt: 0, status: "committed")
         record.reported = ["hospital-a", "hospital-b"]
         record.examples = ["hospital-a": 10, "hospital-b": 20]
-        return record
+        return RoundLogRecord(.round(record))
     }
 
     @Test("Records chain by SHA-256, survive reopening, and verify")
     func chain() throws {
         let path = Self.temporaryDirectory() + "/rounds.jsonl"
         let log = try RoundLog(path: path)
-        try log.append(RoundLogRecord(type: "coordinator_started"))
+        try log.append(RoundLogRecord(.coordinatorStarted(.init(modelVersion: 0, modelSHA256: "", optimizer: "fedavg"))))
         try log.append(Self.record(1))
         let reopened = try RoundLog(path: path)
         #expect(reopened.count == 2)
@@ -32,7 +30,7 @@ struct RoundLogTests {
         let records = try RoundLog.verify(path: path)
         #expect(records.map(\.seq) == [1, 2, 3])
         #expect(records[0].prevSHA256 == RoundLog.genesisHash)
-        #expect(records[2].round == 2)
+        #expect(records[2].committedRound?.round == 2)
     }
 
     @Test("An edited, deleted or reordered record is detected and named")

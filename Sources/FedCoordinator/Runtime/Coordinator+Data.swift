@@ -51,16 +51,10 @@ extension Coordinator {
             logger.warning("Agent's data does not match the model schema; it will not be selected", metadata: [
                 "agent": "\(agent)", "problem": "\(problem)",
             ])
-            var record = RoundLogRecord(type: "agent_ineligible")
-            record.agent = agent
-            record.reason = "data does not match the model schema: \(problem)"
-            appendLog(record)
+            appendLog(.agentIneligible(.init(agent: agent, reason: "data does not match the model schema: \(problem)")))
             throw RPCError(.failedPrecondition, "this site will not be selected: its data does not match the federation's model schema: \(problem)")
         }
-        var record = RoundLogRecord(type: "agent_eligible")
-        record.agent = agent
-        record.rows = report.summary.rowCount
-        appendLog(record)
+        appendLog(.agentEligible(.init(agent: agent, rows: report.summary.rowCount)))
         let current = stateLock.withLock { connections[agent] === call.connection }
         if current {
             let waits: Bool = stateLock.withLock {
@@ -113,12 +107,10 @@ extension Coordinator {
                 continue
             }
             let frozen = merged.standardization()
-            var record = RoundLogRecord(type: "standardization")
-            record.selected = contributors
-            if configuration.secureAggregation.enabled { record.secureAggregation = true }
-            record.rows = merged.counts.max() ?? 0
-            record.featureMeans = frozen.means
-            record.featureScales = frozen.scales
+            let rows = merged.counts.max() ?? 0
+            let record = RoundLogRecord(.standardization(.init(
+                selected: contributors, secureAggregation: configuration.secureAggregation.enabled ? true : nil,
+                rows: rows, featureMeans: frozen.means, featureScales: frozen.scales)))
             do {
                 _ = try logLock.withLock { try roundLog.append(record) }
             } catch {
@@ -127,7 +119,7 @@ extension Coordinator {
                 continue
             }
             logger.info("Federated standardization frozen", metadata: [
-                "agents": "\(contributors.count)", "rows": "\(record.rows ?? 0)", "features": "\(frozen.means.count)",
+                "agents": "\(contributors.count)", "rows": "\(rows)", "features": "\(frozen.means.count)",
                 "secure_aggregation": "\(configuration.secureAggregation.enabled)",
             ])
             let waiting: [String] = stateLock.withLock {

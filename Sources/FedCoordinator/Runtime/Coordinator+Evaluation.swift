@@ -27,12 +27,9 @@ extension Coordinator {
             case .failure(let error): failures[agent] = "\(error)"
             }
         }
-        var record = RoundLogRecord(type: "evaluation")
-        record.round = round
-        record.modelVersion = round
-        record.reported = results.keys.sorted()
-        if !failures.isEmpty { record.failed = failures }
-        record.examples = results.mapValues(\.examples)
+        var record = RoundLogEvent.Evaluation(
+            round: round, modelVersion: round, reported: results.keys.sorted(), failed: failures.isEmpty ? nil : failures,
+            examples: results.mapValues(\.examples))
         let total = results.values.reduce(0) { $0 + $1.examples }
         if total > 0 {
             record.evalExamples = total
@@ -42,7 +39,7 @@ extension Coordinator {
             let aucWeight = withAUC.reduce(0) { $0 + $1.examples }
             if aucWeight > 0 { record.evalAUC = withAUC.reduce(0) { $0 + $1.rocAUC! * Double($1.examples) } / Double(aucWeight) }
         }
-        appendLog(record)
+        appendLog(.evaluation(record))
         logger.info("Global model evaluated", metadata: [
             "round": "\(round)", "eval.accuracy": "\(record.evalAccuracy.map { String(format: "%.4f", $0) } ?? "-")",
             "eval.auc": "\(record.evalAUC.map { String(format: "%.4f", $0) } ?? "-")", "eval.examples": "\(total)",

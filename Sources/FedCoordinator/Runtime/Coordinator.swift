@@ -121,9 +121,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         schema = configuration.model.schema
         schemaJSON = schema?.canonicalJSON() ?? ""
         schemaSHA256 = schema == nil ? [] : Array(schemaJSON.utf8).withUnsafeBytes { SHA256Hasher.hash($0) }
-        if let frozen = history.standardization, let means = frozen.featureMeans, let scales = frozen.featureScales {
-            standardization = Standardization(means: means, scales: scales)
-            try standardization?.validate(featureCount: schema?.features.count ?? means.count)
+        if let frozen = history.standardization {
+            standardization = Standardization(means: frozen.featureMeans, scales: frozen.featureScales)
+            try standardization?.validate(featureCount: schema?.features.count ?? frozen.featureMeans.count)
         }
         // Resume: the last committed round record (or a repair's adopted checkpoint) is the commit point.
         let version = history.resumeVersion ?? 0
@@ -156,11 +156,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             : RobustAggregator(strategy: configuration.strategy, settings: configuration.robust, spools: spools)
         engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
         for spend in history.privacySpend { accountant.compose(q: spend.samplingRate, noiseMultiplier: spend.noiseMultiplier) }
-        var started = RoundLogRecord(type: "coordinator_started")
-        started.modelVersion = version
-        started.modelSHA256 = globalSHA256.hexString
-        started.optimizer = configuration.optimizer.kind.rawValue
-        try roundLog.append(started)
+        try roundLog.append(RoundLogRecord(.coordinatorStarted(.init(
+            modelVersion: version, modelSHA256: globalSHA256.hexString, optimizer: configuration.optimizer.kind.rawValue))))
         startCount = try store.nextEpoch(atLeast: UInt64(history.starts))
         if version > 0 { logger.info("Resumed", metadata: ["model.version": "\(version)", "state": "\(configuration.stateDir)"]) }
     }
@@ -247,10 +244,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
         stateChanged.notify()
         if let previous, previous !== connection { previous.close(error: WireError(.connectionClosed, "replaced by a new connection")) }
-        var record = RoundLogRecord(type: "agent_connected")
-        record.agent = agent
-        record.address = connection.tls.remoteAddress?.description
-        appendLog(record)
+        appendLog(.agentConnected(.init(agent: agent, address: connection.tls.remoteAddress?.description)))
         return Welcome(agentID: agent, federation: configuration.federation, modelSchemaJSON: schemaJSON)
     }
 
@@ -274,10 +268,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
         guard wasCurrent else { return }
         stateChanged.notify()
-        var record = RoundLogRecord(type: "agent_disconnected")
-        record.agent = agent
-        record.reason = error?.message ?? "closed"
-        appendLog(record)
+        appendLog(.agentDisconnected(.init(agent: agent, reason: error?.message ?? "closed")))
         drive { $0.agentDisconnected(agent, now: now) }
     }
 
@@ -285,12 +276,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         let reason = "\(refusal.stage.rawValue): \(refusal.reason)"
         let key = RefusalLimiter.Key(host: refusal.address?.host ?? "?", reason: reason)
         guard let count = stateLock.withLock({ refusals.admit(key, now: now) }) else { return }
-        var record = RoundLogRecord(type: "agent_refused")
-        record.agent = refusal.commonName
-        record.address = refusal.address?.description
-        record.reason = reason
-        if count > 1 { record.count = count }
-        appendLog(record)
+        appendLog(.agentRefused(.init(
+            agent: refusal.commonName, address: refusal.address?.description, reason: reason, count: count > 1 ? count : nil)))
     }
 
     public func handle(_ call: ServerCall) throws {
@@ -374,11 +361,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     func refuseUpdate(agent: String, round: UInt64, reason: String) {
         logger.warning("Update refused", metadata: ["agent": "\(agent)", "round": "\(round)", "reason": "\(reason)"])
-        var record = RoundLogRecord(type: "update_refused")
-        record.agent = agent
-        record.round = round
-        record.reason = reason
-        appendLog(record)
+        appendLog(.updateRefused(.init(agent: agent, round: round, reason: reason)))
     }
 
     /// Answers `agent`'s AnnounceUpdate call if it is waiting on this round and attempt (a retry
@@ -567,9 +550,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             resetAccumulator()
             for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, attempt: outcome.attempt.attempt, RPCStatus(.aborted, reason)) }
             var record = roundRecord(outcome, status: "failed")
-            record.type = "attempt_failed"
             record.reason = reason + (willRetry ? "; retrying with a fresh selection" : "; retries exhausted, waiting for agents")
-            appendLog(record)
+            appendLog(.attemptFailed(record))
             logger.warning("Round attempt failed", metadata: [
                 "round": "\(outcome.attempt.roundID)", "round.attempt": "\(outcome.attempt.attempt)", "reason": "\(reason)",
                 "round.retry": "\(willRetry)",
@@ -650,7 +632,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                         stateChanged.wait(until: deadline) { stateLock.withLock { lastSetupRound } > round }
                         CrashDrill.reach(.nextSetup, round: round)
                     }
-                    _ = try logLock.withLock { try roundLog.append(record) }
+                    _ = try logLock.withLock { try roundLog.append(RoundLogRecord(.round(record))) }
                 } catch {
                     // The model in memory has moved on without a durable round: stop, so that a restart
                     // resumes from the last committed round once the disk is fixed.
@@ -663,7 +645,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 store.prune(committed: round)
                 logger.info("Round committed", metadata: [
                     "round": "\(round)", "round.reported": "\(accepted)", "round.late": "\(late)", "round.failed": "\(failed)",
-                    "round.seconds": "\(String(format: "%.2f", record.durationSeconds ?? 0))",
+                    "round.seconds": "\(String(format: "%.2f", record.durationSeconds))",
                 ])
             }
             if schema != nil, configuration.evaluation.every > 0, round % UInt64(configuration.evaluation.every) == 0 {
@@ -703,12 +685,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         }
     }
 
-    private func roundRecord(_ outcome: RoundStateMachine.Outcome, status: String) -> RoundLogRecord {
+    private func roundRecord(_ outcome: RoundStateMachine.Outcome, status: String) -> RoundLogEvent.RoundClosed {
         let attempt = outcome.attempt
-        var record = RoundLogRecord(type: "round")
-        record.round = attempt.roundID
-        record.attempt = attempt.attempt
-        record.status = status
+        var record = RoundLogEvent.RoundClosed(round: attempt.roundID, attempt: attempt.attempt, status: status)
         record.seed = attempt.seed
         let wallNow = Date()
         record.startedAt = RoundLog.timestamp(wallNow.addingTimeInterval(attempt.startedAt - now))
@@ -733,9 +712,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         return record
     }
 
-    func appendLog(_ record: RoundLogRecord) {
+    func appendLog(_ event: RoundLogEvent) {
         logLock.withLock {
-            do { try roundLog.append(record) } catch {
+            do { try roundLog.append(RoundLogRecord(event)) } catch {
                 logger.error("Cannot append to the round log", metadata: ["error": "\(error)"])
             }
         }

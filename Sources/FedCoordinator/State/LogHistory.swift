@@ -6,7 +6,7 @@ public struct LogHistory: Sendable {
     public private(set) var resumeVersion: UInt64?
     public private(set) var resumeSHA256: String?
     /// The record that froze the federation's standardization, if one did.
-    public private(set) var standardization: RoundLogRecord?
+    public private(set) var standardization: RoundLogEvent.Standardization?
     /// Coordinator starts recorded so far.
     public private(set) var starts = 0
     /// Each committed round's privacy spend (sampling rate, noise multiplier) under distributed DP.
@@ -15,17 +15,17 @@ public struct LogHistory: Sendable {
     public init() {}
 
     public mutating func take(_ record: RoundLogRecord) {
-        switch record.type {
-        case "round" where record.status == "committed":
-            resumeVersion = record.round
-            resumeSHA256 = record.modelSHA256
-            if let z = record.dpNoiseMultiplier, let q = record.dpSamplingRate { privacySpend.append((q, z)) }
-        case "state_repaired" where record.modelVersion != nil:
-            resumeVersion = record.modelVersion
-            resumeSHA256 = record.modelSHA256
-        case "standardization":
-            standardization = record
-        case "coordinator_started":
+        switch record.event {
+        case .round(let round):
+            resumeVersion = round.round
+            resumeSHA256 = round.modelSHA256
+            if let z = round.dpNoiseMultiplier, let q = round.dpSamplingRate { privacySpend.append((q, z)) }
+        case .stateRepaired(let repair) where repair.modelVersion != nil:
+            resumeVersion = repair.modelVersion
+            resumeSHA256 = repair.modelSHA256
+        case .standardization(let frozen):
+            standardization = frozen
+        case .coordinatorStarted:
             starts += 1
         default:
             break

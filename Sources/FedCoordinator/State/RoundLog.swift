@@ -58,11 +58,8 @@ public final class RoundLog {
         record.seq = count + 1
         if record.time.isEmpty { record.time = RoundLog.timestamp() }
         record.prevSHA256 = lastHash
-        record.reason = record.reason.map { SiteText.clean($0) }
-        record.failed = record.failed?.mapValues { SiteText.clean($0) }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        var line = try encoder.encode(record)
+        record.event = record.event.cleaningSiteText()
+        var line = try Self.line(record)
         let hash = line.withUnsafeBytes { SHA256Hasher.hash($0) }.hexString
         line.append(0x0A)
         try handle.write(contentsOf: line)
@@ -70,6 +67,13 @@ public final class RoundLog {
         lastHash = hash
         count += 1
         return record
+    }
+
+    /// A record's line, without its newline: one JSON object, keys sorted, slashes unescaped.
+    static func line(_ record: RoundLogRecord) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(record)
     }
 
     /// ISO 8601 UTC with milliseconds.

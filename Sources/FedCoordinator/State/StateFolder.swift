@@ -84,10 +84,10 @@ public enum StateFolder {
         if logExists {
             do {
                 let scan = try RoundLog.scan(path: store.logPath) { record in
-                    if record.type == "round", record.status == "committed", let round = record.round {
-                        points.append((record.seq, round, record.modelSHA256))
-                    } else if record.type == "state_repaired", let version = record.modelVersion {
-                        points.append((record.seq, version, record.modelSHA256))
+                    switch record.event {
+                    case .round(let round): points.append((record.seq, round.round, round.modelSHA256))
+                    case .stateRepaired(let repair): if let version = repair.modelVersion { points.append((record.seq, version, repair.modelSHA256)) }
+                    default: break
                     }
                 }
                 verifiedCount = scan.count
@@ -152,14 +152,8 @@ public enum StateFolder {
                 + "checkpoint; nothing was changed")
         }
         let log = try RoundLog(path: store.logPath)
-        var record = RoundLogRecord(type: "state_repaired")
-        record.reason = "fedcoord state repair"
-        record.repaired = actions
-        if let adopted {
-            record.modelVersion = adopted.version
-            record.modelSHA256 = adopted.sha256
-        }
-        try log.append(record)
+        try log.append(RoundLogRecord(.stateRepaired(.init(
+            reason: "fedcoord state repair", repaired: actions, modelVersion: adopted?.version, modelSHA256: adopted?.sha256))))
         return Repair(actions: actions, resumeVersion: resumeVersion)
     }
 
