@@ -12,9 +12,12 @@ public final class SecAggCoordinatorSession {
     private let digest: [UInt8]
     private var advertised: [UInt32: AdvertisedKeys] = [:]
     public private(set) var u1: Set<UInt32> = []
+    /// Set at `T0`: keys that come later are refused (§2.5 (a)).
     private var sessionID: [UInt8] = []
     private var commitments: [UInt32: [UInt8]] = [:]
     private var outgoing: [UInt32: [EncryptedShare]] = [:]
+    /// Set at `T1`: shares that come later are refused (§2.5 (a)).
+    private var sharingClosed = false
     public private(set) var u2: Set<UInt32> = []
     public private(set) var u3: Set<UInt32> = []
     public private(set) var dropped: Set<UInt32> = []
@@ -53,6 +56,7 @@ public final class SecAggCoordinatorSession {
 
     /// An agent's keys; the index must be the sender's own (bound to its TLS identity).
     public func receiveKeys(_ keys: AdvertisedKeys, from agent: String) throws {
+        guard sessionID.isEmpty else { throw SecAggError(.stageClosed, "\(agent)'s keys came after the key-advertising stage closed") }
         guard index(of: agent) == keys.index else { throw SecAggError(.inconsistent, "\(agent) sent keys for another index") }
         guard keys.encryptionKey.count == 32, keys.maskingKey.count == 32, advertised[keys.index] == nil else {
             throw SecAggError(.badInput, "\(agent)'s keys are malformed or repeated")
@@ -73,6 +77,7 @@ public final class SecAggCoordinatorSession {
 
     /// An agent's commitment and envelopes: exactly one 121-byte envelope per neighbour in `U1`.
     public func receiveShares(from agent: String, commitment: [UInt8], envelopes: [EncryptedShare]) throws {
+        guard !sharingClosed else { throw SecAggError(.stageClosed, "\(agent)'s shares came after the key-sharing stage closed") }
         guard let u = index(of: agent), u1.contains(u), outgoing[u] == nil else {
             throw SecAggError(.inconsistent, "\(agent) is not expected to share keys (not in U1, or twice)")
         }
@@ -86,6 +91,7 @@ public final class SecAggCoordinatorSession {
 
     /// At `T1`: `U2`, pruned, and for each member the envelopes addressed to it (peer = sender).
     public func closeSharing() throws -> [UInt32: [EncryptedShare]] {
+        sharingClosed = true
         u2 = prune(Set(outgoing.keys))
         guard u2.count >= Int(config.minSurvivors) else { throw tooFew("sharing keys", u2.count) }
         var incoming: [UInt32: [EncryptedShare]] = [:]

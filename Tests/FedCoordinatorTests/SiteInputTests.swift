@@ -74,13 +74,13 @@ struct SiteInputTests {
     @Test("Secure round ids rise across restarts, whatever round a crash lost")
     func secureRoundIDs() {
         // Killed after announcing round R+1 at epoch e; the restart retries round R at epoch e+1.
-        let seen = SecureRound.secureRoundID(round: 1_574, epoch: 7, attempt: 3)
-        let retried = SecureRound.secureRoundID(round: 1_573, epoch: 8, attempt: 0)
+        let seen = SecureRoundID(epoch: 7, round: 1_574, attempt: 3).wire
+        let retried = SecureRoundID(epoch: 8, round: 1_573, attempt: 0).wire
         #expect(retried > seen)
-        #expect(SecureRound.secureRoundID(round: 5, epoch: 1, attempt: 1) > SecureRound.secureRoundID(round: 5, epoch: 1, attempt: 0))
-        #expect(SecureRound.secureRoundID(round: 6, epoch: 1, attempt: 0) > SecureRound.secureRoundID(round: 5, epoch: 1, attempt: 9))
+        #expect(SecureRoundID(epoch: 1, round: 5, attempt: 1).wire > SecureRoundID(epoch: 1, round: 5, attempt: 0).wire)
+        #expect(SecureRoundID(epoch: 1, round: 6, attempt: 0).wire > SecureRoundID(epoch: 1, round: 5, attempt: 9).wire)
         // 300 restarts: no wrap (the old layout kept the start count mod 256).
-        #expect(SecureRound.secureRoundID(round: 1, epoch: 300, attempt: 0) > SecureRound.secureRoundID(round: 1, epoch: 299, attempt: 0))
+        #expect(SecureRoundID(epoch: 300, round: 1, attempt: 0).wire > SecureRoundID(epoch: 299, round: 1, attempt: 0).wire)
     }
 
     @Test("The start counter only rises, even when the log it counted from is cut")

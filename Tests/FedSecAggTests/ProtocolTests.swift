@@ -260,6 +260,31 @@ struct ProtocolTests {
         #expect(throws: SecAggError.self) { try SecAggCrypto.x25519(privateKey: SecAggCrypto.sha256([1]), peerPublicKey: [UInt8](repeating: 0, count: 32)) }
     }
 
+    @Test("A stage's set is frozen at its deadline: keys or shares that arrive later are refused STAGE_CLOSED")
+    func lateAnswersRefused() throws {
+        let simulation = Simulation(n: 4, degree: 3, threshold: 3, parameters: 2)
+        let config = simulation.config()
+        let randomness = DeterministicSecAggRandomness()
+        let agents = try (1...4).map {
+            try SecAggAgentSession(config: config, index: UInt32($0), agentID: simulation.roster[$0 - 1], receivedModelSHA256: config.modelSHA256,
+                                   parameterCount: 2, lastRoundID: nil, randomness: randomness)
+        }
+        let coordinator = try SecAggCoordinatorSession(config: config)
+        for i in 0..<3 { try coordinator.receiveKeys(agents[i].keys, from: simulation.roster[i]) }
+        let keys = try coordinator.closeAdvertising()
+        let lateKeys = #expect(throws: SecAggError.self) { try coordinator.receiveKeys(agents[3].keys, from: simulation.roster[3]) }
+        #expect(lateKeys?.reason == .stageClosed)
+        #expect(coordinator.u1 == [1, 2, 3])
+
+        let responses = try (0..<3).map { try agents[$0].shareKeys(keys) }
+        for i in 0..<3 { try coordinator.receiveShares(from: simulation.roster[i], commitment: responses[i].commitment, envelopes: responses[i].outgoing) }
+        _ = try coordinator.closeSharing()
+        let lateShares = #expect(throws: SecAggError.self) {
+            try coordinator.receiveShares(from: simulation.roster[0], commitment: responses[0].commitment, envelopes: responses[0].outgoing)
+        }
+        #expect(lateShares?.reason == .stageClosed)
+    }
+
     @Test("6. Quantization: boundaries, N agents all at +c or −c without wrapping, NaN refused, unbiased rounding, deterministic")
     func quantization() throws {
         let n = 100

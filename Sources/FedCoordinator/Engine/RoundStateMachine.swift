@@ -11,6 +11,9 @@
 /// `aggregating` (the runtime computes and commits) → `waiting` for the next round. A closed
 /// attempt with fewer than `min_updates` fails: the model is unchanged and a fresh selection
 /// retries, up to `max_retries`; after that the engine waits and starts the round afresh.
+///
+/// Under secure aggregation each attempt also runs a ``SecureStages`` clock: its key stages
+/// close on the same ticks, and the agents a stage leaves out fail for the attempt they were in.
 public struct RoundStateMachine: Sendable {
     public typealias AgentID = String
 
@@ -76,6 +79,11 @@ public struct RoundStateMachine: Sendable {
         case aggregate(Outcome)
         /// The attempt failed: discard the accumulator; the model is unchanged.
         case attemptFailed(Outcome, reason: String, willRetry: Bool)
+        /// Close the secure attempt's key stage (its deadline passed, or everyone answered): run
+        /// the session's close, report ``secureDropped(_:reason:roundID:attempt:now:)`` for whom it
+        /// leaves out, send the next stage's requests and report
+        /// ``secureStageOpened(_:expecting:roundID:attempt:now:)``.
+        case closeSecureStage(SecureStages.Stage, roundID: UInt64, attempt: Int)
     }
 
     /// The answer to an announced or received update.
@@ -85,6 +93,8 @@ public struct RoundStateMachine: Sendable {
     }
 
     public let policy: RoundPolicy
+    /// `secure_aggregation.keys_timeout_seconds` when rounds are secure; nil for plaintext rounds.
+    public let secureKeysSeconds: Double?
     public private(set) var phase: Phase
     /// The round the engine is working on (1 + committed rounds).
     public private(set) var roundID: UInt64
@@ -92,6 +102,8 @@ public struct RoundStateMachine: Sendable {
     public private(set) var modelVersion: UInt64
     public private(set) var current: Attempt?
     public private(set) var participation: [AgentID: Participation] = [:]
+    /// The current secure attempt's stage clock.
+    public private(set) var secure: SecureStages?
     private var attemptNumber = 0
     private var connected: Set<AgentID> = []
     private var backoffUntil: [AgentID: Double] = [:]
@@ -101,8 +113,9 @@ public struct RoundStateMachine: Sendable {
     private var cooldownUntil = -Double.infinity
 
     /// Starts (or resumes) after `committedRounds` committed rounds.
-    public init(policy: RoundPolicy, committedRounds: UInt64 = 0, now: Double) {
+    public init(policy: RoundPolicy, committedRounds: UInt64 = 0, secureKeysSeconds: Double? = nil, now: Double) {
         self.policy = policy
+        self.secureKeysSeconds = secureKeysSeconds
         modelVersion = committedRounds
         roundID = committedRounds + 1
         phase = .waiting(since: now)
@@ -137,8 +150,17 @@ public struct RoundStateMachine: Sendable {
 
     // MARK: Time
 
-    /// Lets time pass: starts rounds, passes deadlines, ends grace periods.
+    /// Lets time pass: starts rounds, passes deadlines (a secure attempt's key stages too), ends
+    /// grace periods.
     public mutating func tick(now: Double) -> [Action] {
+        var actions: [Action] = []
+        if phase == .collecting, let attempt = current, let stage = secure?.tick(now: now) {
+            actions.append(.closeSecureStage(stage, roundID: attempt.roundID, attempt: attempt.attempt))
+        }
+        return actions + advance(now: now)
+    }
+
+    private mutating func advance(now: Double) -> [Action] {
         switch phase {
         case .waiting(let since):
             guard now >= cooldownUntil else { return [] }
@@ -181,6 +203,7 @@ public struct RoundStateMachine: Sendable {
             roundID: roundID, attempt: attemptNumber, modelVersion: modelVersion, seed: seed, invited: invited,
             startedAt: now, deadline: now + policy.roundDeadline, collectUntil: now + policy.roundDeadline + policy.collectGrace)
         current = attempt
+        secure = secureKeysSeconds.map { SecureStages(invited: invited, now: now, keysSeconds: $0) }
         participation = Dictionary(uniqueKeysWithValues: invited.map { ($0, .training) })
         pullQueue = []
         pulling = []
@@ -200,6 +223,41 @@ public struct RoundStateMachine: Sendable {
     public mutating func trainingFailed(_ agent: AgentID, roundID: UInt64, reason: String, now: Double) -> [Action] {
         guard roundID == current?.roundID, participation[agent] == .training else { return [] }
         return fail(agent, reason: reason, now: now)
+    }
+
+    // MARK: Secure stages
+
+    /// `agent`'s call of the secure `stage` ended, answered or failed (for stage 0, its
+    /// SecureSetup). Ignored for another attempt than the current one.
+    public mutating func secureAnswered(_ agent: AgentID, stage: SecureStages.Stage, roundID: UInt64, attempt: Int, now: Double) -> [Action] {
+        guard let current, current.roundID == roundID, current.attempt == attempt, phase == .collecting,
+              let closed = secure?.answered(agent, in: stage)
+        else { return [] }
+        return [.closeSecureStage(closed, roundID: roundID, attempt: attempt)]
+    }
+
+    /// The runtime closed the current secure attempt's open stage and sent `stage`'s requests
+    /// to `expecting`.
+    public mutating func secureStageOpened(
+        _ stage: SecureStages.Stage, expecting: [AgentID], roundID: UInt64, attempt: Int, now: Double
+    ) -> [Action] {
+        guard let current, current.roundID == roundID, current.attempt == attempt,
+              let closed = secure?.opened(stage, expecting: expecting, now: now)
+        else { return [] }
+        return [.closeSecureStage(closed, roundID: roundID, attempt: attempt)]
+    }
+
+    /// A secure stage left `agents` out of the attempt (no keys or shares in time, pruned, or
+    /// the whole attempt aborted): each still training fails for it and is told to stop. Ignored
+    /// for another attempt than the current one: a retry keeps the round id.
+    public mutating func secureDropped(_ agents: [AgentID], reason: String, roundID: UInt64, attempt: Int, now: Double) -> [Action] {
+        guard let current, current.roundID == roundID, current.attempt == attempt else { return [] }
+        var actions: [Action] = []
+        for agent in agents where participation[agent] == .training {
+            actions.append(.cancel(agent, roundID: roundID, attempt: attempt, reason: reason))
+            actions += fail(agent, reason: reason, now: now)
+        }
+        return actions
     }
 
     // MARK: Updates
@@ -363,6 +421,7 @@ public struct RoundStateMachine: Sendable {
         outcome.cancelled.sort()
         pullQueue = []
         pulling = []
+        secure = nil
         if outcome.accepted.count >= policy.minUpdates {
             phase = .aggregating
             return [.aggregate(outcome)]

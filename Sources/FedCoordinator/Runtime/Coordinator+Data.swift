@@ -137,10 +137,11 @@ extension Coordinator {
     private func secureStatistics(from agents: [String], featureCount: Int, attempt: Int) throws -> (FeatureStatistics, [String]) {
         let settings = configuration.secureAggregation
         let length = featureCount * 3 * ExactSums.limbsPerValue
+        let id = SecureRoundID(epoch: startCount, round: 0, attempt: attempt)
         let config = try SecureRound.configuration(
-            invited: agents, roundID: 0, attempt: attempt, epoch: startCount, settings: settings, modelSHA256: schemaSHA256, parameterCount: length,
+            invited: agents, id: id, settings: settings, modelSHA256: schemaSHA256, parameterCount: length,
             deadlineSeconds: settings.keysTimeoutSeconds)
-        let round = try SecureRound(config: config, roundID: 0, spools: spools)
+        let round = try SecureRound(config: config, id: id, spools: spools)
         let advertised = fanOut(to: round.invited) { [self] agent in
             guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
             let index = round.withSession { $0.index(of: agent)! }
@@ -154,7 +155,13 @@ extension Coordinator {
             try round.withSession { try $0.receiveKeys(keys.keys, from: agent) }
         }
         logFailures(advertised, "No keys for the statistics from an agent")
-        let replies = try shareKeysAndRequestMasking(round) { _, _ in }
+        // Every call above and below ends within keys_timeout_seconds, the stage's deadline.
+        let keys = try round.withSession { try $0.closeAdvertising() }
+        let u1 = round.withSession { session in session.u1.map { session.agent(at: $0) }.sorted() }
+        logFailures(fanOut(to: u1) { [self] agent in try requestShares(from: agent, keys: keys, round: round) }, "No shares from an agent")
+        let (incoming, u2) = try round.withSession { session in (try session.closeSharing(), session.u2.sorted()) }
+        let requested = round.withSession { session in u2.map { session.agent(at: $0) } }
+        let replies = fanOut(to: requested) { [self] agent in try requestMaskedInput(from: agent, survivors: u2, incoming: incoming, round: round) }
         var survivors: [String] = []
         accumulatorLock.withLock {
             for (agent, outcome) in replies.sorted(by: { $0.key < $1.key }) {

@@ -5,23 +5,27 @@ import FedWire
 import Foundation
 import Logging
 
-// The FLSECAGG-v1 stages around the round engine: stage 0 rides on the Train call, stages 1 and
-// the stage-2 request run on a thread of their own while the agents train, masked inputs are
-// announced and pulled like plaintext updates (the engine's deadline is the straggler cut) and
-// added by the attempt's ``SecureRound``, and stage 3 runs at commit time: its shares are
-// collected here, before the model is locked, and the round's close removes the masks.
+// The FLSECAGG-v1 stages of a round attempt, as the engine's ``SecureStages`` clock calls them:
+// stage 0 rides on the Train call (SecureSetup, ahead of the model); when the engine closes it,
+// the driver runs the session's close and sends ShareKeys; when it closes stage 1, the
+// MaskedInput requests. Each call runs on a thread of its own and reports back to the engine,
+// keyed by the attempt. Masked inputs are announced and pulled like plaintext updates (the
+// engine's deadline is the straggler cut) and added by the attempt's ``SecureRound``; stage 3
+// runs at commit time: its shares are collected here, before the model is locked, and the
+// round's close removes the masks.
 
 extension Coordinator {
-    /// Sets up secure aggregation for a new attempt and starts its driver; nil when it is off.
+    /// Sets up secure aggregation for a new attempt (nothing when it is off); its stage 0
+    /// goes out with the tasks.
     func startSecureRound(_ attempt: RoundStateMachine.Attempt) {
         guard configuration.secureAggregation.enabled else { return }
+        let id = SecureRoundID(epoch: startCount, round: attempt.roundID, attempt: attempt.attempt)
         let (hash, count) = modelLock.withReadLock { (stateLock.withLock { globalSHA256 }, model.layout.parameterCount) }
         do {
             let config = try SecureRound.configuration(
-                invited: attempt.invited, roundID: attempt.roundID, attempt: attempt.attempt, epoch: startCount,
-                settings: configuration.secureAggregation,
+                invited: attempt.invited, id: id, settings: configuration.secureAggregation,
                 modelSHA256: hash, parameterCount: count, deadlineSeconds: attempt.deadline - now)
-            let round = try SecureRound(config: config, roundID: attempt.roundID, spools: spools)
+            let round = try SecureRound(config: config, id: id, spools: spools)
             let dp = configuration.secureAggregation.dp
             if dp.enabled {
                 let eligible = engineLock.withLock { engine.eligibleAgents(now: now).count }
@@ -35,77 +39,97 @@ extension Coordinator {
                 "round": "\(attempt.roundID)", "secagg.agents": "\(config.roster.count)", "secagg.threshold": "\(config.threshold)",
                 "secagg.min_survivors": "\(config.minSurvivors)", "secagg.graph": "\(config.isCompleteGraph ? "complete" : "k=\(config.neighborDegree)")",
             ])
-            Thread { [self] in runKeyStages(round) }.start()
         } catch {
             stateLock.withLock { secureRound = nil }
-            abortSecureRound(agents: attempt.invited, roundID: attempt.roundID, reason: "\(error)")
+            abortSecureRound(id, agents: attempt.invited, reason: "\(error)")
         }
     }
 
-    /// The secure round of `roundID`'s current attempt, if any.
-    func currentSecureRound(_ roundID: UInt64) -> SecureRound? {
-        stateLock.withLock { secureRound?.roundID == roundID ? secureRound : nil }
+    /// The secure round of `roundID`'s attempt `attempt`, while it is the current one.
+    func currentSecureRound(_ roundID: UInt64, attempt: Int) -> SecureRound? {
+        stateLock.withLock { secureRound.flatMap { $0.id.round == roundID && $0.id.attempt == attempt ? $0 : nil } }
     }
 
-    /// Stages 0–2 (keys, shares, the masked-input request), while the agents train.
-    private func runKeyStages(_ round: SecureRound) {
-        round.waitForKeys(until: Date(timeIntervalSinceNow: configuration.secureAggregation.keysTimeoutSeconds))
-        guard currentSecureRound(round.roundID) === round, !isStopped else { return }
+    /// Closes the attempt's open key stage, on the engine's word (``RoundStateMachine/Action/closeSecureStage(_:roundID:attempt:)``):
+    /// the session's close prunes and checks, the agents it leaves out are dropped, the next
+    /// stage's requests go out, each on a thread of its own. No network on the caller's thread.
+    func closeSecureStage(_ stage: SecureStages.Stage, roundID: UInt64, attempt: Int) {
+        guard let round = currentSecureRound(roundID, attempt: attempt) else { return }
         do {
-            let requested = try shareKeysAndRequestMasking(round) { [self] agents, reason in dropFromSecureRound(agents, round: round, reason: reason) }
-            // Whoever did not get the request cannot mask: a dropout the unmask stage recovers.
-            let unreachable = requested.filter { if case .failure = $0.value { return true } else { return false } }.keys.sorted()
-            dropFromSecureRound(unreachable, round: round, reason: "the masked-input request could not be delivered")
-        } catch {
-            abortSecureRound(agents: round.invited, roundID: round.roundID, reason: "\(error)")
-        }
-    }
-
-    /// Closes stage 0, runs stage 1 and sends the stage-2 requests; `dropped` hears of the agents
-    /// each stage leaves behind. Returns the MaskedInput answers by agent.
-    func shareKeysAndRequestMasking(_ round: SecureRound, dropped: ([String], String) -> Void) throws -> [String: Result<Message, any Error>] {
-        let settings = configuration.secureAggregation
-        let secureID = round.config.roundID
-        let keys = try round.withSession { try $0.closeAdvertising() }
-        let u1 = round.withSession { session in Set(session.u1.map { session.agent(at: $0) }) }
-        dropped(round.invited.filter { !u1.contains($0) }, "no keys by the key-advertising deadline")
-        let shared = fanOut(to: u1.sorted()) { [self] agent in
-            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
-            let reply = try connection.unary(Methods.shareKeys, .shareKeysRequest(ShareKeysRequest(roundID: secureID, keys: keys)),
-                                             timeout: settings.keysTimeoutSeconds)
-            guard case .shareKeysResponse(let response) = reply, response.roundID == secureID else {
-                throw RPCError(.invalidArgument, "ShareKeys answered \(reply.name) for another round")
+            switch stage {
+            case .advertisingKeys:
+                let keys = try round.withSession { try $0.closeAdvertising() }
+                let u1 = round.withSession { session in session.u1.map { session.agent(at: $0) }.sorted() }
+                dropFromSecureRound(round, round.invited.filter { !u1.contains($0) }, reason: "no keys by the key-advertising deadline")
+                drive { $0.secureStageOpened(.sharingKeys, expecting: u1, roundID: roundID, attempt: attempt, now: now) }
+                for agent in u1 {
+                    Thread { [self] in
+                        do { try requestShares(from: agent, keys: keys, round: round) } catch {
+                            logger.warning("No shares from an agent", metadata: ["agent": "\(agent)", "error": "\(error)"])
+                        }
+                        drive { $0.secureAnswered(agent, stage: .sharingKeys, roundID: roundID, attempt: attempt, now: now) }
+                    }.start()
+                }
+            case .sharingKeys:
+                let (u1, incoming, survivors) = try round.withSession { session in
+                    (session.u1, try session.closeSharing(), session.u2.sorted())
+                }
+                let names = round.withSession { session in (u1.subtracting(survivors).map { session.agent(at: $0) }.sorted(), survivors.map { session.agent(at: $0) }) }
+                dropFromSecureRound(round, names.0, reason: "no valid shares by the key-sharing deadline")
+                drive { $0.secureStageOpened(.maskedInput, expecting: names.1, roundID: roundID, attempt: attempt, now: now) }
+                for agent in names.1 {
+                    Thread { [self] in
+                        do { _ = try requestMaskedInput(from: agent, survivors: survivors, incoming: incoming, round: round) } catch {
+                            logger.warning("Masked-input request not delivered", metadata: ["agent": "\(agent)", "error": "\(error)"])
+                            // Whoever did not get the request cannot mask: a dropout the unmask stage recovers.
+                            dropFromSecureRound(round, [agent], reason: "the masked-input request could not be delivered")
+                        }
+                    }.start()
+                }
+            case .maskedInput:
+                break
             }
-            try round.withSession { try $0.receiveShares(from: agent, commitment: response.commitment, envelopes: response.outgoing) }
-        }
-        logFailures(shared, "No shares from an agent")
-        let incoming = try round.withSession { try $0.closeSharing() }
-        let (survivors, u2) = round.withSession { session in (session.u2.sorted(), Set(session.u2.map { session.agent(at: $0) })) }
-        dropped(u1.filter { !u2.contains($0) }.sorted(), "no valid shares by the key-sharing deadline")
-        return fanOut(to: u2.sorted()) { [self] agent in
-            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
-            let index = round.withSession { $0.index(of: agent)! }
-            return try connection.unary(
-                Methods.maskedInput, .maskedInputRequest(MaskedInputRequest(roundID: secureID, survivors: survivors, incoming: incoming[index] ?? [])),
-                timeout: settings.keysTimeoutSeconds)
+        } catch {
+            abortSecureRound(round.id, agents: round.invited, reason: "\(error)")
         }
     }
 
-    /// Agents pruned from the round at a key stage: the round goes on without them.
-    private func dropFromSecureRound(_ agents: [String], round: SecureRound, reason: String) {
-        for agent in agents {
-            drive { $0.taskFailed(agent, roundID: round.roundID, reason: "secure aggregation: \(reason)", now: now) }
-            sendCancel(agent, roundID: round.roundID, reason: reason)
+    /// Stage 1 for one agent: sends it `U1`'s keys and takes its commitment and share envelopes.
+    func requestShares(from agent: String, keys: [AdvertisedKeys], round: SecureRound) throws {
+        let secureID = round.config.roundID
+        guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+        let reply = try connection.unary(Methods.shareKeys, .shareKeysRequest(ShareKeysRequest(roundID: secureID, keys: keys)),
+                                         timeout: configuration.secureAggregation.keysTimeoutSeconds)
+        guard case .shareKeysResponse(let response) = reply, response.roundID == secureID else {
+            throw RPCError(.invalidArgument, "ShareKeys answered \(reply.name) for another round")
         }
+        try round.withSession { try $0.receiveShares(from: agent, commitment: response.commitment, envelopes: response.outgoing) }
+    }
+
+    /// Stage 2's request for one agent: `U2` and the share envelopes addressed to it; returns
+    /// its answer (for the statistics, the masked vector itself).
+    func requestMaskedInput(
+        from agent: String, survivors: [UInt32], incoming: [UInt32: [EncryptedShare]], round: SecureRound
+    ) throws -> Message {
+        guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+        let index = round.withSession { $0.index(of: agent)! }
+        return try connection.unary(
+            Methods.maskedInput,
+            .maskedInputRequest(MaskedInputRequest(roundID: round.config.roundID, survivors: survivors, incoming: incoming[index] ?? [])),
+            timeout: configuration.secureAggregation.keysTimeoutSeconds)
+    }
+
+    /// Agents a key stage left out: the attempt goes on without them.
+    private func dropFromSecureRound(_ round: SecureRound, _ agents: [String], reason: String) {
+        guard !agents.isEmpty else { return }
+        let id = round.id
+        drive { $0.secureDropped(agents, reason: "secure aggregation: \(reason)", roundID: id.round, attempt: id.attempt, now: now) }
     }
 
     /// Too few agents left (or set-up failed): the attempt is abandoned and retried with fresh keys.
-    private func abortSecureRound(agents: [String], roundID: UInt64, reason: String) {
-        logger.warning("Secure aggregation aborted", metadata: ["round": "\(roundID)", "reason": "\(reason)"])
-        for agent in agents {
-            drive { $0.taskFailed(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)", now: now) }
-            sendCancel(agent, roundID: roundID, reason: "secure aggregation aborted: \(reason)")
-        }
+    private func abortSecureRound(_ id: SecureRoundID, agents: [String], reason: String) {
+        logger.warning("Secure aggregation aborted", metadata: ["round": "\(id.round)", "round.attempt": "\(id.attempt)", "reason": "\(reason)"])
+        drive { $0.secureDropped(agents, reason: "secure aggregation aborted: \(reason)", roundID: id.round, attempt: id.attempt, now: now) }
     }
 
     /// Logs the agents a fan-out could not reach, with why.

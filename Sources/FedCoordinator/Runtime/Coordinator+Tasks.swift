@@ -11,13 +11,13 @@ import Foundation
 extension Coordinator {
     /// Sends the task and the global model (streamed from memory, its CRC-32C computed once per round).
     func sendTask(_ agent: String, _ attempt: RoundStateMachine.Attempt) {
-        let secure = currentSecureRound(attempt.roundID)
+        let secure = currentSecureRound(attempt.roundID, attempt: attempt.attempt)
         let task = makeTask(for: agent, attempt, secure: secure)
         if let secure {
             // Stage 0 before any model byte, so that the key stages overlap the broadcast.
             let advertised = secureSetup(agent, task: task, round: secure)
-            secure.keysCallEnded(agent)
-            // Without keys the agent cannot take part; the key deadline drops it from the round.
+            drive { $0.secureAnswered(agent, stage: .advertisingKeys, roundID: attempt.roundID, attempt: attempt.attempt, now: now) }
+            // Without keys the agent cannot take part; the stage's close drops it from the round.
             guard advertised else { return }
         }
         broadcastSlots.wait()
@@ -76,8 +76,9 @@ extension Coordinator {
             return true
         } catch {
             logger.warning("No keys from an agent", metadata: ["agent": "\(agent)", "round": "\(task.roundID)", "error": "\(error)"])
-            // Out of the round now, with the agent's own reason (a policy refusal, say), not at the key deadline.
-            drive { $0.taskFailed(agent, roundID: task.roundID, reason: "\(error)", now: now) }
+            // Out of the attempt now, with the agent's own reason (a policy refusal, say), not at the key deadline.
+            let id = round.id
+            drive { $0.secureDropped([agent], reason: "\(error)", roundID: id.round, attempt: id.attempt, now: now) }
             return false
         }
     }

@@ -154,7 +154,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         plaintext = configuration.strategy == .mean
             ? MeanAggregator(layout: layout, spools: spools, addsDuringRound: configuration.selection.target > smallRoundUpdates)
             : RobustAggregator(strategy: configuration.strategy, settings: configuration.robust, spools: spools)
-        engine = RoundStateMachine(policy: configuration.selection, committedRounds: version, now: 0)
+        engine = RoundStateMachine(
+            policy: configuration.selection, committedRounds: version,
+            secureKeysSeconds: configuration.secureAggregation.enabled ? configuration.secureAggregation.keysTimeoutSeconds : nil, now: 0)
         for spend in history.privacySpend { accountant.compose(q: spend.samplingRate, noiseMultiplier: spend.noiseMultiplier) }
         try roundLog.append(RoundLogRecord(.coordinatorStarted(.init(
             modelVersion: version, modelSHA256: globalSHA256.hexString, optimizer: configuration.optimizer.kind.rawValue))))
@@ -402,7 +404,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             guard header.exampleCount == announced else {
                 throw PullFailure(reason: "the update claims \(header.exampleCount) examples; \(announced ?? 0) were announced", refused: true)
             }
-            let secure = currentSecureRound(roundID)
+            let secure = currentSecureRound(roundID, attempt: attempt)
             let aggregator: any RoundAggregator = secure ?? plaintext
             if let secure {
                 try receiveMaskedInput(from: call, into: spool, length: Int(secure.config.vectorLength))
@@ -545,6 +547,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             sendCancel(agent, roundID: roundID, reason: reason)
         case .aggregate(let outcome):
             Thread { [self] in commit(outcome) }.start()
+        case .closeSecureStage(let stage, let roundID, let attempt):
+            closeSecureStage(stage, roundID: roundID, attempt: attempt)
         case .attemptFailed(let outcome, let reason, let willRetry):
             pendingAdds.wait()
             resetAccumulator()
@@ -569,7 +573,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         pendingAdds.wait()
         guard !isStopped else { return }
         do {
-            let secure = currentSecureRound(round)
+            let secure = currentSecureRound(round, attempt: outcome.attempt.attempt)
             // Stage 3's shares are collected before the model is locked: broadcasts and
             // evaluations are not held up by agents answering slowly.
             let shares = try secure.map { try collectUnmaskShares($0, accepted: outcome.accepted.keys.sorted()) }

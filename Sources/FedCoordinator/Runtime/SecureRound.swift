@@ -2,20 +2,18 @@ import FedCore
 import FedSecAgg
 import Foundation
 
-/// One round attempt under secure aggregation: the FLSECAGG-v1 coordinator session, who has
-/// answered the stage-0 Train call, and the masked sum `Σ y_u` (mod 2^32) of the complete masked
-/// inputs. As the attempt's ``RoundAggregator`` it adds each masked input into the sum as it
+/// One round attempt under secure aggregation: the FLSECAGG-v1 coordinator session and the
+/// masked sum `Σ y_u` (mod 2^32) of the complete masked inputs. As the attempt's ``RoundAggregator`` it adds each masked input into the sum as it
 /// arrives and, at the close, removes the masks with the shares stage 3 collected and steps the
 /// model by the dequantized mean.
 ///
 /// Memory: 4 bytes per parameter, whatever the number of agents.
 final class SecureRound: RoundAggregator, @unchecked Sendable {
-    // @unchecked: `session` and `answered` are guarded by `condition`; `sum` and `unmaskShares`
-    // by the coordinator's aggregator lock.
-    let roundID: UInt64
+    // @unchecked: `session` is guarded by `sessionLock`; `sum` and `unmaskShares` by the
+    // coordinator's aggregator lock.
+    let id: SecureRoundID
     private let session: SecAggCoordinatorSession
-    private let condition = NSCondition()
-    private var answered: Set<String> = []
+    private let sessionLock = NSLock()
     private var sum: [UInt32]
     private let spools: SpoolPool
     /// Stage 3's shares, collected (over the network, before the close) by the coordinator.
@@ -25,9 +23,10 @@ final class SecureRound: RoundAggregator, @unchecked Sendable {
     var samplingRate = 1.0
     var projectedEpsilon: Double?
 
-    init(config: SecAggConfig, roundID: UInt64, spools: SpoolPool) throws {
+    init(config: SecAggConfig, id: SecureRoundID, spools: SpoolPool) throws {
+        precondition(config.roundID == id.wire, "the configuration is for another attempt")
         session = try SecAggCoordinatorSession(config: config)
-        self.roundID = roundID
+        self.id = id
         self.spools = spools
         sum = [UInt32](repeating: 0, count: Int(config.vectorLength))
     }
@@ -39,18 +38,8 @@ final class SecureRound: RoundAggregator, @unchecked Sendable {
     /// The attempt's FLSECAGG-v1 configuration for `invited` agents, from the coordinator's
     /// settings (§2.3): complete graph with `t = N − D_max` up to 200 agents (or when asked),
     /// the SecAgg+ table beyond.
-    /// The secure round id of an attempt: `epoch << 44 | FL round << 16 | attempt`, where the
-    /// epoch counts the coordinator's starts on its state folder (``CheckpointStore/nextEpoch()``).
-    /// The epoch leads, so that ids rise across restarts whatever round a crash lost: a
-    /// coordinator killed after announcing round R+1 retries round R with a larger id than any
-    /// its agents saw (agents refuse an id they have seen, as the spec asks).
-    static func secureRoundID(round: UInt64, epoch: UInt64, attempt: Int) -> UInt64 {
-        precondition(epoch < 1 << 20 && round < 1 << 28, "secure round ids hold 2^20 starts and 2^28 rounds")
-        return epoch << 44 | round << 16 | UInt64(attempt & 0xFFFF)
-    }
-
     static func configuration(
-        invited: [String], roundID: UInt64, attempt: Int, epoch: UInt64, settings: CoordinatorConfiguration.SecureAggregation,
+        invited: [String], id: SecureRoundID, settings: CoordinatorConfiguration.SecureAggregation,
         modelSHA256: [UInt8], parameterCount: Int, deadlineSeconds: Double
     ) throws -> SecAggConfig {
         let n = invited.count
@@ -81,7 +70,7 @@ final class SecureRound: RoundAggregator, @unchecked Sendable {
             privacy = .init(mode: 1, localStddev: sigma, l2Clip: settings.dp.l2Clip)
         }
         return SecAggConfig(
-            roundID: secureRoundID(round: roundID, epoch: epoch, attempt: attempt), sessionNonce: SecAggCrypto.publicRandom(32),
+            roundID: id.wire, sessionNonce: SecAggCrypto.publicRandom(32),
             roster: invited.sorted(),
             neighborDegree: UInt32(degree), threshold: UInt32(threshold), minSurvivors: UInt32(minimum),
             graphSeed: SecAggCrypto.publicRandom(32), vectorLength: UInt64(parameterCount + 2),
@@ -92,26 +81,7 @@ final class SecureRound: RoundAggregator, @unchecked Sendable {
 
     /// Runs `body` on the session under the round's lock.
     func withSession<T>(_ body: (SecAggCoordinatorSession) throws -> T) rethrows -> T {
-        condition.lock()
-        defer { condition.unlock() }
-        return try body(session)
-    }
-
-    /// The agent's stage-0 call (SecureSetup) ended, with its keys or without.
-    func keysCallEnded(_ agent: String) {
-        condition.lock()
-        answered.insert(agent)
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    /// Waits until every invited agent's stage-0 call ended, or `deadline`.
-    func waitForKeys(until deadline: Date) {
-        condition.lock()
-        defer { condition.unlock() }
-        while answered.count < invited.count {
-            if !condition.wait(until: deadline) { return }
-        }
+        try sessionLock.withLock { try body(session) }
     }
 
     // MARK: The masked sum (under the coordinator's aggregator lock)
