@@ -13,7 +13,8 @@
 /// retries, up to `max_retries`; after that the engine waits and starts the round afresh.
 ///
 /// Under secure aggregation each attempt also runs a ``SecureStages`` clock: its key stages
-/// close on the same ticks, and the agents a stage leaves out fail for the attempt they were in.
+/// close on the same ticks, the agents a stage leaves out fail for the attempt they were in, and
+/// a closed attempt with enough masked inputs runs the unmask stage before it aggregates.
 public struct RoundStateMachine: Sendable {
     public typealias AgentID = String
 
@@ -74,9 +75,16 @@ public struct RoundStateMachine: Sendable {
         case pull(AgentID, roundID: UInt64, attempt: Int)
         /// Tell the agent to stop working on the round (best effort).
         case cancel(AgentID, roundID: UInt64, attempt: Int, reason: String)
-        /// The attempt closed with enough updates: finish the mean, apply the server optimizer,
-        /// commit, then report ``committed(roundID:now:)``.
+        /// The attempt closed with enough updates (and, when secure, its unmask stage closed):
+        /// finish the mean, apply the server optimizer, commit, then report
+        /// ``committed(roundID:now:)``.
         case aggregate(Outcome)
+        /// A secure attempt closed with enough masked inputs, `outcome.accepted` being `U3`:
+        /// request the survivors' unmask shares, report
+        /// ``secureStageOpened(_:expecting:roundID:attempt:now:)`` for ``SecureStages/Stage/unmasking``
+        /// and each answer; the engine aggregates when the stage closes. Report
+        /// ``aggregationFailed(roundID:reason:now:)`` if the stage cannot open.
+        case unmask(Outcome)
         /// The attempt failed: discard the accumulator; the model is unchanged.
         case attemptFailed(Outcome, reason: String, willRetry: Bool)
         /// Close the secure attempt's key stage (its deadline passed, or everyone answered): run
@@ -93,8 +101,8 @@ public struct RoundStateMachine: Sendable {
     }
 
     public let policy: RoundPolicy
-    /// `secure_aggregation.keys_timeout_seconds` when rounds are secure; nil for plaintext rounds.
-    public let secureKeysSeconds: Double?
+    /// The secure stages' timeouts when rounds are secure; nil for plaintext rounds.
+    public let secureTimeouts: SecureStages.Timeouts?
     public private(set) var phase: Phase
     /// The round the engine is working on (1 + committed rounds).
     public private(set) var roundID: UInt64
@@ -102,8 +110,10 @@ public struct RoundStateMachine: Sendable {
     public private(set) var modelVersion: UInt64
     public private(set) var current: Attempt?
     public private(set) var participation: [AgentID: Participation] = [:]
-    /// The current secure attempt's stage clock.
+    /// The current secure attempt's stage clock, until it commits or fails.
     public private(set) var secure: SecureStages?
+    /// A secure attempt's outcome while its unmask stage runs.
+    private var unmasking: Outcome?
     private var attemptNumber = 0
     private var connected: Set<AgentID> = []
     private var backoffUntil: [AgentID: Double] = [:]
@@ -113,9 +123,9 @@ public struct RoundStateMachine: Sendable {
     private var cooldownUntil = -Double.infinity
 
     /// Starts (or resumes) after `committedRounds` committed rounds.
-    public init(policy: RoundPolicy, committedRounds: UInt64 = 0, secureKeysSeconds: Double? = nil, now: Double) {
+    public init(policy: RoundPolicy, committedRounds: UInt64 = 0, secureTimeouts: SecureStages.Timeouts? = nil, now: Double) {
         self.policy = policy
-        self.secureKeysSeconds = secureKeysSeconds
+        self.secureTimeouts = secureTimeouts
         modelVersion = committedRounds
         roundID = committedRounds + 1
         phase = .waiting(since: now)
@@ -153,10 +163,7 @@ public struct RoundStateMachine: Sendable {
     /// Lets time pass: starts rounds, passes deadlines (a secure attempt's key stages too), ends
     /// grace periods.
     public mutating func tick(now: Double) -> [Action] {
-        var actions: [Action] = []
-        if phase == .collecting, let attempt = current, let stage = secure?.tick(now: now) {
-            actions.append(.closeSecureStage(stage, roundID: attempt.roundID, attempt: attempt.attempt))
-        }
+        let actions = secure?.tick(now: now).map { secureStageClosed($0) } ?? []
         return actions + advance(now: now)
     }
 
@@ -203,7 +210,7 @@ public struct RoundStateMachine: Sendable {
             roundID: roundID, attempt: attemptNumber, modelVersion: modelVersion, seed: seed, invited: invited,
             startedAt: now, deadline: now + policy.roundDeadline, collectUntil: now + policy.roundDeadline + policy.collectGrace)
         current = attempt
-        secure = secureKeysSeconds.map { SecureStages(invited: invited, now: now, keysSeconds: $0) }
+        secure = secureTimeouts.map { SecureStages(invited: invited, now: now, timeouts: $0) }
         participation = Dictionary(uniqueKeysWithValues: invited.map { ($0, .training) })
         pullQueue = []
         pulling = []
@@ -230,10 +237,10 @@ public struct RoundStateMachine: Sendable {
     /// `agent`'s call of the secure `stage` ended, answered or failed (for stage 0, its
     /// SecureSetup). Ignored for another attempt than the current one.
     public mutating func secureAnswered(_ agent: AgentID, stage: SecureStages.Stage, roundID: UInt64, attempt: Int, now: Double) -> [Action] {
-        guard let current, current.roundID == roundID, current.attempt == attempt, phase == .collecting,
+        guard let current, current.roundID == roundID, current.attempt == attempt,
               let closed = secure?.answered(agent, in: stage)
         else { return [] }
-        return [.closeSecureStage(closed, roundID: roundID, attempt: attempt)]
+        return secureStageClosed(closed)
     }
 
     /// The runtime closed the current secure attempt's open stage and sent `stage`'s requests
@@ -244,7 +251,17 @@ public struct RoundStateMachine: Sendable {
         guard let current, current.roundID == roundID, current.attempt == attempt,
               let closed = secure?.opened(stage, expecting: expecting, now: now)
         else { return [] }
-        return [.closeSecureStage(closed, roundID: roundID, attempt: attempt)]
+        return secureStageClosed(closed)
+    }
+
+    /// What the close of the current attempt's `stage` asks of the runtime: a key stage's close,
+    /// or, once the unmask stage closes, the aggregate.
+    private mutating func secureStageClosed(_ stage: SecureStages.Stage) -> [Action] {
+        guard let current else { return [] }
+        guard stage == .unmasking else { return [.closeSecureStage(stage, roundID: current.roundID, attempt: current.attempt)] }
+        guard let outcome = unmasking else { return [] }
+        unmasking = nil
+        return [.aggregate(outcome)]
     }
 
     /// A secure stage left `agents` out of the attempt (no keys or shares in time, pruned, or
@@ -421,11 +438,16 @@ public struct RoundStateMachine: Sendable {
         outcome.cancelled.sort()
         pullQueue = []
         pulling = []
-        secure = nil
         if outcome.accepted.count >= policy.minUpdates {
             phase = .aggregating
-            return [.aggregate(outcome)]
+            guard secure != nil else { return [.aggregate(outcome)] }
+            guard secure?.closeMaskedInput() != nil else {
+                return aggregationFailed(roundID: attempt.roundID, reason: "secure aggregation: the attempt closed before its masked inputs were requested", now: now)
+            }
+            unmasking = outcome
+            return [.unmask(outcome)]
         }
+        secure = nil
         let reason = "only \(outcome.accepted.count) complete update(s) of the \(policy.minUpdates) required (min_updates)"
         let willRetry = attemptNumber < policy.maxRetries
         attemptNumber = willRetry ? attemptNumber + 1 : 0
@@ -443,6 +465,7 @@ public struct RoundStateMachine: Sendable {
         roundID += 1
         attemptNumber = 0
         current = nil
+        secure = nil
         participation = [:]
         phase = .waiting(since: now)
         return tick(now: now)
@@ -455,6 +478,8 @@ public struct RoundStateMachine: Sendable {
         let willRetry = attemptNumber < policy.maxRetries
         attemptNumber = willRetry ? attemptNumber + 1 : 0
         current = nil
+        secure = nil
+        unmasking = nil
         participation = [:]
         phase = .waiting(since: now)
         return [.attemptFailed(outcome, reason: "aggregation failed: \(reason)", willRetry: willRetry)]

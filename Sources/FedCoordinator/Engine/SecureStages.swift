@@ -7,36 +7,48 @@
 /// agent they wait for has answered (its reply, or the failure of its call); a stage closes
 /// once. The runtime then runs the session's close (the pruning and the checks of the table),
 /// drops whom it left out, and opens the next stage with the survivors. Stage 2 (masked inputs)
-/// is the round's own collection: its deadline is the attempt's, the straggler cut. Stage 3
-/// (unmask) runs at the commit.
+/// is the round's own collection: it closes with the attempt, at its deadline (the straggler
+/// cut) or with its target. Stage 3 (unmask) then waits up to `unmask_timeout_seconds` for the
+/// survivors' shares, the same way as stages 0 and 1.
 public struct SecureStages: Sendable, Equatable {
     public enum Stage: Sendable, Equatable {
-        case advertisingKeys, sharingKeys, maskedInput
+        case advertisingKeys, sharingKeys, maskedInput, unmasking
 
         var next: Stage? {
             switch self {
             case .advertisingKeys: .sharingKeys
             case .sharingKeys: .maskedInput
-            case .maskedInput: nil
+            case .maskedInput: .unmasking
+            case .unmasking: nil
             }
         }
     }
 
     public private(set) var stage: Stage
-    /// When the open key stage closes; nil in the masked-input stage.
+    /// When the open stage closes; nil in the masked-input stage (the attempt's close ends it).
     public private(set) var deadline: Double?
     /// The agents the open stage still waits for.
     public private(set) var waitingFor: Set<String>
     /// The open stage's close was handed to the runtime; it is not handed out twice.
     public private(set) var closing = false
-    public let keysSeconds: Double
+    public let timeouts: Timeouts
+
+    /// `secure_aggregation.keys_timeout_seconds` (stages 0 and 1) and `unmask_timeout_seconds`.
+    public struct Timeouts: Sendable, Equatable {
+        public var keys: Double
+        public var unmask: Double
+        public init(keys: Double, unmask: Double) {
+            self.keys = keys
+            self.unmask = unmask
+        }
+    }
 
     /// Stage 0, open from `now`, waiting for every invited agent's keys.
-    public init(invited: [String], now: Double, keysSeconds: Double) {
+    public init(invited: [String], now: Double, timeouts: Timeouts) {
         stage = .advertisingKeys
-        deadline = now + keysSeconds
+        deadline = now + timeouts.keys
         waitingFor = Set(invited)
-        self.keysSeconds = keysSeconds
+        self.timeouts = timeouts
     }
 
     /// `agent`'s call of `stage` ended (answered or failed). Returns the stage to close when it
@@ -46,9 +58,16 @@ public struct SecureStages: Sendable, Equatable {
         return waitingFor.isEmpty ? close() : nil
     }
 
-    /// Returns the open key stage when its deadline has passed (once).
+    /// Returns the open stage when its deadline has passed (once).
     public mutating func tick(now: Double) -> Stage? {
         guard !closing, let deadline, now >= deadline else { return nil }
+        return close()
+    }
+
+    /// The attempt closed: the masked-input stage closes with it. Returns it, unless another
+    /// stage is open (an attempt cannot have masked inputs before stage 2 opened).
+    public mutating func closeMaskedInput() -> Stage? {
+        guard stage == .maskedInput, !closing else { return nil }
         return close()
     }
 
@@ -64,7 +83,7 @@ public struct SecureStages: Sendable, Equatable {
             waitingFor = []
             return nil
         }
-        deadline = now + keysSeconds
+        deadline = now + (next == .unmasking ? timeouts.unmask : timeouts.keys)
         waitingFor = Set(expecting)
         return waitingFor.isEmpty ? close() : nil
     }

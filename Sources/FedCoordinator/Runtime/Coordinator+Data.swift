@@ -170,11 +170,9 @@ extension Coordinator {
                 survivors.append(agent)
             }
         }
-        let shares = try collectUnmaskShares(round, accepted: survivors)
-        let sums = try accumulatorLock.withLock {
-            round.unmaskShares = shares
-            return try round.unmaskedSum { z, count in try ExactSums.decode(Array(z), survivors: count) }
-        }
+        let (unmasking, request) = try closeMaskedInput(round, accepted: survivors)
+        logFailures(fanOut(to: unmasking) { [self] agent in try requestUnmask(from: agent, request, round: round) }, "No unmask answer from an agent")
+        let sums = try accumulatorLock.withLock { try round.unmaskedSum { z, count in try ExactSums.decode(Array(z), survivors: count) } }
         var counts: [UInt64] = [], means: [Double] = [], m2: [Double] = []
         for f in 0..<featureCount {
             let n = sums[3 * f], s1 = sums[3 * f + 1], s2 = sums[3 * f + 2]
@@ -183,7 +181,7 @@ extension Coordinator {
             means.append(mean)
             m2.append(max(0, s2 - s1 * mean))
         }
-        return (try FeatureStatistics(counts: counts, means: means, m2: m2), shares.survivors)
+        return (try FeatureStatistics(counts: counts, means: means, m2: m2), unmasking)
     }
 
     /// Asks `agents` for their statistics at once; returns the valid answers by agent.

@@ -10,9 +10,10 @@ import Logging
 // the driver runs the session's close and sends ShareKeys; when it closes stage 1, the
 // MaskedInput requests. Each call runs on a thread of its own and reports back to the engine,
 // keyed by the attempt. Masked inputs are announced and pulled like plaintext updates (the
-// engine's deadline is the straggler cut) and added by the attempt's ``SecureRound``; stage 3
-// runs at commit time: its shares are collected here, before the model is locked, and the
-// round's close removes the masks.
+// engine's deadline is the straggler cut) and added by the attempt's ``SecureRound``. When the
+// attempt closes, the engine asks for stage 3 (``RoundStateMachine/Action/unmask(_:)``), and
+// only once its shares are in, or its deadline passed, for the commit, whose close removes the
+// masks: no lock is ever held across the network.
 
 extension Coordinator {
     /// Sets up secure aggregation for a new attempt (nothing when it is off); its stage 0
@@ -86,7 +87,8 @@ extension Coordinator {
                         }
                     }.start()
                 }
-            case .maskedInput:
+            case .maskedInput, .unmasking:
+                // Closed by the attempt's close (``openUnmaskStage(_:)``) and by the engine's aggregate.
                 break
             }
         } catch {
@@ -146,30 +148,49 @@ extension Coordinator {
         }.start()
     }
 
-    /// Stage 3's network part: closes the masked-input stage with `accepted` as `U3` and collects
-    /// the survivors' shares (up to `unmask_timeout_seconds`). Holds no lock across the network.
-    func collectUnmaskShares(_ round: SecureRound, accepted: [String]) throws -> UnmaskShares {
-        let settings = configuration.secureAggregation
-        let secureID = round.config.roundID
-        let survivors = try round.withSession { session -> Set<UInt32> in
-            let indices = Set(accepted.compactMap { session.index(of: $0) })
-            try session.closeMaskedInput(survivors: indices)
-            return indices
+    /// Opens stage 3 on the engine's word (``RoundStateMachine/Action/unmask(_:)``): the
+    /// masked-input stage closes with the accepted masked inputs as `U3`, and each survivor is
+    /// asked for its shares on a thread of its own; the engine aggregates when the stage closes.
+    func openUnmaskStage(_ outcome: RoundStateMachine.Outcome) {
+        let (roundID, attempt) = (outcome.attempt.roundID, outcome.attempt.attempt)
+        guard let round = currentSecureRound(roundID, attempt: attempt) else {
+            drive { $0.aggregationFailed(roundID: roundID, reason: "secure aggregation: the attempt's session is gone", now: now) }
+            return
         }
-        let (u3, dropped, names) = round.withSession { session in
-            let (u3, dropped) = (session.u3.sorted(), session.dropped.sorted())
-            return (u3, dropped, (u3.map { session.agent(at: $0) }, dropped.map { session.agent(at: $0) }))
-        }
-        let answers = fanOut(to: names.0) { [self] agent in
-            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
-            let reply = try connection.unary(Methods.unmask, .unmaskRequest(UnmaskRequest(roundID: secureID, survivors: u3, dropped: dropped)),
-                                             timeout: settings.unmaskTimeoutSeconds)
-            guard case .unmaskResponse(let response) = reply, response.roundID == secureID else {
-                throw RPCError(.invalidArgument, "Unmask answered \(reply.name) for another round")
+        do {
+            let (survivors, request) = try closeMaskedInput(round, accepted: outcome.accepted.keys.sorted())
+            drive { $0.secureStageOpened(.unmasking, expecting: survivors, roundID: roundID, attempt: attempt, now: now) }
+            for agent in survivors {
+                Thread { [self] in
+                    do { try requestUnmask(from: agent, request, round: round) } catch {
+                        logger.warning("No unmask answer from an agent", metadata: ["agent": "\(agent)", "error": "\(error)"])
+                    }
+                    drive { $0.secureAnswered(agent, stage: .unmasking, roundID: roundID, attempt: attempt, now: now) }
+                }.start()
             }
-            try round.withSession { try $0.receiveUnmask(from: agent, shares: response.shares) }
+        } catch {
+            logger.warning("Secure aggregation aborted", metadata: ["round": "\(roundID)", "round.attempt": "\(attempt)", "reason": "\(error)"])
+            drive { $0.aggregationFailed(roundID: roundID, reason: "secure aggregation aborted: \(error)", now: now) }
         }
-        logFailures(answers, "No unmask answer from an agent")
-        return UnmaskShares(survivors: names.0, summed: survivors.count, recovered: names.1)
+    }
+
+    /// Closes the masked-input stage with `accepted` as `U3` (the stage's checks); returns `U3`
+    /// by name and the unmask request every survivor gets.
+    func closeMaskedInput(_ round: SecureRound, accepted: [String]) throws -> (survivors: [String], request: UnmaskRequest) {
+        try round.withSession { session in
+            try session.closeMaskedInput(survivors: Set(accepted.compactMap { session.index(of: $0) }))
+            let (u3, dropped) = (session.u3.sorted(), session.dropped.sorted())
+            return (u3.map { session.agent(at: $0) }, UnmaskRequest(roundID: round.config.roundID, survivors: u3, dropped: dropped))
+        }
+    }
+
+    /// Stage 3 for one agent: sends it the survivor and dropout lists and takes its shares.
+    func requestUnmask(from agent: String, _ request: UnmaskRequest, round: SecureRound) throws {
+        guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+        let reply = try connection.unary(Methods.unmask, .unmaskRequest(request), timeout: configuration.secureAggregation.unmaskTimeoutSeconds)
+        guard case .unmaskResponse(let response) = reply, response.roundID == request.roundID else {
+            throw RPCError(.invalidArgument, "Unmask answered \(reply.name) for another round")
+        }
+        try round.withSession { try $0.receiveUnmask(from: agent, shares: response.shares) }
     }
 }

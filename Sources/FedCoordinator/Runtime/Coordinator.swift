@@ -156,7 +156,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             : RobustAggregator(strategy: configuration.strategy, settings: configuration.robust, spools: spools)
         engine = RoundStateMachine(
             policy: configuration.selection, committedRounds: version,
-            secureKeysSeconds: configuration.secureAggregation.enabled ? configuration.secureAggregation.keysTimeoutSeconds : nil, now: 0)
+            secureTimeouts: configuration.secureAggregation.enabled
+                ? SecureStages.Timeouts(keys: configuration.secureAggregation.keysTimeoutSeconds, unmask: configuration.secureAggregation.unmaskTimeoutSeconds)
+                : nil,
+            now: 0)
         for spend in history.privacySpend { accountant.compose(q: spend.samplingRate, noiseMultiplier: spend.noiseMultiplier) }
         try roundLog.append(RoundLogRecord(.coordinatorStarted(.init(
             modelVersion: version, modelSHA256: globalSHA256.hexString, optimizer: configuration.optimizer.kind.rawValue))))
@@ -549,6 +552,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             Thread { [self] in commit(outcome) }.start()
         case .closeSecureStage(let stage, let roundID, let attempt):
             closeSecureStage(stage, roundID: roundID, attempt: attempt)
+        case .unmask(let outcome):
+            openUnmaskStage(outcome)
         case .attemptFailed(let outcome, let reason, let willRetry):
             pendingAdds.wait()
             resetAccumulator()
@@ -573,15 +578,11 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         pendingAdds.wait()
         guard !isStopped else { return }
         do {
+            // A secure attempt's stage 3 has collected its shares before the engine asked for
+            // this commit: nothing here waits on the network.
             let secure = currentSecureRound(round, attempt: outcome.attempt.attempt)
-            // Stage 3's shares are collected before the model is locked: broadcasts and
-            // evaluations are not held up by agents answering slowly.
-            let shares = try secure.map { try collectUnmaskShares($0, accepted: outcome.accepted.keys.sorted()) }
             let (combination, committed): (RoundCombination, GlobalModel) = try modelLock.withWriteLock {
-                let combination = try accumulatorLock.withLock {
-                    secure?.unmaskShares = shares
-                    return try (secure ?? plaintext).close(into: &model)
-                }
+                let combination = try accumulatorLock.withLock { try (secure ?? plaintext).close(into: &model) }
                 guard combination.fingerprint.allFinite else {
                     try restoreCommittedModel(version: outcome.attempt.modelVersion)
                     throw ModelError("the server step gave a model that is not finite (NaN or infinity); the model stays at version "

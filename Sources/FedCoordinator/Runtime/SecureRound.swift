@@ -9,15 +9,13 @@ import Foundation
 ///
 /// Memory: 4 bytes per parameter, whatever the number of agents.
 final class SecureRound: RoundAggregator, @unchecked Sendable {
-    // @unchecked: `session` is guarded by `sessionLock`; `sum` and `unmaskShares` by the
-    // coordinator's aggregator lock.
+    // @unchecked: `session` is guarded by `sessionLock`; `sum` by the coordinator's aggregator
+    // lock.
     let id: SecureRoundID
     private let session: SecAggCoordinatorSession
     private let sessionLock = NSLock()
     private var sum: [UInt32]
     private let spools: SpoolPool
-    /// Stage 3's shares, collected (over the network, before the close) by the coordinator.
-    var unmaskShares: UnmaskShares?
     /// With DP: invited ÷ eligible agents (the accountant's sampling rate), and the ε the
     /// federation reaches once this round commits.
     var samplingRate = 1.0
@@ -101,10 +99,10 @@ final class SecureRound: RoundAggregator, @unchecked Sendable {
         }
     }
 
-    /// Stage 3's local part: removes every mask from the sum with ``unmaskShares`` and steps
+    /// Stage 3's local part, once its shares are in: removes every mask from the sum and steps
     /// `model` by the weighted mean update, hashing it (CRCs and SHA-256) as it is written.
     func close(into model: inout GlobalModel) throws -> RoundCombination {
-        let shares = try collectedShares()
+        let shares = try unmasked()
         let config = config
         var fingerprint: ModelFingerprinter.Fingerprint?
         let totalWeight = try unmaskedSum { z, survivors in
@@ -120,19 +118,25 @@ final class SecureRound: RoundAggregator, @unchecked Sendable {
             recoverySeconds: withSession { $0.recoverySeconds }))
     }
 
-    /// Removes the masks from the sum with ``unmaskShares`` and hands `Σ_{u∈U3} x_u` (and
-    /// `|U3|`) to `body`.
+    /// Removes the masks from the sum with the shares stage 3 collected and hands `Σ_{u∈U3} x_u`
+    /// (and `|U3|`) to `body`.
     func unmaskedSum<T>(_ body: (UnsafeBufferPointer<UInt32>, Int) throws -> T) throws -> T {
-        let shares = try collectedShares()
+        let shares = try unmasked()
         return try sum.withUnsafeMutableBufferPointer { sum in
             try withSession { try $0.removeMasks(from: sum) }
             return try body(UnsafeBufferPointer(sum), shares.summed)
         }
     }
 
-    private func collectedShares() throws -> UnmaskShares {
-        guard let unmaskShares else { throw SecAggError(.internalError, "stage 3's shares were not collected before the close") }
-        return unmaskShares
+    /// Who stage 3 unmasks: `U3` and the dropouts `D` whose masks are recovered.
+    /// - Throws: when the masked-input stage has not been closed.
+    func unmasked() throws -> UnmaskShares {
+        try withSession { session in
+            guard !session.u3.isEmpty else { throw SecAggError(.internalError, "stage 3 ran before the masked-input stage closed") }
+            return UnmaskShares(
+                survivors: session.u3.sorted().map { session.agent(at: $0) }, summed: session.u3.count,
+                recovered: session.dropped.sorted().map { session.agent(at: $0) })
+        }
     }
 
     /// Frees the masked sum of an attempt that has ended: a thread still waiting on its key
@@ -144,7 +148,7 @@ final class SecureRound: RoundAggregator, @unchecked Sendable {
     }
 }
 
-/// Who stage 3 unmasks, once their shares are in.
+/// Who stage 3 unmasks.
 struct UnmaskShares {
     /// `U3`, by name, and how many of the accepted updates are in the sum.
     var survivors: [String]
