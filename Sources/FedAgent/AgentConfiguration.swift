@@ -2,31 +2,34 @@ import FedCore
 import FedWire
 import Foundation
 
-/// An agent's configuration file (`agent.json`). Every field is documented in the README;
-/// unknown fields are refused; `--set a.b=value` overrides any field.
-public struct AgentConfiguration: Codable, Sendable {
-    public struct Coordinator: Codable, Sendable {
+/// An agent's configuration file (`agent.json`). Every field is documented in the README (a test
+/// checks the table against ``schema``); unknown fields are refused; `--set a.b=value` overrides
+/// any field.
+public struct AgentConfiguration: ConfigurationSection, Sendable {
+    public struct Coordinator: ConfigurationSection, Sendable {
         /// The coordinator's host name or IP address; its certificate must name it.
-        public var host: String
-        public var port: UInt16
+        public var host = ""
+        public var port: UInt16 = 0
+        public init() {}
         public init(host: String, port: UInt16) {
             self.host = host
             self.port = port
         }
+        public static var fields: [ConfigurationField<Coordinator>] { [.required("host", \.host), .required("port", \.port)] }
     }
 
-    public struct TLSFiles: Codable, Sendable {
-        public var certificate: String
-        public var privateKey: String
-        public var ca: String
-        enum CodingKeys: String, CodingKey {
-            case certificate, ca
-            case privateKey = "private_key"
-        }
+    public struct TLSFiles: ConfigurationSection, Sendable {
+        public var certificate = ""
+        public var privateKey = ""
+        public var ca = ""
+        public init() {}
         public init(certificate: String, privateKey: String, ca: String) {
             self.certificate = certificate
             self.privateKey = privateKey
             self.ca = ca
+        }
+        public static var fields: [ConfigurationField<TLSFiles>] {
+            [.required("certificate", \.certificate), .required("private_key", \.privateKey), .required("ca", \.ca)]
         }
     }
 
@@ -40,7 +43,7 @@ public struct AgentConfiguration: Codable, Sendable {
         case benchmark
     }
 
-    public struct Trainer: Codable, Sendable {
+    public struct Trainer: ConfigurationSection, Sendable {
         public var kind = TrainerKind.local
         public var examples: UInt64 = 100
         public var step: Float = 0.001
@@ -54,50 +57,34 @@ public struct AgentConfiguration: Codable, Sendable {
         public var timeoutSeconds = 600.0
         /// Folder for the hand-off files (kind "command"); a private temporary folder by default.
         public var workDir: String?
-        enum CodingKeys: String, CodingKey {
-            case kind, examples, step, command
-            case delaySeconds = "delay_seconds", delayJitterSeconds = "delay_jitter_seconds", timeoutSeconds = "timeout_seconds"
-            case workDir = "work_dir"
-        }
         public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            kind = try c.decodeIfPresent(TrainerKind.self, forKey: .kind) ?? .local
-            examples = try c.decodeIfPresent(UInt64.self, forKey: .examples) ?? 100
-            step = try c.decodeIfPresent(Float.self, forKey: .step) ?? 0.001
-            delaySeconds = try c.decodeIfPresent(Double.self, forKey: .delaySeconds) ?? 0
-            delayJitterSeconds = try c.decodeIfPresent(Double.self, forKey: .delayJitterSeconds) ?? 0
-            command = try c.decodeIfPresent([String].self, forKey: .command) ?? []
-            timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? 600
-            workDir = try c.decodeIfPresent(String.self, forKey: .workDir)
+        public static var fields: [ConfigurationField<Trainer>] {
+            [
+                .field("kind", \.kind), .field("command", \.command), .field("timeout_seconds", \.timeoutSeconds), .field("work_dir", \.workDir),
+                .field("delay_seconds", \.delaySeconds), .field("delay_jitter_seconds", \.delayJitterSeconds),
+                .field("examples", \.examples), .field("step", \.step),
+            ]
         }
     }
 
     /// The site's data (never sent anywhere).
-    public struct DataFiles: Codable, Sendable {
+    public struct DataFiles: ConfigurationSection, Sendable {
         /// CSV with a header row; the model schema names the columns used.
-        public var csv: String
+        public var csv = ""
         /// Fraction of the rows held out for federated evaluation (when `holdout_csv` is not set).
         public var holdoutFraction = 0.2
         /// A separate CSV to evaluate on instead.
         public var holdoutCSV: String?
         /// Seeds the holdout split.
         public var seed: UInt64 = 1
-        enum CodingKeys: String, CodingKey {
-            case csv, seed
-            case holdoutFraction = "holdout_fraction", holdoutCSV = "holdout_csv"
-        }
+        public init() {}
         public init(csv: String, holdoutFraction: Double = 0.2, holdoutCSV: String? = nil) {
             self.csv = csv
             self.holdoutFraction = holdoutFraction
             self.holdoutCSV = holdoutCSV
         }
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            csv = try c.decode(String.self, forKey: .csv)
-            holdoutFraction = try c.decodeIfPresent(Double.self, forKey: .holdoutFraction) ?? 0.2
-            holdoutCSV = try c.decodeIfPresent(String.self, forKey: .holdoutCSV)
-            seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
+        public static var fields: [ConfigurationField<DataFiles>] {
+            [.required("csv", \.csv), .field("holdout_fraction", \.holdoutFraction), .field("holdout_csv", \.holdoutCSV), .field("seed", \.seed)]
         }
         /// The same, as the site trainer takes it.
         public var files: SiteTrainer.DataFiles {
@@ -106,34 +93,29 @@ public struct AgentConfiguration: Codable, Sendable {
     }
 
     /// What this site accepts, whatever the coordinator asks.
-    public struct Policy: Codable, Sendable {
+    public struct Policy: ConfigurationSection, Sendable {
         /// Refuse (PERMISSION_DENIED) any round that does not run under secure aggregation.
         public var requireSecureAggregation = false
         /// Refuse (PERMISSION_DENIED) a round after which the federation's ε would exceed this
         /// (as the coordinator's accountant reports it with the round's DP parameters).
         public var maxEpsilon: Double?
-        enum CodingKeys: String, CodingKey {
-            case requireSecureAggregation = "require_secure_aggregation", maxEpsilon = "max_epsilon"
-        }
         public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            requireSecureAggregation = try c.decodeIfPresent(Bool.self, forKey: .requireSecureAggregation) ?? false
-            maxEpsilon = try c.decodeIfPresent(Double.self, forKey: .maxEpsilon)
+        public static var fields: [ConfigurationField<Policy>] {
+            [.field("require_secure_aggregation", \.requireSecureAggregation), .field("max_epsilon", \.maxEpsilon)]
         }
     }
 
     /// Drills: behaviour that tests the federation's resilience; off by default.
-    public struct Drill: Codable, Sendable {
+    public struct Drill: ConfigurationSection, Sendable {
         /// Drop the connection at this secure-aggregation stage in every secure round
         /// ("advertise_keys", "share_keys", "masked_input", "unmask"), then reconnect.
         public var secureDropoutStage: String?
-        enum CodingKeys: String, CodingKey { case secureDropoutStage = "secure_dropout_stage" }
         public init() {}
+        public static var fields: [ConfigurationField<Drill>] { [.field("secure_dropout_stage", \.secureDropoutStage)] }
     }
 
-    public var coordinator: Coordinator
-    public var tls: TLSFiles
+    public var coordinator = Coordinator()
+    public var tls = TLSFiles()
     public var policy = Policy()
     public var drill = Drill()
     public var trainer = Trainer()
@@ -147,49 +129,25 @@ public struct AgentConfiguration: Codable, Sendable {
     /// `NAME.witness.jsonl` beside the configuration file `NAME.json` when loaded from one.
     public var witnessFile: String?
 
-    enum CodingKeys: String, CodingKey {
-        case coordinator, tls, trainer, data, policy, drill
-        case witnessFile = "witness_file"
-        case heartbeatIntervalSeconds = "heartbeat_interval_seconds", reconnectInitialSeconds = "reconnect_initial_seconds"
-        case reconnectMaxSeconds = "reconnect_max_seconds", maxFrameBytes = "max_frame_bytes"
-    }
+    /// Placeholders for the required `coordinator` and `tls`: decoding replaces them.
+    public init() {}
 
     public init(coordinator: Coordinator, tls: TLSFiles) {
         self.coordinator = coordinator
         self.tls = tls
     }
 
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        coordinator = try c.decode(Coordinator.self, forKey: .coordinator)
-        tls = try c.decode(TLSFiles.self, forKey: .tls)
-        trainer = try c.decodeIfPresent(Trainer.self, forKey: .trainer) ?? Trainer()
-        data = try c.decodeIfPresent(DataFiles.self, forKey: .data)
-        policy = try c.decodeIfPresent(Policy.self, forKey: .policy) ?? Policy()
-        drill = try c.decodeIfPresent(Drill.self, forKey: .drill) ?? Drill()
-        heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
-        reconnectInitialSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectInitialSeconds) ?? 0.5
-        reconnectMaxSeconds = try c.decodeIfPresent(Double.self, forKey: .reconnectMaxSeconds) ?? 30
-        maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? 8 << 20
-        witnessFile = try c.decodeIfPresent(String.self, forKey: .witnessFile)
+    public static var fields: [ConfigurationField<AgentConfiguration>] {
+        [
+            .required("coordinator", \.coordinator), .required("tls", \.tls), .field("trainer", \.trainer), .field("data", \.data),
+            .field("policy", \.policy), .field("drill", \.drill), .field("heartbeat_interval_seconds", \.heartbeatIntervalSeconds),
+            .field("reconnect_initial_seconds", \.reconnectInitialSeconds), .field("reconnect_max_seconds", \.reconnectMaxSeconds),
+            .field("max_frame_bytes", \.maxFrameBytes), .field("witness_file", \.witnessFile),
+        ]
     }
 
-    public static let schema: StrictConfiguration.Schema = .object([
-        "coordinator": .object(["host": .any, "port": .any]),
-        "tls": .object(["certificate": .any, "private_key": .any, "ca": .any]),
-        "trainer": .object([
-            "kind": .any, "examples": .any, "step": .any, "delay_seconds": .any, "delay_jitter_seconds": .any, "command": .any,
-            "timeout_seconds": .any, "work_dir": .any,
-        ]),
-        "data": .object(["csv": .any, "holdout_fraction": .any, "holdout_csv": .any, "seed": .any]),
-        "policy": .object(["require_secure_aggregation": .any, "max_epsilon": .any]),
-        "drill": .object(["secure_dropout_stage": .any]),
-        "heartbeat_interval_seconds": .any, "reconnect_initial_seconds": .any, "reconnect_max_seconds": .any, "max_frame_bytes": .any,
-        "witness_file": .any,
-    ])
-
     public static func load(path: String, overrides: [String: String] = [:]) throws -> AgentConfiguration {
-        var configuration = try StrictConfiguration.load(AgentConfiguration.self, from: path, schema: schema, overrides: overrides)
+        var configuration = try StrictConfiguration.load(AgentConfiguration.self, from: path, overrides: overrides)
         if configuration.witnessFile == nil {
             // agent.json → agent.witness.jsonl beside it: one file per configuration, so two agents
             // configured in one folder never share one.

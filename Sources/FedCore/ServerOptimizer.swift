@@ -17,7 +17,7 @@ public struct ServerOptimizer: Sendable, Equatable {
         case fedavg, fedavgm, fedadagrad, fedadam, fedyogi
     }
 
-    public struct Settings: Codable, Sendable, Equatable {
+    public struct Settings: ConfigurationSection, Sendable, Equatable {
         public var kind: Kind = .fedavg
         /// Server learning rate η.
         public var learningRate: Double = 1.0
@@ -38,20 +38,11 @@ public struct ServerOptimizer: Sendable, Equatable {
             self.tau = tau
         }
 
-        enum CodingKeys: String, CodingKey {
-            case kind, momentum, beta1, beta2, tau
-            case learningRate = "learning_rate"
-        }
+        public init() { self.init(kind: .fedavg) }
 
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            let d = Settings()
-            kind = try c.decodeIfPresent(Kind.self, forKey: .kind) ?? d.kind
-            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? d.learningRate
-            momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? d.momentum
-            beta1 = try c.decodeIfPresent(Double.self, forKey: .beta1) ?? d.beta1
-            beta2 = try c.decodeIfPresent(Double.self, forKey: .beta2) ?? d.beta2
-            tau = try c.decodeIfPresent(Double.self, forKey: .tau) ?? d.tau
+        public static var fields: [ConfigurationField<Settings>] {
+            [.field("kind", \.kind), .field("learning_rate", \.learningRate), .field("momentum", \.momentum), .field("beta1", \.beta1),
+             .field("beta2", \.beta2), .field("tau", \.tau)]
         }
 
         /// Refuses impossible values with a message that says what to fix.

@@ -29,8 +29,9 @@ public enum StrictConfiguration {
         return settings
     }
 
-    /// Reads `path`, checks every key against `schema`, then decodes `T`.
-    public static func load<T: Decodable>(_ type: T.Type, from path: String, schema: Schema, overrides: [String: String] = [:]) throws -> T {
+    /// Reads `path`, checks every key against `T`'s schema, then decodes `T`.
+    public static func load<T: ConfigurationSection>(_ type: T.Type, from path: String, overrides: [String: String] = [:]) throws -> T {
+        let schema = T.schema
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read the configuration file '\(path)'; check the path given to --config")
         }

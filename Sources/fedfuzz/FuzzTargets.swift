@@ -25,7 +25,7 @@ enum FuzzTarget: String, CaseIterable {
         case .csv: Self.withFile(bytes) { _ = try? Dataset.load(csv: $0, schema: Self.schema) }
         case .config:
             Self.withFile(bytes) {
-                _ = try? StrictConfiguration.load(CoordinatorConfiguration.self, from: $0, schema: CoordinatorConfiguration.schema)
+                _ = try? StrictConfiguration.load(CoordinatorConfiguration.self, from: $0)
             }
         case .roundlog: Self.withFile(bytes) { _ = try? RoundLog.scan(path: $0) { _ in } }
         }

@@ -5,8 +5,9 @@ import FedLearn
 import Foundation
 import Testing
 
-/// The README's configuration tables list, for every field that takes one of a closed set of
-/// names, exactly the names its enum accepts and the default the code uses.
+/// The README's configuration tables list every field the files may hold, and no other; for every
+/// field that takes one of a closed set of names, exactly the names its enum accepts and the
+/// default the code uses.
 @Suite("Configuration reference")
 struct ConfigurationReferenceTests {
     struct Choice: CustomStringConvertible, Sendable {
@@ -33,7 +34,8 @@ struct ConfigurationReferenceTests {
     ]
 
     /// The rows of the README's configuration tables (from "### coordinator.json" to the next
-    /// top-level section), keyed by each field named in the first cell.
+    /// top-level section), keyed by each field named in the first cell; a name without a dot
+    /// after the first (`optimizer.learning_rate`, `momentum`) shares the first one's prefix.
     static func rows() throws -> [String: (defaultCell: String, index: Int, description: String)] {
         let readme = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("README.md")
@@ -45,9 +47,27 @@ struct ConfigurationReferenceTests {
             let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
             guard cells.count >= 4 else { continue }
             let fields = cells[1].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "`")) }
-            for (index, field) in fields.enumerated() { rows[field] = (cells[2], index, cells[3]) }
+            let prefix = fields[0].range(of: ".", options: .backwards).map { String(fields[0][..<$0.upperBound]) } ?? ""
+            for (index, field) in fields.enumerated() { rows[field.contains(".") ? field : prefix + field] = (cells[2], index, cells[3]) }
         }
         return rows
+    }
+
+    /// Every field a file may hold, as a dotted path (nested sections' fields, not the sections).
+    static func leaves(_ schema: StrictConfiguration.Schema, _ prefix: String = "") -> Set<String> {
+        guard case .object(let fields) = schema else { return [prefix] }
+        return fields.reduce(into: []) { paths, field in paths.formUnion(leaves(field.value, prefix.isEmpty ? field.key : prefix + "." + field.key)) }
+    }
+
+    @Test("Every field of coordinator.json and agent.json has a README row, and every row is a field")
+    func readmeListsEveryField() throws {
+        let documented = Set(try Self.rows().keys)
+        let coordinator = Self.leaves(CoordinatorConfiguration.schema), agent = Self.leaves(AgentConfiguration.schema)
+        #expect(coordinator.count > 60 && agent.count > 20)
+        #expect(coordinator.subtracting(documented).isEmpty, "coordinator.json fields without a README row: \(coordinator.subtracting(documented).sorted())")
+        #expect(agent.subtracting(documented).isEmpty, "agent.json fields without a README row: \(agent.subtracting(documented).sorted())")
+        let unknown = documented.subtracting(coordinator).subtracting(agent)
+        #expect(unknown.isEmpty, "README rows for fields the files cannot hold: \(unknown.sorted())")
     }
 
     @Test("Each closed-set field's README row names its default and every accepted name", arguments: choices)

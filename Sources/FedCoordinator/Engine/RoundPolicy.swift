@@ -1,5 +1,7 @@
+import FedCore
+
 /// How the coordinator runs rounds: who is invited, how long it waits, what counts as enough.
-public struct RoundPolicy: Codable, Sendable, Equatable {
+public struct RoundPolicy: ConfigurationSection, Sendable, Equatable {
     /// Complete updates wanted per round; the round closes as soon as this many are in.
     public var target = 5
     /// Invite `ceil(target × overselect)` agents, so that stragglers do not hold the round.
@@ -25,27 +27,14 @@ public struct RoundPolicy: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
-        case target, overselect, seed
-        case minAvailable = "min_available", minUpdates = "min_updates", roundDeadline = "round_deadline_seconds"
-        case selectionTimeout = "selection_timeout_seconds", collectGrace = "collect_grace_seconds"
-        case maxRetries = "max_retries", failureBackoff = "failure_backoff_seconds", maxConcurrentPulls = "max_concurrent_pulls"
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = RoundPolicy()
-        target = try c.decodeIfPresent(Int.self, forKey: .target) ?? d.target
-        overselect = try c.decodeIfPresent(Double.self, forKey: .overselect) ?? d.overselect
-        minAvailable = try c.decodeIfPresent(Int.self, forKey: .minAvailable) ?? d.minAvailable
-        minUpdates = try c.decodeIfPresent(Int.self, forKey: .minUpdates) ?? d.minUpdates
-        roundDeadline = try c.decodeIfPresent(Double.self, forKey: .roundDeadline) ?? d.roundDeadline
-        selectionTimeout = try c.decodeIfPresent(Double.self, forKey: .selectionTimeout) ?? d.selectionTimeout
-        collectGrace = try c.decodeIfPresent(Double.self, forKey: .collectGrace) ?? d.collectGrace
-        maxRetries = try c.decodeIfPresent(Int.self, forKey: .maxRetries) ?? d.maxRetries
-        failureBackoff = try c.decodeIfPresent(Double.self, forKey: .failureBackoff) ?? d.failureBackoff
-        maxConcurrentPulls = try c.decodeIfPresent(Int.self, forKey: .maxConcurrentPulls) ?? d.maxConcurrentPulls
-        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
+    public static var fields: [ConfigurationField<RoundPolicy>] {
+        [
+            .field("target", \.target), .field("overselect", \.overselect), .field("min_available", \.minAvailable),
+            .field("min_updates", \.minUpdates), .field("round_deadline_seconds", \.roundDeadline),
+            .field("selection_timeout_seconds", \.selectionTimeout), .field("collect_grace_seconds", \.collectGrace),
+            .field("max_retries", \.maxRetries), .field("failure_backoff_seconds", \.failureBackoff),
+            .field("max_concurrent_pulls", \.maxConcurrentPulls), .field("seed", \.seed),
+        ]
     }
 
     /// Agents invited per round.

@@ -18,7 +18,7 @@ public enum AggregationStrategy: String, ConfigurationChoice {
 }
 
 /// The parameters of the robust strategies (`robust`).
-public struct RobustSettings: Codable, Sendable, Equatable {
+public struct RobustSettings: ConfigurationSection, Sendable, Equatable {
     /// The fraction of values dropped at each end of every coordinate by `trimmed_mean`.
     public var trimFraction = 0.1
     /// Hostile sites Krum tolerates (its f); a round needs at least 2f + 3 updates.
@@ -28,19 +28,9 @@ public struct RobustSettings: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
-        case trimFraction = "trim_fraction", krumF = "krum_f", krumM = "krum_m"
+    public static var fields: [ConfigurationField<RobustSettings>] {
+        [.field("trim_fraction", \.trimFraction), .field("krum_f", \.krumF), .field("krum_m", \.krumM)]
     }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = RobustSettings()
-        trimFraction = try c.decodeIfPresent(Double.self, forKey: .trimFraction) ?? d.trimFraction
-        krumF = try c.decodeIfPresent(Int.self, forKey: .krumF) ?? d.krumF
-        krumM = try c.decodeIfPresent(Int.self, forKey: .krumM) ?? d.krumM
-    }
-
-    public static let schema: StrictConfiguration.Schema = .object(["trim_fraction": .any, "krum_f": .any, "krum_m": .any])
 
     /// Refuses settings `strategy` cannot run with when a round may close with `minUpdates`.
     public func validate(for strategy: AggregationStrategy, minUpdates: Int) throws {

@@ -4,37 +4,33 @@ import FedWire
 import Foundation
 
 /// The coordinator's configuration file (`coordinator.json`). Every field is documented in the
-/// README; unknown fields are refused; `--set a.b=value` overrides any field from the command line.
-public struct CoordinatorConfiguration: Codable, Sendable {
-    public struct Listen: Codable, Sendable {
+/// README (a test checks the table against ``schema``); unknown fields are refused; `--set
+/// a.b=value` overrides any field from the command line.
+public struct CoordinatorConfiguration: ConfigurationSection, Sendable {
+    public struct Listen: ConfigurationSection, Sendable {
         /// Address to listen on; the coordinator's certificate must name what agents dial.
         public var host = "127.0.0.1"
         public var port: UInt16 = 7443
         public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            host = try c.decodeIfPresent(String.self, forKey: .host) ?? "127.0.0.1"
-            port = try c.decodeIfPresent(UInt16.self, forKey: .port) ?? 7443
-        }
-        enum CodingKeys: String, CodingKey { case host, port }
+        public static var fields: [ConfigurationField<Listen>] { [.field("host", \.host), .field("port", \.port)] }
     }
 
-    public struct TLSFiles: Codable, Sendable {
-        public var certificate: String
-        public var privateKey: String
-        public var ca: String
+    public struct TLSFiles: ConfigurationSection, Sendable {
+        public var certificate = ""
+        public var privateKey = ""
+        public var ca = ""
         /// The revocation list; required: a revoked agent must be refused.
-        public var crl: String
-        enum CodingKeys: String, CodingKey {
-            case certificate, ca, crl
-            case privateKey = "private_key"
+        public var crl = ""
+        public init() {}
+        public static var fields: [ConfigurationField<TLSFiles>] {
+            [.required("certificate", \.certificate), .required("private_key", \.privateKey), .required("ca", \.ca), .required("crl", \.crl)]
         }
     }
 
     /// What the federation trains: a model over site data (kind "logistic", "softmax" or "mlp",
     /// with its feature columns and label), or raw tensors without data (kind "tensors", for
     /// benchmarks with the agents' benchmark trainer).
-    public struct Model: Codable, Sendable {
+    public struct Model: ConfigurationSection, Sendable {
         public var kind = ModelKind.tensors
         /// Kind "tensors": the tensors of the model, in order.
         public var tensors: [TensorSpec] = []
@@ -48,23 +44,13 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         public var hidden: [Int] = []
         public var standardize = true
         public var missing: [String: ModelSchema.MissingValuePolicy] = [:]
-        enum CodingKeys: String, CodingKey {
-            case kind, tensors, seed, features, label, classes, hidden, standardize, missing
-            case initialization = "init"
-        }
         public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            kind = try c.decodeIfPresent(ModelKind.self, forKey: .kind) ?? .tensors
-            tensors = try c.decodeIfPresent([TensorSpec].self, forKey: .tensors) ?? []
-            initialization = try c.decodeIfPresent(ModelInitialization.self, forKey: .initialization) ?? .zeros
-            seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 1
-            features = try c.decodeIfPresent([String].self, forKey: .features) ?? []
-            label = try c.decodeIfPresent(String.self, forKey: .label) ?? ""
-            classes = try c.decodeIfPresent(Int.self, forKey: .classes) ?? 2
-            hidden = try c.decodeIfPresent([Int].self, forKey: .hidden) ?? []
-            standardize = try c.decodeIfPresent(Bool.self, forKey: .standardize) ?? true
-            missing = try c.decodeIfPresent([String: ModelSchema.MissingValuePolicy].self, forKey: .missing) ?? [:]
+        public static var fields: [ConfigurationField<Model>] {
+            [
+                .field("kind", \.kind), .field("features", \.features), .field("label", \.label), .field("classes", \.classes),
+                .field("hidden", \.hidden), .field("standardize", \.standardize), .field("missing", \.missing),
+                .field("tensors", \.tensors), .field("init", \.initialization), .field("seed", \.seed),
+            ]
         }
 
         /// The schema agents check their data against; nil for kind "tensors".
@@ -83,7 +69,7 @@ public struct CoordinatorConfiguration: Codable, Sendable {
 
     /// Secure aggregation (FLSECAGG-v1): the coordinator learns only the sum of the survivors'
     /// updates. On by default.
-    public struct SecureAggregation: Codable, Sendable {
+    public struct SecureAggregation: ConfigurationSection, Sendable {
         public var enabled = true
         /// Dropouts tolerated over the four stages, as a fraction of the invited agents:
         /// `D_max = floor(N × fraction)`, threshold `t = N − D_max` (complete graph).
@@ -100,68 +86,43 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         public var unmaskTimeoutSeconds = 10.0
         /// Distributed differential privacy (spec §8).
         public var dp = DifferentialPrivacy()
-        enum CodingKeys: String, CodingKey {
-            case enabled, collusion, clip, graph, dp
-            case maxDropoutFraction = "max_dropout_fraction", maxWeight = "max_weight"
-            case keysTimeoutSeconds = "keys_timeout_seconds", unmaskTimeoutSeconds = "unmask_timeout_seconds"
-        }
         public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? true
-            maxDropoutFraction = try c.decodeIfPresent(Double.self, forKey: .maxDropoutFraction) ?? 0.3
-            collusion = try c.decodeIfPresent(Int.self, forKey: .collusion) ?? 0
-            clip = try c.decodeIfPresent(Double.self, forKey: .clip) ?? 2
-            maxWeight = try c.decodeIfPresent(UInt32.self, forKey: .maxWeight) ?? 10_000
-            graph = try c.decodeIfPresent(SecureGraph.self, forKey: .graph) ?? .auto
-            keysTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .keysTimeoutSeconds) ?? 10
-            unmaskTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .unmaskTimeoutSeconds) ?? 10
-            dp = try c.decodeIfPresent(DifferentialPrivacy.self, forKey: .dp) ?? DifferentialPrivacy()
+        public static var fields: [ConfigurationField<SecureAggregation>] {
+            [
+                .field("enabled", \.enabled), .field("max_dropout_fraction", \.maxDropoutFraction), .field("collusion", \.collusion),
+                .field("clip", \.clip), .field("max_weight", \.maxWeight), .field("graph", \.graph),
+                .field("keys_timeout_seconds", \.keysTimeoutSeconds), .field("unmask_timeout_seconds", \.unmaskTimeoutSeconds),
+                .field("dp", \.dp),
+            ]
         }
     }
 
     /// Distributed DP: each agent clips its update to L2 norm `l2_clip` and adds discrete
     /// Gaussian noise so that `min_survivors` agents together add `noise_multiplier × l2_clip`.
-    public struct DifferentialPrivacy: Codable, Sendable {
+    public struct DifferentialPrivacy: ConfigurationSection, Sendable {
         public var enabled = false
         public var l2Clip = 1.0
         public var noiseMultiplier = 1.0
         /// The δ at which ε is reported.
         public var delta = 1e-5
-        enum CodingKeys: String, CodingKey {
-            case enabled, delta
-            case l2Clip = "l2_clip", noiseMultiplier = "noise_multiplier"
-        }
         public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled) ?? false
-            l2Clip = try c.decodeIfPresent(Double.self, forKey: .l2Clip) ?? 1
-            noiseMultiplier = try c.decodeIfPresent(Double.self, forKey: .noiseMultiplier) ?? 1
-            delta = try c.decodeIfPresent(Double.self, forKey: .delta) ?? 1e-5
+        public static var fields: [ConfigurationField<DifferentialPrivacy>] {
+            [.field("enabled", \.enabled), .field("l2_clip", \.l2Clip), .field("noise_multiplier", \.noiseMultiplier), .field("delta", \.delta)]
         }
     }
 
     /// Federated evaluation of the global model on the sites' holdouts.
-    public struct Evaluation: Codable, Sendable {
+    public struct Evaluation: ConfigurationSection, Sendable {
         /// Evaluate after every `every`-th committed round (and never when 0).
         public var every = 1
         /// Seconds the agents have to answer.
         public var timeoutSeconds = 30.0
-        enum CodingKeys: String, CodingKey {
-            case every
-            case timeoutSeconds = "timeout_seconds"
-        }
         public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            every = try c.decodeIfPresent(Int.self, forKey: .every) ?? 1
-            timeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .timeoutSeconds) ?? 30
-        }
+        public static var fields: [ConfigurationField<Evaluation>] { [.field("every", \.every), .field("timeout_seconds", \.timeoutSeconds)] }
     }
 
     /// Hyper-parameters sent to the agents with each task.
-    public struct Task: Codable, Sendable {
+    public struct Task: ConfigurationSection, Sendable {
         public var localEpochs: UInt32 = 1
         public var batchSize: UInt32 = 32
         public var learningRate = 0.1
@@ -170,20 +131,13 @@ public struct CoordinatorConfiguration: Codable, Sendable {
         public var localOptimizer = LocalOptimizer.Kind.sgd
         public var momentum = 0.0
         public var l2 = 0.0
-        enum CodingKeys: String, CodingKey {
-            case localEpochs = "local_epochs", batchSize = "batch_size", learningRate = "learning_rate", proximalMu = "proximal_mu"
-            case localOptimizer = "local_optimizer", momentum, l2
-        }
         public init() {}
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            localEpochs = try c.decodeIfPresent(UInt32.self, forKey: .localEpochs) ?? 1
-            batchSize = try c.decodeIfPresent(UInt32.self, forKey: .batchSize) ?? 32
-            learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate) ?? 0.1
-            proximalMu = try c.decodeIfPresent(Double.self, forKey: .proximalMu) ?? 0
-            localOptimizer = try c.decodeIfPresent(LocalOptimizer.Kind.self, forKey: .localOptimizer) ?? .sgd
-            momentum = try c.decodeIfPresent(Double.self, forKey: .momentum) ?? 0
-            l2 = try c.decodeIfPresent(Double.self, forKey: .l2) ?? 0
+        public static var fields: [ConfigurationField<Task>] {
+            [
+                .field("local_epochs", \.localEpochs), .field("batch_size", \.batchSize), .field("learning_rate", \.learningRate),
+                .field("proximal_mu", \.proximalMu), .field("local_optimizer", \.localOptimizer), .field("momentum", \.momentum),
+                .field("l2", \.l2),
+            ]
         }
     }
 
@@ -210,11 +164,11 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     }
 
     public var listen = Listen()
-    public var tls: TLSFiles
+    public var tls = TLSFiles()
     /// Folder for checkpoints, the round log and spooled updates.
-    public var stateDir: String
+    public var stateDir = ""
     public var federation = "fedcoord"
-    public var model: Model
+    public var model = Model()
     /// Stop (exit 0) once this many rounds are committed in the state folder; 0 runs until SIGTERM.
     public var rounds: UInt64 = 0
     public var selection = RoundPolicy()
@@ -234,68 +188,23 @@ public struct CoordinatorConfiguration: Codable, Sendable {
     /// What one peer, and all together, may hold of the coordinator.
     public var limits = PeerLimits()
 
-    enum CodingKeys: String, CodingKey {
-        case listen, tls, federation, model, rounds, selection, optimizer, task, evaluation, strategy, robust, update, limits
-        case secureAggregation = "secure_aggregation"
-        case stateDir = "state_dir", heartbeatIntervalSeconds = "heartbeat_interval_seconds", maxFrameBytes = "max_frame_bytes"
-        case keepCheckpoints = "keep_checkpoints"
-    }
+    /// Placeholders for the required `tls`, `state_dir` and `model`: decoding replaces them.
+    public init() {}
 
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        listen = try c.decodeIfPresent(Listen.self, forKey: .listen) ?? Listen()
-        tls = try c.decode(TLSFiles.self, forKey: .tls)
-        stateDir = try c.decode(String.self, forKey: .stateDir)
-        federation = try c.decodeIfPresent(String.self, forKey: .federation) ?? "fedcoord"
-        model = try c.decode(Model.self, forKey: .model)
-        rounds = try c.decodeIfPresent(UInt64.self, forKey: .rounds) ?? 0
-        selection = try c.decodeIfPresent(RoundPolicy.self, forKey: .selection) ?? RoundPolicy()
-        optimizer = try c.decodeIfPresent(ServerOptimizer.Settings.self, forKey: .optimizer) ?? ServerOptimizer.Settings()
-        task = try c.decodeIfPresent(Task.self, forKey: .task) ?? Task()
-        evaluation = try c.decodeIfPresent(Evaluation.self, forKey: .evaluation) ?? Evaluation()
-        secureAggregation = try c.decodeIfPresent(SecureAggregation.self, forKey: .secureAggregation) ?? SecureAggregation()
-        strategy = try c.decodeIfPresent(AggregationStrategy.self, forKey: .strategy) ?? .mean
-        robust = try c.decodeIfPresent(RobustSettings.self, forKey: .robust) ?? RobustSettings()
-        heartbeatIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .heartbeatIntervalSeconds) ?? 5
-        maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? 8 << 20
-        keepCheckpoints = try c.decodeIfPresent(Int.self, forKey: .keepCheckpoints) ?? 5
-        update = try c.decodeIfPresent(UpdateBounds.self, forKey: .update) ?? UpdateBounds()
-        limits = try c.decodeIfPresent(PeerLimits.self, forKey: .limits) ?? PeerLimits()
+    public static var fields: [ConfigurationField<CoordinatorConfiguration>] {
+        [
+            .field("listen", \.listen), .required("tls", \.tls), .required("state_dir", \.stateDir), .field("federation", \.federation),
+            .required("model", \.model), .field("rounds", \.rounds), .field("selection", \.selection), .field("optimizer", \.optimizer),
+            .field("task", \.task), .field("evaluation", \.evaluation), .field("strategy", \.strategy), .field("robust", \.robust),
+            .field("secure_aggregation", \.secureAggregation), .field("heartbeat_interval_seconds", \.heartbeatIntervalSeconds),
+            .field("max_frame_bytes", \.maxFrameBytes), .field("keep_checkpoints", \.keepCheckpoints), .field("update", \.update),
+            .field("limits", \.limits),
+        ]
     }
-
-    /// The keys the file may hold.
-    public static let schema: StrictConfiguration.Schema = .object([
-        "listen": .object(["host": .any, "port": .any]),
-        "tls": .object(["certificate": .any, "private_key": .any, "ca": .any, "crl": .any]),
-        "state_dir": .any, "federation": .any, "rounds": .any,
-        "model": .object([
-            "kind": .any, "tensors": .any, "init": .any, "seed": .any, "features": .any, "label": .any, "classes": .any, "hidden": .any,
-            "standardize": .any, "missing": .any,
-        ]),
-        "evaluation": .object(["every": .any, "timeout_seconds": .any]),
-        "secure_aggregation": .object([
-            "enabled": .any, "max_dropout_fraction": .any, "collusion": .any, "clip": .any, "max_weight": .any, "graph": .any,
-            "keys_timeout_seconds": .any, "unmask_timeout_seconds": .any,
-            "dp": .object(["enabled": .any, "l2_clip": .any, "noise_multiplier": .any, "delta": .any]),
-        ]),
-        "strategy": .any, "robust": RobustSettings.schema,
-        "selection": .object([
-            "target": .any, "overselect": .any, "min_available": .any, "min_updates": .any, "round_deadline_seconds": .any,
-            "selection_timeout_seconds": .any, "collect_grace_seconds": .any, "max_retries": .any, "failure_backoff_seconds": .any,
-            "max_concurrent_pulls": .any, "seed": .any,
-        ]),
-        "optimizer": .object(["kind": .any, "learning_rate": .any, "momentum": .any, "beta1": .any, "beta2": .any, "tau": .any]),
-        "task": .object([
-            "local_epochs": .any, "batch_size": .any, "learning_rate": .any, "proximal_mu": .any, "local_optimizer": .any, "momentum": .any,
-            "l2": .any,
-        ]),
-        "heartbeat_interval_seconds": .any, "max_frame_bytes": .any, "keep_checkpoints": .any,
-        "update": UpdateBounds.schema, "limits": PeerLimits.schema,
-    ])
 
     /// Loads and validates `path`; `overrides` are `a.b=value` settings applied first.
     public static func load(path: String, overrides: [String: String] = [:]) throws -> CoordinatorConfiguration {
-        let configuration = try StrictConfiguration.load(CoordinatorConfiguration.self, from: path, schema: schema, overrides: overrides)
+        let configuration = try StrictConfiguration.load(CoordinatorConfiguration.self, from: path, overrides: overrides)
         try configuration.validate()
         return configuration
     }

@@ -3,7 +3,7 @@ import Foundation
 
 /// What the coordinator accepts of one site's update (`update` in `coordinator.json`): every
 /// figure a site sends is checked against these before anything uses it.
-public struct UpdateBounds: Codable, Sendable, Equatable {
+public struct UpdateBounds: ConfigurationSection, Sendable, Equatable {
     /// The most training examples one update may claim (its weight in the mean). Bounded by
     /// 2^32, so that no number of updates can overflow the mean's total weight.
     public var maxExampleCount: UInt64 = 10_000_000
@@ -16,19 +16,9 @@ public struct UpdateBounds: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
-        case maxExampleCount = "max_example_count", maxAbs = "max_abs", maxL2Norm = "max_l2_norm"
+    public static var fields: [ConfigurationField<UpdateBounds>] {
+        [.field("max_example_count", \.maxExampleCount), .field("max_abs", \.maxAbs), .field("max_l2_norm", \.maxL2Norm)]
     }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = UpdateBounds()
-        maxExampleCount = try c.decodeIfPresent(UInt64.self, forKey: .maxExampleCount) ?? d.maxExampleCount
-        maxAbs = try c.decodeIfPresent(Double.self, forKey: .maxAbs) ?? d.maxAbs
-        maxL2Norm = try c.decodeIfPresent(Double.self, forKey: .maxL2Norm) ?? d.maxL2Norm
-    }
-
-    public static let schema: StrictConfiguration.Schema = .object(["max_example_count": .any, "max_abs": .any, "max_l2_norm": .any])
 
     public func validate() throws {
         typealias Failure = StrictConfiguration.ConfigurationError
@@ -43,7 +33,7 @@ public struct UpdateBounds: Codable, Sendable, Equatable {
 }
 
 /// What one peer, and all of them together, may hold of the coordinator (`limits`).
-public struct PeerLimits: Codable, Sendable, Equatable {
+public struct PeerLimits: ConfigurationSection, Sendable, Equatable {
     /// Seconds a connection has, from its TCP accept, to finish the handshake and Join.
     public var joinTimeoutSeconds = 10.0
     /// Calls a peer may have open at once on one connection; more are refused RESOURCE_EXHAUSTED.
@@ -58,26 +48,13 @@ public struct PeerLimits: Codable, Sendable, Equatable {
 
     public init() {}
 
-    enum CodingKeys: String, CodingKey {
-        case joinTimeoutSeconds = "join_timeout_seconds", maxCallsPerConnection = "max_calls_per_connection"
-        case maxConnections = "max_connections", sendStallSeconds = "send_stall_seconds"
-        case refusalLogIntervalSeconds = "refusal_log_interval_seconds"
+    public static var fields: [ConfigurationField<PeerLimits>] {
+        [
+            .field("join_timeout_seconds", \.joinTimeoutSeconds), .field("max_calls_per_connection", \.maxCallsPerConnection),
+            .field("max_connections", \.maxConnections), .field("send_stall_seconds", \.sendStallSeconds),
+            .field("refusal_log_interval_seconds", \.refusalLogIntervalSeconds),
+        ]
     }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        let d = PeerLimits()
-        joinTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .joinTimeoutSeconds) ?? d.joinTimeoutSeconds
-        maxCallsPerConnection = try c.decodeIfPresent(Int.self, forKey: .maxCallsPerConnection) ?? d.maxCallsPerConnection
-        maxConnections = try c.decodeIfPresent(Int.self, forKey: .maxConnections) ?? d.maxConnections
-        sendStallSeconds = try c.decodeIfPresent(Double.self, forKey: .sendStallSeconds) ?? d.sendStallSeconds
-        refusalLogIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .refusalLogIntervalSeconds) ?? d.refusalLogIntervalSeconds
-    }
-
-    public static let schema: StrictConfiguration.Schema = .object([
-        "join_timeout_seconds": .any, "max_calls_per_connection": .any, "max_connections": .any, "send_stall_seconds": .any,
-        "refusal_log_interval_seconds": .any,
-    ])
 
     public func validate() throws {
         typealias Failure = StrictConfiguration.ConfigurationError
