@@ -117,3 +117,13 @@ extension Coordinator {
         }
     }
 }
+
+/// Stops a broadcast between chunks once its agent's task has been cancelled.
+struct AbortableSink: MessageSink {
+    let call: ClientCall
+    let isAborted: () -> Bool
+    func send(_ message: Message) throws {
+        if isAborted() { throw RPCError(.cancelled, "the round closed while the model was being sent") }
+        try call.send(message, endOfStream: false)
+    }
+}
