@@ -3,16 +3,18 @@ import Testing
 
 @testable import FedCoordinator
 
-/// The driver executes actions in the order they were produced under the engine's lock, from
-/// however many threads, and ticks the engine while the queue is idle.
+/// The driver applies events in the order they were posted, from however many threads, on its
+/// one thread, executes each event's actions before the next event, answers the events it is
+/// sent, and ticks the engine while the queue is idle.
 @Suite("Round driver")
 struct RoundDriverTests {
-    /// Stands for the engine and what became of its actions.
+    /// What became of the events and their actions.
     final class Record: @unchecked Sendable {
         // @unchecked: every field is guarded by `lock`.
         let lock = NSLock()
-        var produced: UInt64 = 0
-        var executed: [UInt64] = []
+        var posted: UInt64 = 0
+        /// Each event's number as it was applied, and each action's as it was executed.
+        var trace: [String] = []
         var threads = Set<pthread_t>()
         var ticks = 0
     }
@@ -22,40 +24,76 @@ struct RoundDriverTests {
         .cancel("agent", roundID: sequence, attempt: 0, reason: "")
     }
 
-    @Test("Actions posted by 8 threads under one lock run in the lock's order, on one thread, with ticks in between")
-    func orderAcrossThreads() throws {
-        let driver = RoundDriver(tickInterval: 0.005)
-        let record = Record()
+    static func started(_ record: Record) -> (RoundDriver, DispatchSemaphore) {
+        let driver = RoundDriver(engine: RoundStateMachine(policy: RoundStateMachineTests.policy(), now: 0), tickInterval: 0.005)
         let done = DispatchSemaphore(value: 0)
         Thread {
-            driver.run(tick: { record.lock.withLock { record.ticks += 1 } }) { action in
+            driver.run(tick: { _ in
+                record.lock.withLock { record.ticks += 1 }
+                return []
+            }) { action in
                 guard case .cancel(_, let sequence, _, _) = action else { return }
                 record.lock.withLock {
-                    record.executed.append(sequence)
+                    record.trace.append("action \(sequence)")
                     record.threads.insert(pthread_self())
                 }
             }
             done.signal()
         }.start()
+        return (driver, done)
+    }
+
+    @Test("Events posted by 8 threads apply in posting order on one thread, each one's actions executed before the next event")
+    func orderAcrossThreads() throws {
+        let record = Record()
+        let (driver, done) = Self.started(record)
         DispatchQueue.concurrentPerform(iterations: 8) { worker in
             for index in 0..<500 {
-                // Like a change of the engine: two actions from one call, queued before the lock goes.
                 record.lock.withLock {
-                    record.produced += 1
-                    driver.post([Self.action(2 * record.produced - 1), Self.action(2 * record.produced)])
+                    record.posted += 1
+                    let sequence = record.posted
+                    driver.post { _ in
+                        record.lock.withLock {
+                            record.trace.append("event \(sequence)")
+                            record.threads.insert(pthread_self())
+                        }
+                        return [Self.action(sequence)]
+                    }
                 }
                 if (index + worker) % 97 == 0 { usleep(1_000) }
             }
         }
+        // A sent event comes back with its value once applied; its action runs right after it.
+        let value: Int = driver.perform { engine in
+            record.lock.withLock { record.trace.append("event 4001") }
+            return (engine.participation.count + 42, [Self.action(4001)])
+        }
+        #expect(value == 42)
         let deadline = Date(timeIntervalSinceNow: 10)
-        while record.lock.withLock({ record.executed.count }) < 8000 && Date() < deadline { usleep(10_000) }
+        while record.lock.withLock({ record.trace.count }) < 8002 && Date() < deadline { usleep(10_000) }
         usleep(50_000)  // idle: the ticks go on
         driver.stop()
         #expect(done.wait(timeout: .now() + 5) == .success)
         record.lock.withLock {
-            #expect(record.executed == Array(1...8000))
+            #expect(record.trace == (1...4001).flatMap { ["event \($0)", "action \($0)"] })
             #expect(record.threads.count == 1)
             #expect(record.ticks >= 3, "ticks: \(record.ticks)")
         }
+    }
+
+    @Test("Once stopped, events still queued are applied without their actions, and a sent event is answered at once")
+    func stopAnswers() throws {
+        let record = Record()
+        let (driver, done) = Self.started(record)
+        driver.stop()
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        driver.post { _ in
+            record.lock.withLock { record.trace.append("after stop") }
+            return [Self.action(1)]
+        }
+        let version: UInt64 = driver.perform { engine in (engine.modelVersion + 7, [Self.action(2)]) }
+        #expect(version == 7)
+        #expect(driver.read(\.modelVersion) == 0)
+        record.lock.withLock { #expect(record.trace.isEmpty, "nothing runs after stop: \(record.trace)") }
     }
 }

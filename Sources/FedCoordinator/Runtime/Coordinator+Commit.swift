@@ -98,11 +98,10 @@ extension Coordinator {
                 evaluateGlobalModel(round: round, agents: outcome.accepted.keys.sorted())
             }
             // Past the last round nothing starts: the next round's actions are not queued.
-            let done: Bool = engineLock.withLock {
+            let done: Bool = driver.perform { [self] engine in
                 let next = engine.committed(roundID: round, now: now)
                 let done = isLastRound(engine.modelVersion)
-                if !done { driver.post(next) }
-                return done
+                return (done, done ? [] : next)
             }
             if done {
                 commitWriter.waitUntilIdle()
@@ -110,7 +109,7 @@ extension Coordinator {
             }
         } catch {
             logger.error("Commit failed", metadata: ["round": "\(round)", "error": "\(error)"])
-            drive { $0.aggregationFailed(roundID: round, reason: "\(error)", now: now) }
+            drive { [self] in $0.aggregationFailed(roundID: round, reason: "\(error)", now: now) }
         }
     }
 

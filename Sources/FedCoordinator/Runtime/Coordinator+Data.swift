@@ -63,7 +63,7 @@ extension Coordinator {
                 return true
             }
             if waits { stateChanged.notify() }
-            if !waits { drive { $0.agentConnected(agent, now: now) } }
+            if !waits { drive { [self] in $0.agentConnected(agent, now: now) } }
         }
         try call.send(.empty)
     }
@@ -127,7 +127,7 @@ extension Coordinator {
                 defer { pendingAgents = [] }
                 return pendingAgents.sorted()
             }
-            for agent in waiting { drive { $0.agentConnected(agent, now: now) } }
+            for agent in waiting { drive { [self] in $0.agentConnected(agent, now: now) } }
         }
     }
 

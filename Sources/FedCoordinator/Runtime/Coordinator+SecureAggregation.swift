@@ -29,7 +29,7 @@ extension Coordinator {
             let round = try SecureRound(config: config, id: id, spools: spools)
             let dp = configuration.secureAggregation.dp
             if dp.enabled {
-                let eligible = engineLock.withLock { engine.eligibleAgents(now: now).count }
+                let eligible = driver.read { [self] in $0.eligibleAgents(now: now).count }
                 round.samplingRate = min(1, Double(attempt.invited.count) / Double(max(eligible, attempt.invited.count)))
                 var projected = stateLock.withLock { accountant }
                 projected.compose(q: round.samplingRate, noiseMultiplier: dp.noiseMultiplier)
@@ -62,13 +62,13 @@ extension Coordinator {
                 let keys = try round.withSession { try $0.closeAdvertising() }
                 let u1 = round.withSession { session in session.u1.map { session.agent(at: $0) }.sorted() }
                 dropFromSecureRound(round, round.invited.filter { !u1.contains($0) }, reason: "no keys by the key-advertising deadline")
-                drive { $0.secureStageOpened(.sharingKeys, expecting: u1, roundID: roundID, attempt: attempt, now: now) }
+                drive { [self] in $0.secureStageOpened(.sharingKeys, expecting: u1, roundID: roundID, attempt: attempt, now: now) }
                 for agent in u1 {
                     Thread { [self] in
                         do { try requestShares(from: agent, keys: keys, round: round) } catch {
                             logger.warning("No shares from an agent", metadata: ["agent": "\(agent)", "error": "\(error)"])
                         }
-                        drive { $0.secureAnswered(agent, stage: .sharingKeys, roundID: roundID, attempt: attempt, now: now) }
+                        drive { [self] in $0.secureAnswered(agent, stage: .sharingKeys, roundID: roundID, attempt: attempt, now: now) }
                     }.start()
                 }
             case .sharingKeys:
@@ -77,7 +77,7 @@ extension Coordinator {
                 }
                 let names = round.withSession { session in (u1.subtracting(survivors).map { session.agent(at: $0) }.sorted(), survivors.map { session.agent(at: $0) }) }
                 dropFromSecureRound(round, names.0, reason: "no valid shares by the key-sharing deadline")
-                drive { $0.secureStageOpened(.maskedInput, expecting: names.1, roundID: roundID, attempt: attempt, now: now) }
+                drive { [self] in $0.secureStageOpened(.maskedInput, expecting: names.1, roundID: roundID, attempt: attempt, now: now) }
                 for agent in names.1 {
                     Thread { [self] in
                         do { _ = try requestMaskedInput(from: agent, survivors: survivors, incoming: incoming, round: round) } catch {
@@ -125,13 +125,13 @@ extension Coordinator {
     private func dropFromSecureRound(_ round: SecureRound, _ agents: [String], reason: String) {
         guard !agents.isEmpty else { return }
         let id = round.id
-        drive { $0.secureDropped(agents, reason: "secure aggregation: \(reason)", roundID: id.round, attempt: id.attempt, now: now) }
+        drive { [self] in $0.secureDropped(agents, reason: "secure aggregation: \(reason)", roundID: id.round, attempt: id.attempt, now: now) }
     }
 
     /// Too few agents left (or set-up failed): the attempt is abandoned and retried with fresh keys.
     private func abortSecureRound(_ id: SecureRoundID, agents: [String], reason: String) {
         logger.warning("Secure aggregation aborted", metadata: ["round": "\(id.round)", "round.attempt": "\(id.attempt)", "reason": "\(reason)"])
-        drive { $0.secureDropped(agents, reason: "secure aggregation aborted: \(reason)", roundID: id.round, attempt: id.attempt, now: now) }
+        drive { [self] in $0.secureDropped(agents, reason: "secure aggregation aborted: \(reason)", roundID: id.round, attempt: id.attempt, now: now) }
     }
 
     /// Logs the agents a fan-out could not reach, with why.
@@ -154,23 +154,23 @@ extension Coordinator {
     func openUnmaskStage(_ outcome: RoundStateMachine.Outcome) {
         let (roundID, attempt) = (outcome.attempt.roundID, outcome.attempt.attempt)
         guard let round = currentSecureRound(roundID, attempt: attempt) else {
-            drive { $0.aggregationFailed(roundID: roundID, reason: "secure aggregation: the attempt's session is gone", now: now) }
+            drive { [self] in $0.aggregationFailed(roundID: roundID, reason: "secure aggregation: the attempt's session is gone", now: now) }
             return
         }
         do {
             let (survivors, request) = try closeMaskedInput(round, accepted: outcome.accepted.keys.sorted())
-            drive { $0.secureStageOpened(.unmasking, expecting: survivors, roundID: roundID, attempt: attempt, now: now) }
+            drive { [self] in $0.secureStageOpened(.unmasking, expecting: survivors, roundID: roundID, attempt: attempt, now: now) }
             for agent in survivors {
                 Thread { [self] in
                     do { try requestUnmask(from: agent, request, round: round) } catch {
                         logger.warning("No unmask answer from an agent", metadata: ["agent": "\(agent)", "error": "\(error)"])
                     }
-                    drive { $0.secureAnswered(agent, stage: .unmasking, roundID: roundID, attempt: attempt, now: now) }
+                    drive { [self] in $0.secureAnswered(agent, stage: .unmasking, roundID: roundID, attempt: attempt, now: now) }
                 }.start()
             }
         } catch {
             logger.warning("Secure aggregation aborted", metadata: ["round": "\(roundID)", "round.attempt": "\(attempt)", "reason": "\(error)"])
-            drive { $0.aggregationFailed(roundID: roundID, reason: "secure aggregation aborted: \(error)", now: now) }
+            drive { [self] in $0.aggregationFailed(roundID: roundID, reason: "secure aggregation aborted: \(error)", now: now) }
         }
     }
 

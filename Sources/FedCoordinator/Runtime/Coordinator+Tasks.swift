@@ -16,7 +16,7 @@ extension Coordinator {
         if let secure {
             // Stage 0 before any model byte, so that the key stages overlap the broadcast.
             let advertised = secureSetup(agent, task: task, round: secure)
-            drive { $0.secureAnswered(agent, stage: .advertisingKeys, roundID: attempt.roundID, attempt: attempt.attempt, now: now) }
+            drive { [self] in $0.secureAnswered(agent, stage: .advertisingKeys, roundID: attempt.roundID, attempt: attempt.attempt, now: now) }
             // Without keys the agent cannot take part; the stage's close drops it from the round.
             guard advertised else { return }
         }
@@ -37,7 +37,7 @@ extension Coordinator {
             stateLock.withLock { stats.bytesSent[agent] = sent }
         } catch {
             logger.warning("Task not delivered", metadata: ["agent": "\(agent)", "round": "\(attempt.roundID)", "error": "\(error)"])
-            drive { $0.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) }
+            drive { [self] in $0.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) }
         }
     }
 
@@ -78,7 +78,7 @@ extension Coordinator {
             logger.warning("No keys from an agent", metadata: ["agent": "\(agent)", "round": "\(task.roundID)", "error": "\(error)"])
             // Out of the attempt now, with the agent's own reason (a policy refusal, say), not at the key deadline.
             let id = round.id
-            drive { $0.secureDropped([agent], reason: "\(error)", roundID: id.round, attempt: id.attempt, now: now) }
+            drive { [self] in $0.secureDropped([agent], reason: "\(error)", roundID: id.round, attempt: id.attempt, now: now) }
             return false
         }
     }

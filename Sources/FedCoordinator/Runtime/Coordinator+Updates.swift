@@ -19,19 +19,19 @@ extension Coordinator {
         if !ready.failure.isEmpty {
             let reason = "the site's training failed: \(SiteText.clean(ready.failure))"
             refuseUpdate(agent: agent, round: ready.roundID, reason: reason)
-            drive { $0.trainingFailed(agent, roundID: ready.roundID, reason: reason, now: now) }
+            drive { [self] in $0.trainingFailed(agent, roundID: ready.roundID, reason: reason, now: now) }
             try call.send(.empty)
             return
         }
         if let problem = Self.problem(with: ready, bounds: configuration.update) {
             refuseUpdate(agent: agent, round: ready.roundID, reason: problem)
-            drive { $0.trainingFailed(agent, roundID: ready.roundID, reason: problem, now: now) }
+            drive { [self] in $0.trainingFailed(agent, roundID: ready.roundID, reason: problem, now: now) }
             throw RPCError(.invalidArgument, problem)
         }
-        var waiter: AnnouncementWaiter?
-        let verdict: RoundStateMachine.Verdict = engineLock.withLock {
+        let (verdict, waiter): (RoundStateMachine.Verdict, AnnouncementWaiter?) = driver.perform { [self] engine in
             let (verdict, actions) = engine.updateAnnounced(
                 agent, roundID: ready.roundID, modelVersion: ready.modelVersion, examples: ready.exampleCount, now: now)
+            var waiter: AnnouncementWaiter?
             if verdict == .accept, let attempt = engine.current {
                 let accepted = AnnouncementWaiter(round: attempt.roundID, attempt: attempt.attempt)
                 waiter = accepted
@@ -41,8 +41,7 @@ extension Coordinator {
                     stats.trainLoss[agent] = (ready.trainLoss, ready.exampleCount)
                 }
             }
-            driver.post(actions)
-            return verdict
+            return ((verdict, waiter), actions)
         }
         guard let waiter else {
             let error = if case .refuse(let error) = verdict { error } else { EngineError(.stale, "round \(ready.roundID) is not running") }
@@ -98,8 +97,7 @@ extension Coordinator {
     /// and hashes; then asks the engine whether it still counts, and adds it if so.
     func pull(_ agent: String, roundID: UInt64, attempt: Int) {
         let started = Deadline.now
-        let version = engineLock.withLock { engine.modelVersion }
-        let deadline = engineLock.withLock { engine.current?.collectUntil ?? now }
+        let (version, deadline) = driver.read { [self] in ($0.modelVersion, $0.current?.collectUntil ?? now) }
         do {
             guard let connection = stateLock.withLock({ connections[agent] }) else {
                 throw PullFailure(reason: "the agent is not connected", refused: false)
@@ -117,7 +115,7 @@ extension Coordinator {
                 throw PullFailure(reason: "the update is for round \(header.roundID) / model \(header.modelVersion), not \(roundID) / \(version)", refused: true)
             }
             // Its weight in the mean is the count the engine accepted at the announcement, not a new one.
-            let announced = engineLock.withLock { engine.announcedExamples(of: agent) }
+            let announced = driver.read { $0.announcedExamples(of: agent) }
             guard header.exampleCount == announced else {
                 throw PullFailure(reason: "the update claims \(header.exampleCount) examples; \(announced ?? 0) were announced", refused: true)
             }
@@ -137,21 +135,19 @@ extension Coordinator {
                 stats.bytesReceived[agent] = UInt64(spool.bytesWritten)
                 stats.transferSeconds[agent] = -started.remainingSeconds
             }
-            // The engine decides; an accepted update is counted in `pendingAdds` before the engine
-            // lock is released, and every reader or reset of the sum (the close, a failed or new
-            // attempt) waits for it, so that none can slip in between the decision and the add.
-            // The next pulls start while this update is added.
-            let (verdict, actions): (RoundStateMachine.Verdict, [RoundStateMachine.Action]) = engineLock.withLock {
-                let result = engine.updateReceived(agent, roundID: roundID, attempt: attempt, now: now)
-                if result.0 == .accept { pendingAdds.enter() }
-                driver.post(result.1)
-                return result
+            // The engine decides; an accepted update is counted in `pendingAdds` before the driver
+            // executes the actions of that decision, and every reader or reset of the sum (the
+            // close, a failed or new attempt) waits for it, so that none can slip in between the
+            // decision and the add. The next pulls start while this update is added.
+            let (verdict, closes): (RoundStateMachine.Verdict, Bool) = driver.perform { [self] engine in
+                let (verdict, actions) = engine.updateReceived(agent, roundID: roundID, attempt: attempt, now: now)
+                if verdict == .accept { pendingAdds.enter() }
+                return ((verdict, actions.contains { if case .aggregate = $0 { true } else { false } }), actions)
             }
             if verdict == .accept { CrashDrill.reach(.updatePulled, round: roundID) }
             if verdict == .accept {
                 defer { pendingAdds.leave() }
                 handedOver = true
-                let closes = actions.contains { if case .aggregate = $0 { true } else { false } }
                 do {
                     try accumulatorLock.withLock {
                         try aggregator.add(AcceptedUpdate(agent: agent, spool: spool, weight: header.exampleCount), closesRound: closes)
@@ -175,7 +171,7 @@ extension Coordinator {
             }
             if failure.refused { refuseUpdate(agent: agent, round: roundID, reason: failure.reason) }
             resolveWaiter(agent, round: roundID, attempt: attempt, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
-            drive { $0.pullFailed(agent, roundID: roundID, attempt: attempt, reason: failure.reason, now: now) }
+            drive { [self] in $0.pullFailed(agent, roundID: roundID, attempt: attempt, reason: failure.reason, now: now) }
         }
     }
 

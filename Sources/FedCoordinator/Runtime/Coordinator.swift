@@ -10,15 +10,16 @@ import Logging
 /// The coordinator's runtime: wires the pure ``RoundStateMachine`` to the network, the
 /// ``GlobalModel``, the round's ``RoundAggregator``, the checkpoints and the round log.
 ///
-/// Threads: the listener's connection threads and the I/O workers (tasks, pulls, cancels,
-/// commits, each on a thread of its own) change the engine under `engineLock` and queue the
-/// actions it returns, in that same critical section, for the ``RoundDriver``; the driver's one
-/// thread executes them in the engine's order and ticks the engine every 50 ms. The model sits
+/// Threads: the ``RoundDriver``'s one thread owns the round engine. The listener's connection
+/// threads and the I/O workers (tasks, pulls, cancels, commits, secure-stage calls, each on a
+/// thread of its own) post events to it (``drive(_:)``), or send one and wait for the engine's
+/// answer (an announcement's verdict, a pulled update's); the driver applies them in order,
+/// executes each one's actions before the next, and ticks the engine every 50 ms. The model sits
 /// behind `modelLock` (broadcasts read it under it as a reader-writer lock); the aggregators
 /// behind `accumulatorLock` (pulls add, the commit closes); connections, waiters and per-round
 /// figures behind `stateLock`; the round log behind `logLock`. Locks nest only this way round:
-/// `modelLock` → `accumulatorLock`, `modelLock` → `stateLock`, `engineLock` → `stateLock`, and
-/// `engineLock` → the driver's queue.
+/// `modelLock` → `accumulatorLock`, `modelLock` → `stateLock`, and the driver's engine lock
+/// (held while it applies an event) → `stateLock`.
 ///
 /// One file per part: this one (start-up, the listener's callbacks, executing the engine's
 /// actions), `+Tasks` (a task and the model to each agent), `+Updates` (announcements and
@@ -35,10 +36,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     let store: CheckpointStore
     private let startUptime = Deadline.now
 
-    let engineLock = NSLock()
-    var engine: RoundStateMachine  // engineLock
-    /// Executes the engine's actions in order; see ``drive(_:)``.
-    let driver = RoundDriver()
+    /// The event loop: owns the round engine, applies every change posted to it in order and
+    /// executes the actions each returns (``drive(_:)``, ``RoundDriver/perform(_:)``).
+    let driver: RoundDriver
 
     let modelLock = ReadWriteLock()
     var model: GlobalModel  // modelLock
@@ -161,12 +161,12 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         plaintext = configuration.strategy == .mean
             ? MeanAggregator(layout: layout, spools: spools, addsDuringRound: configuration.selection.target > smallRoundUpdates)
             : RobustAggregator(strategy: configuration.strategy, settings: configuration.robust, spools: spools)
-        engine = RoundStateMachine(
+        driver = RoundDriver(engine: RoundStateMachine(
             policy: configuration.selection, committedRounds: version,
             secureTimeouts: configuration.secureAggregation.enabled
                 ? SecureStages.Timeouts(keys: configuration.secureAggregation.keysTimeoutSeconds, unmask: configuration.secureAggregation.unmaskTimeoutSeconds)
                 : nil,
-            now: 0)
+            now: 0))
         for spend in history.privacySpend { accountant.compose(q: spend.samplingRate, noiseMultiplier: spend.noiseMultiplier) }
         try roundLog.append(RoundLogRecord(.coordinatorStarted(.init(
             modelVersion: version, modelSHA256: globalSHA256.hexString, optimizer: configuration.optimizer.kind.rawValue))))
@@ -177,7 +177,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var now: Double { -startUptime.remainingSeconds }
 
     /// Committed rounds so far.
-    public var committedRounds: UInt64 { engineLock.withLock { engine.modelVersion } }
+    public var committedRounds: UInt64 { driver.read(\.modelVersion) }
 
     // MARK: Running
 
@@ -201,7 +201,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         server.start()
         if isDone { stop() }
         let driverThread = Thread { [self] in
-            driver.run(tick: { drive { $0.tick(now: now) } }, execute: execute)
+            driver.run(tick: { [self] engine in engine.tick(now: now) }, execute: execute)
         }
         driverThread.name = "fedcoord-driver"
         driverThread.start()
@@ -267,7 +267,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         guard stateLock.withLock({ connections[agent] === connection }) else { return }
         // With a data schema, an agent becomes eligible once its data report matches.
         guard schema == nil else { return }
-        drive { $0.agentConnected(agent, now: now) }
+        drive { [self] in $0.agentConnected(agent, now: now) }
     }
 
     public func connectionClosed(_ connection: RPCConnection, error: WireError?) {
@@ -281,7 +281,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         guard wasCurrent else { return }
         stateChanged.notify()
         appendLog(.agentDisconnected(.init(agent: agent, reason: error?.message ?? "closed")))
-        drive { $0.agentDisconnected(agent, now: now) }
+        drive { [self] in $0.agentDisconnected(agent, now: now) }
     }
 
     public func connectionRefused(_ refusal: ConnectionRefusal) {
@@ -302,10 +302,10 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     // MARK: Actions
 
-    /// Changes the engine and queues the actions it returns for the driver, under `engineLock`:
-    /// the driver executes them in the order the engine produced them, whoever called.
-    func drive(_ change: (inout RoundStateMachine) -> [RoundStateMachine.Action]) {
-        engineLock.withLock { driver.post(change(&engine)) }
+    /// Posts a change of the engine to the driver, which applies it after every change posted
+    /// before and executes the actions it returns; does not wait.
+    func drive(_ change: @escaping (inout RoundStateMachine) -> [RoundStateMachine.Action]) {
+        driver.post(change)
     }
 
     /// Executes one of the engine's actions; only the driver's thread calls it.
