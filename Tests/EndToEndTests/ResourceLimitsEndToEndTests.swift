@@ -80,7 +80,7 @@ struct ResourceLimitsEndToEndTests {
         #expect(threads < 200, "threads in the process: \(threads)")
         // An honest agent on its own connection is not affected.
         let agents = try RunningAgents(federation, port: coordinator.port, trainers: ["hospital-b": BenchmarkTrainer(step: 0.001, exampleCount: 10)])
-        #expect(eventually(10) { coordinator.coordinator.stateLock.withLock { coordinator.coordinator.connections["hospital-b"] != nil } })
+        #expect(eventually(10) { coordinator.coordinator.registry.connection("hospital-b") != nil })
         _ = agents
     }
 

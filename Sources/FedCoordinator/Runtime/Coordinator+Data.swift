@@ -55,7 +55,7 @@ extension Coordinator {
             throw RPCError(.failedPrecondition, "this site will not be selected: its data does not match the federation's model schema: \(problem)")
         }
         appendLog(.agentEligible(.init(agent: agent, rows: report.summary.rowCount)))
-        let current = stateLock.withLock { connections[agent] === call.connection }
+        let current = registry.isCurrent(agent, call.connection)
         if current {
             let waits: Bool = stateLock.withLock {
                 guard schema.standardize && standardization == nil else { return false }
@@ -79,7 +79,7 @@ extension Coordinator {
     func gatherStatisticsUntilFrozen() {
         guard let schema else { return }
         while !isStopped && needsStandardization {
-            let readyAgents = { self.stateLock.withLock { self.pendingAgents.filter { self.connections[$0] != nil }.sorted() } }
+            let readyAgents = { self.stateLock.withLock { self.pendingAgents.filter { self.registry.connection($0) != nil }.sorted() } }
             stateChanged.wait(until: .distantFuture) { isStopped || readyAgents().count >= configuration.selection.minAvailable }
             if isStopped { return }
             let ready = readyAgents()
@@ -143,7 +143,7 @@ extension Coordinator {
             deadlineSeconds: settings.keysTimeoutSeconds)
         let round = try SecureRound(config: config, id: id, spools: spools)
         let advertised = fanOut(to: round.invited) { [self] agent in
-            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+            let connection = try registry.connected(agent)
             let index = round.withSession { $0.index(of: agent)! }
             let reply = try connection.unary(
                 Methods.statistics, .statisticsRequest(StatisticsRequest(
@@ -187,7 +187,7 @@ extension Coordinator {
     /// Asks `agents` for their statistics at once; returns the valid answers by agent.
     private func collectStatistics(from agents: [String], featureCount: Int) -> [String: FeatureStatistics] {
         let outcomes = fanOut(to: agents) { [self] agent -> FeatureStatistics in
-            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+            let connection = try registry.connected(agent)
             let reply = try connection.unary(
                 Methods.statistics, .statisticsRequest(StatisticsRequest(featureCount: UInt32(featureCount))),
                 timeout: configuration.selection.roundDeadline)

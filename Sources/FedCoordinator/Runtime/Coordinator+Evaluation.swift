@@ -49,7 +49,7 @@ extension Coordinator {
 
     /// Streams the global model to one agent with an EvaluationRequest and reads its metrics.
     private func evaluate(on agent: String, round: UInt64) throws -> SiteEvaluation {
-        guard let connection = stateLock.withLock({ connections[agent] }) else {
+        guard let connection = registry.connection(agent) else {
             throw WireError(.connectionClosed, "the agent is not connected")
         }
         let call = try connection.makeCall(method: Methods.evaluate, timeout: configuration.evaluation.timeoutSeconds)

@@ -99,7 +99,7 @@ extension Coordinator {
     /// Stage 1 for one agent: sends it `U1`'s keys and takes its commitment and share envelopes.
     func requestShares(from agent: String, keys: [AdvertisedKeys], round: SecureRound) throws {
         let secureID = round.config.roundID
-        guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+        let connection = try registry.connected(agent)
         let reply = try connection.unary(Methods.shareKeys, .shareKeysRequest(ShareKeysRequest(roundID: secureID, keys: keys)),
                                          timeout: configuration.secureAggregation.keysTimeoutSeconds)
         guard case .shareKeysResponse(let response) = reply, response.roundID == secureID else {
@@ -113,7 +113,7 @@ extension Coordinator {
     func requestMaskedInput(
         from agent: String, survivors: [UInt32], incoming: [UInt32: [EncryptedShare]], round: SecureRound
     ) throws -> Message {
-        guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+        let connection = try registry.connected(agent)
         let index = round.withSession { $0.index(of: agent)! }
         return try connection.unary(
             Methods.maskedInput,
@@ -143,7 +143,7 @@ extension Coordinator {
 
     func sendCancel(_ agent: String, roundID: UInt64, reason: String) {
         Thread { [self] in
-            guard let connection = stateLock.withLock({ connections[agent] }) else { return }
+            guard let connection = registry.connection(agent) else { return }
             _ = try? connection.unary(Methods.cancel, .cancelTask(CancelTask(roundID: roundID, reason: reason)), timeout: 5)
         }.start()
     }
@@ -186,7 +186,7 @@ extension Coordinator {
 
     /// Stage 3 for one agent: sends it the survivor and dropout lists and takes its shares.
     func requestUnmask(from agent: String, _ request: UnmaskRequest, round: SecureRound) throws {
-        guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "not connected") }
+        let connection = try registry.connected(agent)
         let reply = try connection.unary(Methods.unmask, .unmaskRequest(request), timeout: configuration.secureAggregation.unmaskTimeoutSeconds)
         guard case .unmaskResponse(let response) = reply, response.roundID == request.roundID else {
             throw RPCError(.invalidArgument, "Unmask answered \(reply.name) for another round")

@@ -23,10 +23,7 @@ extension Coordinator {
         broadcastSlots.wait()
         defer { broadcastSlots.signal() }
         do {
-            guard let connection = stateLock.withLock({ connections[agent] }) else {
-                throw WireError(.connectionClosed, "the agent is not connected")
-            }
-            let call = try connection.makeCall(method: Methods.train, timeout: max(1, attempt.deadline - now))
+            let call = try registry.connected(agent).makeCall(method: Methods.train, timeout: max(1, attempt.deadline - now))
             defer { call.finish() }
             try call.send(.trainTask(task))
             let sink = AbortableSink(call: call) { [self] in stateLock.withLock { broadcastAborts.contains(agent) } }
@@ -65,7 +62,7 @@ extension Coordinator {
     /// Stage 0 of a secure round: the task goes ahead of the model; the agent answers its keys.
     func secureSetup(_ agent: String, task: TrainTask, round: SecureRound) -> Bool {
         do {
-            guard let connection = stateLock.withLock({ connections[agent] }) else { throw WireError(.connectionClosed, "the agent is not connected") }
+            let connection = try registry.connected(agent)
             let reply = try connection.unary(Methods.secureSetup, .trainTask(task), timeout: configuration.secureAggregation.keysTimeoutSeconds)
             guard case .advertiseKeys(let advertised) = reply, advertised.roundID == round.config.roundID else {
                 throw RPCError(.invalidArgument, "SecureSetup answered \(reply.name), not this round's keys")

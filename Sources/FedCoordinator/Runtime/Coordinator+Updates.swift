@@ -99,7 +99,7 @@ extension Coordinator {
         let started = Deadline.now
         let (version, deadline) = driver.read { [self] in ($0.modelVersion, $0.current?.collectUntil ?? now) }
         do {
-            guard let connection = stateLock.withLock({ connections[agent] }) else {
+            guard let connection = registry.connection(agent) else {
                 throw PullFailure(reason: "the agent is not connected", refused: false)
             }
             let spool = try spools.take()

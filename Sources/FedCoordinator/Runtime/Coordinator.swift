@@ -16,10 +16,10 @@ import Logging
 /// answer (an announcement's verdict, a pulled update's); the driver applies them in order,
 /// executes each one's actions before the next, and ticks the engine every 50 ms. The model sits
 /// behind `modelLock` (broadcasts read it under it as a reader-writer lock); the aggregators
-/// behind `accumulatorLock` (pulls add, the commit closes); connections, waiters and per-round
-/// figures behind `stateLock`; the round log behind `logLock`. Locks nest only this way round:
-/// `modelLock` → `accumulatorLock`, `modelLock` → `stateLock`, and the driver's engine lock
-/// (held while it applies an event) → `stateLock`.
+/// behind `accumulatorLock` (pulls add, the commit closes); waiters and per-round figures behind
+/// `stateLock`; the joined agents in their ``AgentRegistry``; the round log behind `logLock`.
+/// Locks nest only this way round: `modelLock` → `accumulatorLock`, `modelLock` → `stateLock`,
+/// the driver's engine lock (held while it applies an event) → `stateLock` → the registry's.
 ///
 /// One file per part: this one (start-up, the listener's callbacks, executing the engine's
 /// actions), `+Tasks` (a task and the model to each agent), `+Updates` (announcements and
@@ -77,7 +77,8 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     var statisticsAttempts = 0  // the statistics thread only
 
     let stateLock = NSLock()
-    var connections: [String: RPCConnection] = [:]  // stateLock
+    /// The joined agents and their current connections.
+    let registry = AgentRegistry()
     var waiters: [String: AnnouncementWaiter] = [:]  // stateLock
     var stats = RoundStats()  // stateLock
     private var stopped = false  // stateLock
@@ -85,7 +86,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     private var refusals: RefusalLimiter  // stateLock
     /// The last round whose SecureSetup went out (for ``CrashDrill``).
     var lastSetupRound: UInt64 = 0  // stateLock
-    /// Notified whenever `connections`, `pendingAgents`, `lastSetupRound` or `stopped` change,
+    /// Notified whenever `registry`, `pendingAgents`, `lastSetupRound` or `stopped` change,
     /// for the threads that wait on them (the statistics rounds, a crash drill).
     let stateChanged = WaitSignal()
 
@@ -249,11 +250,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     public func welcome(_ hello: Hello, from peer: PeerIdentity, on connection: RPCConnection) throws -> Welcome {
         let agent = peer.commonName
-        let previous: RPCConnection? = stateLock.withLock {
-            let old = connections[agent]
-            connections[agent] = connection
-            return old
-        }
+        let previous = registry.register(agent, connection)
         stateChanged.notify()
         if let previous, previous !== connection { previous.close(error: WireError(.connectionClosed, "replaced by a new connection")) }
         appendLog(.agentConnected(.init(agent: agent, address: connection.tls.remoteAddress?.description)))
@@ -264,7 +261,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// it before it counts as connected.
     public func connectionJoined(_ connection: RPCConnection) {
         let agent = connection.peer.commonName
-        guard stateLock.withLock({ connections[agent] === connection }) else { return }
+        guard registry.isCurrent(agent, connection) else { return }
         // With a data schema, an agent becomes eligible once its data report matches.
         guard schema == nil else { return }
         drive { [self] in $0.agentConnected(agent, now: now) }
@@ -273,8 +270,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     public func connectionClosed(_ connection: RPCConnection, error: WireError?) {
         let agent = connection.peer.commonName
         let wasCurrent: Bool = stateLock.withLock {
-            guard connections[agent] === connection else { return false }
-            connections.removeValue(forKey: agent)
+            guard registry.remove(agent, ifCurrent: connection) else { return false }
             pendingAgents.remove(agent)
             return true
         }
