@@ -81,19 +81,44 @@ struct RoundDriverTests {
         }
     }
 
-    @Test("Once stopped, events still queued are applied without their actions, and a sent event is answered at once")
-    func stopAnswers() throws {
+    @Test("On stop the driver applies the events still queued without their actions; afterwards a sent event is answered at once")
+    func stopDrains() throws {
         let record = Record()
         let (driver, done) = Self.started(record)
-        driver.stop()
-        #expect(done.wait(timeout: .now() + 5) == .success)
+        let inFirst = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
         driver.post { _ in
-            record.lock.withLock { record.trace.append("after stop") }
+            inFirst.signal()
+            release.wait()
+            return []
+        }
+        inFirst.wait()  // the driver is inside the first event: the next ones stay queued
+        driver.post { _ in
+            record.lock.withLock { record.trace.append("event 1") }
             return [Self.action(1)]
         }
-        let version: UInt64 = driver.perform { engine in (engine.modelVersion + 7, [Self.action(2)]) }
+        let answered = DispatchSemaphore(value: 0)
+        Thread {
+            let value: Int = driver.perform { _ in
+                record.lock.withLock { record.trace.append("event 2") }
+                return (2, [Self.action(2)])
+            }
+            if value == 2 { answered.signal() }
+        }.start()
+        // Whether the sent event is queued before the stop (and drained) or after the driver ends
+        // (applied by its caller), it is applied once and answered.
+        driver.stop()
+        release.signal()
+        #expect(answered.wait(timeout: .now() + 5) == .success, "the sent event was answered")
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        record.lock.withLock { #expect(record.trace.sorted() == ["event 1", "event 2"], "applied, no action executed: \(record.trace)") }
+
+        driver.post { _ in
+            record.lock.withLock { record.trace.append("after stop") }
+            return [Self.action(3)]
+        }
+        let version: UInt64 = driver.perform { engine in (engine.modelVersion + 7, [Self.action(4)]) }
         #expect(version == 7)
         #expect(driver.read(\.modelVersion) == 0)
-        record.lock.withLock { #expect(record.trace.isEmpty, "nothing runs after stop: \(record.trace)") }
+        record.lock.withLock { #expect(record.trace.count == 2, "nothing is posted once stopped: \(record.trace)") }
     }
 }

@@ -12,7 +12,9 @@ extension Coordinator {
     ///
     /// The checkpoint and the record are written by ``commitWriter`` while the next round starts;
     /// the previous round's writing has finished before this round's mean is applied.
-    func commit(_ outcome: RoundStateMachine.Outcome) {
+    /// `secure` is the attempt's secure round, if it was secure; `stats` its figures as the
+    /// driver had them when the engine asked for the commit.
+    func commit(_ outcome: RoundStateMachine.Outcome, secure: SecureRound?, stats: RoundStats) {
         let round = outcome.attempt.roundID
         commitWriter.waitUntilIdle()
         pendingAdds.wait()
@@ -20,7 +22,6 @@ extension Coordinator {
         do {
             // A secure attempt's stage 3 has collected its shares before the engine asked for
             // this commit: nothing here waits on the network.
-            let secure = currentSecureRound(round, attempt: outcome.attempt.attempt)
             let (combination, committed): (RoundCombination, GlobalModel) = try modelLock.withWriteLock {
                 let combination = try accumulatorLock.withLock { try (secure ?? plaintext).close(into: &model) }
                 guard combination.fingerprint.allFinite else {
@@ -34,7 +35,7 @@ extension Coordinator {
                 // Shared storage, not copies: nothing writes them until the commit writer is idle again.
                 return (combination, model)
             }
-            var record = roundRecord(outcome, status: "committed")
+            var record = roundRecord(outcome, status: "committed", stats: stats)
             if let unmasked = combination.unmasked {
                 record.secureAggregation = true
                 record.survivors = unmasked.survivors
@@ -120,7 +121,7 @@ extension Coordinator {
         model.optimizer = store.readOptimizer(settings: configuration.optimizer, version: version)
     }
 
-    func roundRecord(_ outcome: RoundStateMachine.Outcome, status: String) -> RoundLogEvent.RoundClosed {
+    func roundRecord(_ outcome: RoundStateMachine.Outcome, status: String, stats: RoundStats) -> RoundLogEvent.RoundClosed {
         let attempt = outcome.attempt
         var record = RoundLogEvent.RoundClosed(round: attempt.roundID, attempt: attempt.attempt, status: status)
         record.seed = attempt.seed
@@ -134,15 +135,13 @@ extension Coordinator {
         record.cancelled = outcome.cancelled
         record.failed = outcome.failed
         record.examples = outcome.accepted
-        stateLock.withLock {
-            record.bytesSent = stats.bytesSent
-            record.bytesReceived = stats.bytesReceived.filter { outcome.accepted[$0.key] != nil }
-            record.trainSeconds = stats.trainSeconds
-            record.transferSeconds = stats.transferSeconds
-            let losses = stats.trainLoss.filter { outcome.accepted[$0.key] != nil }.values
-            let weight = losses.reduce(0.0) { $0 + Double($1.1) }
-            if weight > 0 { record.trainLoss = losses.reduce(0.0) { $0 + $1.0 * Double($1.1) } / weight }
-        }
+        record.bytesSent = stats.bytesSent
+        record.bytesReceived = stats.bytesReceived.filter { outcome.accepted[$0.key] != nil }
+        record.trainSeconds = stats.trainSeconds
+        record.transferSeconds = stats.transferSeconds
+        let losses = stats.trainLoss.filter { outcome.accepted[$0.key] != nil }.values
+        let weight = losses.reduce(0.0) { $0 + Double($1.1) }
+        if weight > 0 { record.trainLoss = losses.reduce(0.0) { $0 + $1.0 * Double($1.1) } / weight }
         record.optimizer = configuration.optimizer.kind.rawValue
         return record
     }

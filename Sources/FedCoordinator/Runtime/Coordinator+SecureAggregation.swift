@@ -17,7 +17,7 @@ import Logging
 
 extension Coordinator {
     /// Sets up secure aggregation for a new attempt (nothing when it is off); its stage 0
-    /// goes out with the tasks.
+    /// goes out with the tasks. On the driver's thread.
     func startSecureRound(_ attempt: RoundStateMachine.Attempt) {
         guard configuration.secureAggregation.enabled else { return }
         let id = SecureRoundID(epoch: startCount, round: attempt.roundID, attempt: attempt.attempt)
@@ -35,20 +35,21 @@ extension Coordinator {
                 projected.compose(q: round.samplingRate, noiseMultiplier: dp.noiseMultiplier)
                 round.projectedEpsilon = projected.epsilon(delta: dp.delta).epsilon
             }
-            stateLock.withLock { secureRound = round }
+            secureRound = round
             logger.info("Secure aggregation set up", metadata: [
                 "round": "\(attempt.roundID)", "secagg.agents": "\(config.roster.count)", "secagg.threshold": "\(config.threshold)",
                 "secagg.min_survivors": "\(config.minSurvivors)", "secagg.graph": "\(config.isCompleteGraph ? "complete" : "k=\(config.neighborDegree)")",
             ])
         } catch {
-            stateLock.withLock { secureRound = nil }
+            secureRound = nil
             abortSecureRound(id, agents: attempt.invited, reason: "\(error)")
         }
     }
 
-    /// The secure round of `roundID`'s attempt `attempt`, while it is the current one.
+    /// The secure round of `roundID`'s attempt `attempt`, while it is the current one. On the
+    /// driver's thread only: the workers get it with their action.
     func currentSecureRound(_ roundID: UInt64, attempt: Int) -> SecureRound? {
-        stateLock.withLock { secureRound.flatMap { $0.id.round == roundID && $0.id.attempt == attempt ? $0 : nil } }
+        secureRound.flatMap { $0.id.round == roundID && $0.id.attempt == attempt ? $0 : nil }
     }
 
     /// Closes the attempt's open key stage, on the engine's word (``RoundStateMachine/Action/closeSecureStage(_:roundID:attempt:)``):

@@ -10,8 +10,7 @@ import Foundation
 
 extension Coordinator {
     /// Sends the task and the global model (streamed from memory, its CRC-32C computed once per round).
-    func sendTask(_ agent: String, _ attempt: RoundStateMachine.Attempt) {
-        let secure = currentSecureRound(attempt.roundID, attempt: attempt.attempt)
+    func sendTask(_ agent: String, _ attempt: RoundStateMachine.Attempt, secure: SecureRound?) {
         let task = makeTask(for: agent, attempt, secure: secure)
         if let secure {
             // Stage 0 before any model byte, so that the key stages overlap the broadcast.
@@ -31,7 +30,10 @@ extension Coordinator {
             try call.finishSending()
             try call.expectEnd()
             CrashDrill.reach(.tasksSent, round: attempt.roundID)
-            stateLock.withLock { stats.bytesSent[agent] = sent }
+            drive { [self] _ in
+                stats.bytesSent[agent] = sent
+                return []
+            }
         } catch {
             logger.warning("Task not delivered", metadata: ["agent": "\(agent)", "round": "\(attempt.roundID)", "error": "\(error)"])
             drive { [self] in $0.taskFailed(agent, roundID: attempt.roundID, reason: "\(error)", now: now) }

@@ -35,11 +35,9 @@ extension Coordinator {
             if verdict == .accept, let attempt = engine.current {
                 let accepted = AnnouncementWaiter(round: attempt.roundID, attempt: attempt.attempt)
                 waiter = accepted
-                stateLock.withLock {
-                    waiters[agent] = accepted
-                    stats.trainSeconds[agent] = ready.trainSeconds
-                    stats.trainLoss[agent] = (ready.trainLoss, ready.exampleCount)
-                }
+                stateLock.withLock { waiters[agent] = accepted }
+                stats.trainSeconds[agent] = ready.trainSeconds
+                stats.trainLoss[agent] = (ready.trainLoss, ready.exampleCount)
             }
             return ((verdict, waiter), actions)
         }
@@ -83,7 +81,8 @@ extension Coordinator {
     }
 
     /// Answers `agent`'s AnnounceUpdate call if it is waiting on this round and attempt (a retry
-    /// keeps the round id, and a stale pull or cancel must not answer the retry's call).
+    /// keeps the round id, and a stale pull or cancel must not answer the retry's call). On the
+    /// driver's thread.
     func resolveWaiter(_ agent: String, round: UInt64, attempt: Int, _ status: RPCStatus) {
         let waiter: AnnouncementWaiter? = stateLock.withLock {
             guard let waiter = waiters[agent], waiter.round == round, waiter.attempt == attempt else { return nil }
@@ -95,7 +94,7 @@ extension Coordinator {
 
     /// Pulls one announced update into a spool file, checking names, shapes, sizes, finiteness
     /// and hashes; then asks the engine whether it still counts, and adds it if so.
-    func pull(_ agent: String, roundID: UInt64, attempt: Int) {
+    func pull(_ agent: String, roundID: UInt64, attempt: Int, secure: SecureRound?) {
         let started = Deadline.now
         let (version, deadline) = driver.read { [self] in ($0.modelVersion, $0.current?.collectUntil ?? now) }
         do {
@@ -119,7 +118,6 @@ extension Coordinator {
             guard header.exampleCount == announced else {
                 throw PullFailure(reason: "the update claims \(header.exampleCount) examples; \(announced ?? 0) were announced", refused: true)
             }
-            let secure = currentSecureRound(roundID, attempt: attempt)
             let aggregator: any RoundAggregator = secure ?? plaintext
             if let secure {
                 try receiveMaskedInput(from: call, into: spool, length: Int(secure.config.vectorLength))
@@ -131,9 +129,11 @@ extension Coordinator {
             guard spool.bytesWritten == expectedBytes else {
                 throw PullFailure(reason: "the update holds \(spool.bytesWritten) bytes; \(expectedBytes) were expected", refused: true)
             }
-            stateLock.withLock {
-                stats.bytesReceived[agent] = UInt64(spool.bytesWritten)
-                stats.transferSeconds[agent] = -started.remainingSeconds
+            let (bytes, seconds) = (UInt64(spool.bytesWritten), -started.remainingSeconds)
+            drive { [self] _ in
+                stats.bytesReceived[agent] = bytes
+                stats.transferSeconds[agent] = seconds
+                return []
             }
             // The engine decides; an accepted update is counted in `pendingAdds` before the driver
             // executes the actions of that decision, and every reader or reset of the sum (the
@@ -156,9 +156,13 @@ extension Coordinator {
                     logger.error("Cannot read a spooled update back", metadata: ["error": "\(error)"])
                 }
             }
-            switch verdict {
-            case .accept: resolveWaiter(agent, round: roundID, attempt: attempt, .ok)
-            case .refuse(let error): resolveWaiter(agent, round: roundID, attempt: attempt, Self.status(for: error))
+            let status = switch verdict {
+            case .accept: RPCStatus.ok
+            case .refuse(let error): Self.status(for: error)
+            }
+            drive { [self] _ in
+                resolveWaiter(agent, round: roundID, attempt: attempt, status)
+                return []
             }
         } catch {
             let failure: PullFailure
@@ -170,8 +174,11 @@ extension Coordinator {
             default: failure = PullFailure(reason: "the upload broke: \(error)", refused: false)
             }
             if failure.refused { refuseUpdate(agent: agent, round: roundID, reason: failure.reason) }
-            resolveWaiter(agent, round: roundID, attempt: attempt, RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason))
-            drive { [self] in $0.pullFailed(agent, roundID: roundID, attempt: attempt, reason: failure.reason, now: now) }
+            let status = RPCStatus(failure.refused ? .invalidArgument : .aborted, failure.reason)
+            drive { [self] engine in
+                resolveWaiter(agent, round: roundID, attempt: attempt, status)
+                return engine.pullFailed(agent, roundID: roundID, attempt: attempt, reason: failure.reason, now: now)
+            }
         }
     }
 

@@ -16,8 +16,11 @@ import Logging
 /// answer (an announcement's verdict, a pulled update's); the driver applies them in order,
 /// executes each one's actions before the next, and ticks the engine every 50 ms. The model sits
 /// behind `modelLock` (broadcasts read it under it as a reader-writer lock); the aggregators
-/// behind `accumulatorLock` (pulls add, the commit closes); waiters and per-round figures behind
-/// `stateLock`; the joined agents in their ``AgentRegistry``; the round log behind `logLock`.
+/// behind `accumulatorLock` (pulls add, the commit closes). What a round holds besides the
+/// engine, its secure session, its figures and the waiting announcements, is the driver
+/// thread's: workers change it through events and get the session with their action (the
+/// waiters keep `stateLock` for ``stop()``, which answers them from any thread). The joined
+/// agents are in their ``AgentRegistry``; the round log behind `logLock`.
 /// Locks nest only this way round: `modelLock` → `accumulatorLock`, `modelLock` → `stateLock`,
 /// the driver's engine lock (held while it applies an event) → `stateLock` → the registry's.
 ///
@@ -67,7 +70,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     /// Agents whose data matches, waiting for the standardization before they can be selected.
     var pendingAgents: Set<String> = []  // stateLock
     /// The attempt in flight under secure aggregation.
-    var secureRound: SecureRound?  // stateLock
+    var secureRound: SecureRound?  // the driver's thread only
     /// How many times a coordinator has started on this state folder (this start included),
     /// from a counter that only rises (``CheckpointStore/nextEpoch()``); leads every secure round id.
     let startCount: UInt64
@@ -79,8 +82,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
     let stateLock = NSLock()
     /// The joined agents and their current connections.
     let registry = AgentRegistry()
+    /// Changed on the driver's thread only; the lock is for ``stop()``, which answers them all.
     var waiters: [String: AnnouncementWaiter] = [:]  // stateLock
-    var stats = RoundStats()  // stateLock
+    var stats = RoundStats()  // the driver's thread only
     private var stopped = false  // stateLock
     var broadcastAborts: Set<String> = []  // stateLock
     private var refusals: RefusalLimiter  // stateLock
@@ -312,26 +316,27 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         case .attemptStarted(let attempt):
             pendingAdds.wait()
             resetAccumulator()
-            stateLock.withLock {
-                stats = RoundStats()
-                broadcastAborts = []
-                secureRound = nil
-            }
+            stats = RoundStats()
+            secureRound = nil
+            stateLock.withLock { broadcastAborts = [] }
             startSecureRound(attempt)
             logger.info("Round started", metadata: [
                 "round": "\(attempt.roundID)", "round.attempt": "\(attempt.attempt)", "round.seed": "\(attempt.seed)",
                 "round.selected": "\(attempt.invited.joined(separator: ","))",
             ])
         case .sendTask(let agent, let attempt):
-            Thread { [self] in sendTask(agent, attempt) }.start()
+            let secure = currentSecureRound(attempt.roundID, attempt: attempt.attempt)
+            Thread { [self] in sendTask(agent, attempt, secure: secure) }.start()
         case .pull(let agent, let roundID, let attempt):
-            Thread { [self] in pull(agent, roundID: roundID, attempt: attempt) }.start()
+            let secure = currentSecureRound(roundID, attempt: attempt)
+            Thread { [self] in pull(agent, roundID: roundID, attempt: attempt, secure: secure) }.start()
         case .cancel(let agent, let roundID, let attempt, let reason):
             stateLock.withLock { _ = broadcastAborts.insert(agent) }
             resolveWaiter(agent, round: roundID, attempt: attempt, RPCStatus(.deadlineExceeded, reason))
             sendCancel(agent, roundID: roundID, reason: reason)
         case .aggregate(let outcome):
-            Thread { [self] in commit(outcome) }.start()
+            let (secure, stats) = (currentSecureRound(outcome.attempt.roundID, attempt: outcome.attempt.attempt), stats)
+            Thread { [self] in commit(outcome, secure: secure, stats: stats) }.start()
         case .closeSecureStage(let stage, let roundID, let attempt):
             closeSecureStage(stage, roundID: roundID, attempt: attempt)
         case .unmask(let outcome):
@@ -340,7 +345,7 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
             pendingAdds.wait()
             resetAccumulator()
             for agent in outcome.attempt.invited { resolveWaiter(agent, round: outcome.attempt.roundID, attempt: outcome.attempt.attempt, RPCStatus(.aborted, reason)) }
-            var record = roundRecord(outcome, status: "failed")
+            var record = roundRecord(outcome, status: "failed", stats: stats)
             record.reason = reason + (willRetry ? "; retrying with a fresh selection" : "; retries exhausted, waiting for agents")
             appendLog(.attemptFailed(record))
             logger.warning("Round attempt failed", metadata: [
@@ -352,10 +357,9 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
 
     /// Forgets the updates of the attempt that ended, plaintext or masked (see ``SecureRound/reset()``).
     private func resetAccumulator() {
-        let ended = stateLock.withLock { secureRound }
         accumulatorLock.withLock {
             plaintext.reset()
-            ended?.reset()
+            secureRound?.reset()
         }
     }
 }

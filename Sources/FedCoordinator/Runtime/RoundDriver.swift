@@ -16,12 +16,15 @@ import Foundation
 /// not ``perform(_:)`` (it would wait for itself), only ``post(_:)``. Other threads read the
 /// engine through ``read(_:)``.
 final class RoundDriver: @unchecked Sendable {
-    // @unchecked: `queue`, `stopped` and `driverThread` are guarded by `condition`; `engine` is
-    // changed only on the driver's thread, under `engineLock`, and read by others under it.
+    // @unchecked: `queue`, `stopped`, `running` and `driverThread` are guarded by `condition`;
+    // `engine` is changed only on the driver's thread (or, once it has ended, by `perform`'s
+    // caller), under `engineLock`, and read by others under it.
     typealias Change = (inout RoundStateMachine) -> [RoundStateMachine.Action]
     private let condition = NSCondition()
     private var queue: [Change] = []
     private var stopped = false
+    /// Between the start of ``run(tick:execute:)`` and its return.
+    private var running = false
     private var driverThread: Thread?
     private let engineLock = NSLock()
     private var engine: RoundStateMachine
@@ -44,12 +47,13 @@ final class RoundDriver: @unchecked Sendable {
     }
 
     /// Queues an event and waits until the driver has applied it (its actions are executed after
-    /// it returns). Once the driver has stopped, applies it here, under the engine's lock, and
-    /// drops its actions. Not from the driver's own thread.
+    /// it returns). When the driver is not running (stopped and ended, or never started and
+    /// stopped), applies it here, under the engine's lock, and drops its actions. Not from the
+    /// driver's own thread.
     func perform<T>(_ change: @escaping (inout RoundStateMachine) -> (T, [RoundStateMachine.Action])) -> T {
         condition.lock()
         precondition(driverThread == nil || Thread.current !== driverThread, "the driver cannot wait for itself")
-        if stopped {
+        if stopped && !running {
             condition.unlock()
             return engineLock.withLock { change(&engine).0 }
         }
@@ -69,23 +73,22 @@ final class RoundDriver: @unchecked Sendable {
         engineLock.withLock { body(engine) }
     }
 
-    /// Ends ``run(tick:execute:)`` once it has finished the events in hand. The events still
-    /// queued are applied here, their actions dropped, so that every ``perform(_:)`` gets its
-    /// answer.
+    /// Ends ``run(tick:execute:)`` once it has finished the events in hand; it applies the events
+    /// still queued without executing their actions, so that every ``perform(_:)`` gets its answer.
     func stop() {
-        condition.lock()
-        stopped = true
-        let left = queue
-        queue.removeAll()
-        condition.signal()
-        condition.unlock()
-        engineLock.withLock { for change in left { _ = change(&engine) } }
+        condition.withLock {
+            stopped = true
+            condition.signal()
+        }
     }
 
     /// Until ``stop()``: applies the queued events in order, executing each one's actions, and
     /// calls `tick` every ``tickInterval`` seconds (between events, never during one).
     func run(tick: @escaping Change, execute: (RoundStateMachine.Action) -> Void) {
-        condition.withLock { driverThread = Thread.current }
+        condition.withLock {
+            driverThread = Thread.current
+            running = true
+        }
         var nextTick = Deadline.after(seconds: tickInterval)
         while true {
             condition.lock()
@@ -93,6 +96,15 @@ final class RoundDriver: @unchecked Sendable {
                 _ = condition.wait(until: Date(timeIntervalSinceNow: max(0, nextTick.remainingSeconds)))
             }
             if stopped {
+                // Drain: every queued event is applied, its actions dropped.
+                while !queue.isEmpty {
+                    let left = queue
+                    queue.removeAll()
+                    condition.unlock()
+                    engineLock.withLock { for change in left { _ = change(&engine) } }
+                    condition.lock()
+                }
+                running = false
                 condition.unlock()
                 return
             }
