@@ -162,7 +162,9 @@ public final class Agent: @unchecked Sendable {
                 "rows": "\(summary.rowCount)", "features": "\(schema.features.count)", "model": "\(schema.kind.rawValue)",
             ])
         } catch {
-            report = DataReport(summary: DataSchemaSummary(schemaSHA256: hash), problem: "\(error)")
+            // Only the problem's structure leaves the site: never a cell's content or a local path.
+            let shareable = (error as? LearnError)?.shareable ?? "the site's data could not be checked; the site's own log says why"
+            report = DataReport(summary: DataSchemaSummary(schemaSHA256: hash), problem: shareable)
             logger.error("Local data does not match the federation's model schema; this site will not be selected until it is fixed (check it with `fedagent check`, then restart the agent)",
                          metadata: ["problem": "\(error)"])
         }

@@ -27,7 +27,8 @@ public protocol LocalTrainer: Sendable {
 
 extension LocalTrainer {
     public func prepare(schema: ModelSchema) throws -> DataSchemaSummary {
-        throw LearnError(.schemaMismatch, "this agent runs the benchmark trainer, which has no data; configure trainer.kind \"local\" with data.csv")
+        let message = "this agent runs the benchmark trainer, which has no data; configure trainer.kind \"local\" with data.csv"
+        throw LearnError(.schemaMismatch, message, shareable: message)
     }
     public func statistics() throws -> FeatureStatistics {
         throw LearnError(.schemaMismatch, "this agent's trainer has no data to take statistics of")

@@ -16,7 +16,8 @@ struct CSVReader {
     init(path: String) throws {
         self.path = path
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw LearnError(.unreadable, "cannot read the data file '\(path)'; check the path and its permissions")
+            throw LearnError(.unreadable, "cannot read the data file '\(path)'; check the path and its permissions",
+                             shareable: "the site's data file cannot be read")
         }
         bytes = [UInt8](data)
         // A UTF-8 byte-order mark, as spreadsheet programs write, is not part of the first column's name.
@@ -70,7 +71,9 @@ struct CSVReader {
                     sawAnything = true
                 }
             }
-            if quoted { throw LearnError(.invalidValue, "'\(path)' line \(line): a quoted field is never closed") }
+            if quoted {
+                throw LearnError(.invalidValue, "'\(path)' line \(line): a quoted field is never closed", shareable: "line \(line): a quoted field is never closed")
+            }
             if sawAnything || !field.isEmpty {
                 fields.append(String(decoding: field, as: UTF8.self))
                 return fields

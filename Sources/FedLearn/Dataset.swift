@@ -36,20 +36,23 @@ public struct Dataset: Sendable {
     public static func load(csv path: String, schema: ModelSchema) throws -> Dataset {
         var reader = try CSVReader(path: path)
         guard let header = try reader.nextRecord() else {
-            throw LearnError(.schemaMismatch, "'\(path)' is empty: it needs a header row naming the columns, then one row per example")
+            throw LearnError(.schemaMismatch, "'\(path)' is empty: it needs a header row naming the columns, then one row per example",
+                             shareable: "the data file is empty")
         }
         var positions: [String: Int] = [:]
         for (index, name) in header.enumerated() {
             let name = name.trimmingCharacters(in: .whitespaces)
             if let first = positions[name] {
-                throw LearnError(.schemaMismatch, "'\(path)' has the column '\(name)' twice (columns \(first + 1) and \(index + 1)); rename or remove one")
+                throw LearnError(.schemaMismatch, "'\(path)' has the column '\(name)' twice (columns \(first + 1) and \(index + 1)); rename or remove one",
+                                 shareable: "the header names one column twice (columns \(first + 1) and \(index + 1))")
             }
             positions[name] = index
         }
         let missing = (schema.features + [schema.label]).filter { positions[$0] == nil }
         guard missing.isEmpty else {
             throw LearnError(.schemaMismatch, "'\(path)' has no column\(missing.count > 1 ? "s" : "") \(missing.map { "'\($0)'" }.joined(separator: ", ")); "
-                + "the federation's model needs the features \(schema.features.joined(separator: ", ")) and the label '\(schema.label)'")
+                + "the federation's model needs the features \(schema.features.joined(separator: ", ")) and the label '\(schema.label)'",
+                shareable: "no column\(missing.count > 1 ? "s" : "") \(missing.map { "'\($0)'" }.joined(separator: ", ")) in the data file")
         }
         let featureColumns = schema.features.map { positions[$0]! }
         let labelColumn = positions[schema.label]!
@@ -58,7 +61,8 @@ public struct Dataset: Sendable {
         var row = [Float](repeating: 0, count: featureColumns.count)
         while let record = try reader.nextRecord() {
             guard record.count == header.count else {
-                throw LearnError(.invalidValue, "'\(path)' line \(reader.line) has \(record.count) fields; the header has \(header.count)")
+                throw LearnError(.invalidValue, "'\(path)' line \(reader.line) has \(record.count) fields; the header has \(header.count)",
+                                 shareable: "line \(reader.line) has \(record.count) fields; the header has \(header.count)")
             }
             var drop = false
             var imputed: [Int] = []
@@ -68,11 +72,13 @@ public struct Dataset: Sendable {
                     row[feature] = Float(value)
                     continue
                 }
-                let problem = Self.isMissing(text) ? "is empty (a missing value)" : "'\(text)' is not a number"
+                let kind = Self.isMissing(text) ? "is empty (a missing value)" : "is not a number"
+                let problem = Self.isMissing(text) ? kind : "'\(text)' \(kind)"
                 switch policies[feature] {
                 case .error:
                     throw LearnError(.invalidValue, "'\(path)' line \(reader.line), column '\(schema.features[feature])': \(problem); fix the value, "
-                        + "or set the column's missing-value policy to drop_row or impute_mean in the model schema")
+                        + "or set the column's missing-value policy to drop_row or impute_mean in the model schema",
+                        shareable: "line \(reader.line), column '\(schema.features[feature])': the value \(kind)")
                 case .dropRow: drop = true
                 case .imputeMean:
                     row[feature] = .nan
@@ -82,7 +88,8 @@ public struct Dataset: Sendable {
             let labelText = record[labelColumn].trimmingCharacters(in: .whitespaces)
             guard let label = Double(labelText), label.rounded() == label, label >= 0, label < Double(schema.classes) else {
                 throw LearnError(.invalidValue, "'\(path)' line \(reader.line), label column '\(schema.label)': '\(labelText)' is not one of the model's classes "
-                    + "0 … \(schema.classes - 1)")
+                    + "0 … \(schema.classes - 1)",
+                    shareable: "line \(reader.line), label column '\(schema.label)': the value is not one of the model's classes 0 … \(schema.classes - 1)")
             }
             if drop {
                 dataset.droppedRows += 1
@@ -93,7 +100,8 @@ public struct Dataset: Sendable {
             dataset.labels.append(Int32(label))
         }
         guard dataset.rowCount > 0 else {
-            throw LearnError(.schemaMismatch, "'\(path)' has a header but no usable rows (\(dataset.droppedRows) dropped for missing values)")
+            throw LearnError(.schemaMismatch, "'\(path)' has a header but no usable rows (\(dataset.droppedRows) dropped for missing values)",
+                             shareable: "the data file has no usable rows (\(dataset.droppedRows) dropped for missing values)")
         }
         return dataset
     }

@@ -4,6 +4,7 @@ import FedCore
 import FedLearn
 import FedWire
 import Foundation
+import Logging
 import Testing
 
 /// Local training on real hospital data (the breast-cancer sites) over loopback mTLS: the data
@@ -187,5 +188,65 @@ struct LearningEndToEndTests {
         #expect(ineligible.agent == "hospital-b" && ineligible.reason.contains("worst_area"))
         let rounds = records.committedRounds
         #expect(rounds.count == 3 && rounds.allSatisfy { !$0.selected.contains("hospital-b") && $0.reported.count == 4 })
+    }
+
+    /// Everything a logger is given, as text: each message with its metadata.
+    final class LogText: LogHandler, @unchecked Sendable {
+        // @unchecked: `lines` is guarded by `lock`.
+        private let lock = NSLock()
+        private var lines: [String] = []
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let fields = metadata.merging(event.metadata ?? [:]) { $1 }.map { "\($0)=\($1)" }.joined(separator: " ")
+            lock.withLock { lines.append("\(event.message) \(fields)") }
+        }
+        var text: String { lock.withLock { lines.joined(separator: "\n") } }
+    }
+
+    @Test("A cell holding a patient's name never leaves the site: not in what the coordinator is told, logs, records or keeps")
+    func cellContentStaysAtTheSite() throws {
+        let federation = try Federation()
+        let ward = federation.directory + "/ward-7-private"
+        try FileManager.default.createDirectory(atPath: ward, withIntermediateDirectories: true)
+        let file = ward + "/admissions.csv"
+        let patient = "Jane Q. Doe 1961-04-02"
+        // Site 2's file with a name and birth date in the first feature of its fifth row (line 6).
+        var lines = try String(contentsOfFile: Self.site(2), encoding: .utf8).split(separator: "\n").map(String.init)
+        var fields = lines[5].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        fields[0] = patient
+        lines[5] = fields.joined(separator: ",")
+        try (lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let configuration = try Self.configuration(federation, rounds: 1, selection: [
+            "target": 4, "min_available": 4, "min_updates": 4, "round_deadline_seconds": 30, "selection_timeout_seconds": 0.5,
+        ], evaluateEvery: 0)
+        let log = LogText()
+        let coordinator = try RunningCoordinator(configuration, logger: Logger(label: "coordinator") { _ in log })
+        var trainers = Self.trainers(holdout: nil)
+        trainers["hospital-b"] = SiteTrainer(files: .init(csv: file, holdoutFraction: 0))
+        let agents = try RunningAgents(federation, port: coordinator.port, trainers: trainers)
+        #expect(eventually(20) { agents.agents["hospital-b"]?.dataRefusal != nil })
+        let refusal = try #require(agents.agents["hospital-b"]?.dataRefusal)
+        #expect(coordinator.waitUntilFinished(seconds: 60), "the round did not finish")
+        // The site learns the structure of its problem: line, schema column, kind.
+        #expect(refusal.contains("line 6, column '\(Self.features[0])': the value is not a number"), "\(refusal)")
+        // What the coordinator answered, logged, recorded in the round log and keeps in its state folder.
+        let stateFiles = FileManager.default.enumerator(atPath: configuration.stateDir)?.compactMap { $0 as? String } ?? []
+        let kept = try stateFiles.compactMap { name -> String? in
+            let path = configuration.stateDir + "/" + name
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { return nil }
+            return String(decoding: try Data(contentsOf: URL(fileURLWithPath: path)), as: UTF8.self)
+        }
+        #expect(stateFiles.contains("rounds.jsonl") && log.text.contains("hospital-b"))
+        for (place, text) in [("the answer to the site", refusal), ("the coordinator's log", log.text)] + kept.map({ ("the state folder", $0) }) {
+            for secret in ["Jane", "1961-04-02", "ward-7-private", "admissions.csv"] {
+                #expect(!text.contains(secret), "\(secret) reached \(place)")
+            }
+        }
     }
 }
