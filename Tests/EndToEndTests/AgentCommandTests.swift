@@ -41,7 +41,7 @@ struct AgentCommandTests {
     func check() throws {
         let fedagent = try executable("fedagent")
         let federation = try Federation()
-        let configuration = try LearningEndToEndTests.configuration(federation, rounds: 1, selection: ["target": 2, "min_available": 2], evaluateEvery: 0)
+        let configuration = try LearningEndToEndTests.configuration(federation, rounds: 1, selection: ["target": 2, "min_available": 2, "min_updates": 2], evaluateEvery: 0)
         let coordinator = try RunningCoordinator(configuration)
         let config = try writeAgentConfiguration(federation, port: coordinator.port, csv: LearningEndToEndTests.site(4))
         let (status, output, errors) = try run(fedagent, ["check", "--config", config])

@@ -147,6 +147,32 @@ struct ProcessEndToEndTests {
         #expect(process.terminationReason == .exit && process.terminationStatus == 0)
     }
 
+    @Test("A configuration of only the required fields starts: the defaults (secure aggregation on) fit together")
+    func defaultsStart() throws {
+        let fedcoord = try executable("fedcoord")
+        let federation = try Federation()
+        let files = federation.files
+        let config = federation.directory + "/minimal.json"
+        try """
+            {"listen": {"port": \(try freePort())},
+             "tls": {"certificate": "\(files.coordinatorCertificate)", "private_key": "\(files.coordinatorKey)",
+                     "ca": "\(files.caCertificate)", "crl": "\(files.revocationList)"},
+             "state_dir": "\(federation.stateDir)",
+             "model": {"tensors": [{"name": "w", "shape": [4, 2]}]}}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: fedcoord)
+        process.arguments = ["serve", "--config", config]
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        #expect(eventually(10) { ((try? RoundLog.verify(path: federation.stateDir + "/rounds.jsonl")) ?? []).contains { $0.type == "coordinator_started" } })
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "stderr: \(stderr)")
+    }
+
     @Test("Bad configurations are refused at start with a message that says what to fix", arguments: [
         ("--set selection.min_updates=9", "min_updates (9) must not exceed target (5)"),
         ("--set selection.round_deadline_seconds=0", "round_deadline_seconds must be positive"),

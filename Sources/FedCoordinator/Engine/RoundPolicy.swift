@@ -6,10 +6,11 @@ public struct RoundPolicy: ConfigurationSection, Sendable, Equatable {
     public var target = 5
     /// Invite `ceil(target × overselect)` agents, so that stragglers do not hold the round.
     public var overselect = 1.0
-    /// Eligible agents needed before a round starts.
-    public var minAvailable = 2
+    /// Eligible agents needed before a round starts. 3 by default: secure aggregation, on by
+    /// default, needs at least 3 survivors (with 2, each would learn the other's update).
+    public var minAvailable = 3
     /// Complete updates needed for the round to commit; fewer and it fails and is retried.
-    public var minUpdates = 2
+    public var minUpdates = 3
     /// Seconds from sending the task to the round's deadline.
     public var roundDeadline = 30.0
     /// Seconds to wait for more than `min_available` agents before starting with what is there.
