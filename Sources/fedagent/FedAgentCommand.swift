@@ -40,12 +40,12 @@ struct RunCommand: ParsableCommand {
     @Option(help: "The agent's JSON configuration file.") var config: String
     @Option(name: .customLong("set"), help: "Override a configuration field: key.path=value (repeatable).") var overrides: [String] = []
     @Option(help: "Override coordinator.port.") var port: UInt16?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, warning or error.") var logLevel: String = "info"
+    @Option(name: .customLong("log-level"), help: "How much to log.") var logLevel: Logger.Level = .info
 
     func run() throws {
         let configuration = try loadConfiguration(config, overrides: overrides, port: port)
         var logger = Logger(label: "fedagent") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        logger.logLevel = logLevel
         WireProcess.tuneAllocatorForLargeBuffers()
         WireProcess.keepFreedHeapMemory()
         let agent = try Agent(configuration: configuration, logger: logger)
@@ -157,3 +157,6 @@ struct SynthCommand: ParsableCommand {
         print("Model schema for these files (coordinator.json \"model\"): " + SyntheticHospitals.schema.canonicalJSON())
     }
 }
+
+/// `--log-level` takes swift-log's level names and refuses any other, listing them.
+extension Logger.Level: @retroactive ExpressibleByArgument {}

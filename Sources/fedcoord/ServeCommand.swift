@@ -26,7 +26,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Override listen.port.") var port: UInt16?
     @Option(name: .customLong("state-dir"), help: "Override state_dir.") var stateDir: String?
     @Option(help: "Override rounds (stop after this many committed rounds; 0 runs until stopped).") var rounds: UInt64?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, warning or error.") var logLevel: String = "info"
+    @Option(name: .customLong("log-level"), help: "How much to log.") var logLevel: Logger.Level = .info
 
     func run() throws {
         let configuration: CoordinatorConfiguration
@@ -66,8 +66,11 @@ final class SignalStopper: @unchecked Sendable {
 }
 
 /// Logs to standard error, data in metadata.
-func makeLogger(label: String, level: String) -> Logger {
+func makeLogger(label: String, level: Logger.Level) -> Logger {
     var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
-    logger.logLevel = Logger.Level(rawValue: level) ?? .info
+    logger.logLevel = level
     return logger
 }
+
+/// `--log-level` takes swift-log's level names and refuses any other, listing them.
+extension Logger.Level: @retroactive ExpressibleByArgument {}

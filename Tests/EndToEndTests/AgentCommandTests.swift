@@ -78,4 +78,11 @@ struct AgentCommandTests {
         let (badStatus, _, badErrors) = try run(fedagent, ["synth", "--sites", "0", "--out", out])
         #expect(badStatus != 0 && badErrors.contains("--sites must be"))
     }
+
+    @Test("An unknown --log-level is refused, naming the levels, before anything starts")
+    func logLevel() throws {
+        let fedagent = try executable("fedagent")
+        let (status, _, errors) = try run(fedagent, ["run", "--config", "/nowhere/agent.json", "--log-level", "verbose"])
+        #expect(status != 0 && errors.contains("The value 'verbose' is invalid for '--log-level") && errors.contains("warning"), "\(errors)")
+    }
 }

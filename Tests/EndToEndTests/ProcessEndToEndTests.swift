@@ -177,6 +177,7 @@ struct ProcessEndToEndTests {
         ("--set selection.min_updates=9", "min_updates (9) must not exceed target (5)"),
         ("--set selection.round_deadline_seconds=0", "round_deadline_seconds must be positive"),
         ("--set selection.colour=1", "unknown field 'selection.colour'"),
+        ("--log-level verbose", "The value 'verbose' is invalid for '--log-level"),
         ("--set secure_aggregation.dp.sigma=1", "unknown field 'secure_aggregation.dp.sigma'"),
         ("--set tls.crl=null", "required field 'tls.crl' is missing"),
         ("--set selection.target=\"five\"", "field 'selection.target' has the wrong type"),
