@@ -39,7 +39,8 @@ public enum StrictConfiguration {
         do {
             object = try JSONSerialization.jsonObject(with: data)
         } catch {
-            throw ConfigurationError("'\(path)' is not valid JSON: \(error.localizedDescription)")
+            throw ConfigurationError("'\(path)' is not valid JSON\(syntaxLocation(of: error, in: data)); fix the syntax there "
+                + "(a missing comma, quote or brace, a trailing comma, a comment)")
         }
         var root = object
         for (path, value) in overrides.sorted(by: { $0.key < $1.key }) { root = try set(path, to: value, in: root) }
@@ -56,6 +57,21 @@ public enum StrictConfiguration {
         } catch {
             throw ConfigurationError("'\(path)': \(error)")
         }
+    }
+
+    /// " at line L, column C (`the line`)" from the parser's character offset, or "" when it
+    /// gives none. The configuration is the operator's own file, so its line may be shown.
+    static func syntaxLocation(of error: any Error, in data: Data) -> String {
+        guard let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String,
+              let range = detail.range(of: #"character \d+"#, options: .regularExpression),
+              let offset = Int(detail[range].dropFirst("character ".count)), offset <= data.count
+        else { return "" }
+        let bytes = [UInt8](data)
+        let lineStart = bytes[..<offset].lastIndex(of: 0x0A).map { $0 + 1 } ?? 0
+        let lineEnd = bytes[offset...].firstIndex(of: 0x0A) ?? bytes.count
+        let line = bytes[..<offset].filter { $0 == 0x0A }.count + 1
+        let text = String(decoding: bytes[lineStart..<lineEnd], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+        return " at line \(line), column \(offset - lineStart + 1) (`\(text.prefix(80))`)"
     }
 
     private static func check(_ value: Any, against schema: Schema, at path: String, file: String) throws {

@@ -173,6 +173,17 @@ struct ProcessEndToEndTests {
         #expect(process.terminationReason == .exit && process.terminationStatus == 0, "stderr: \(stderr)")
     }
 
+    @Test("A configuration that is not valid JSON is refused with the line and column of the mistake")
+    func syntaxError() throws {
+        let fedcoord = try executable("fedcoord")
+        let federation = try Federation()
+        let config = federation.directory + "/broken.json"
+        try "{\n  \"listen\": {\"port\": 7443},\n  \"tls\": }\n}\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let (status, errors) = try runProcess(fedcoord, ["serve", "--config", config])
+        #expect(status != 0)
+        #expect(errors.contains("is not valid JSON at line 3, column 10 (`\"tls\": }`)"), "stderr: \(errors)")
+    }
+
     @Test("Bad configurations are refused at start with a message that says what to fix", arguments: [
         ("--set selection.min_updates=9", "min_updates (9) must not exceed target (5)"),
         ("--set selection.round_deadline_seconds=0", "round_deadline_seconds must be positive"),
