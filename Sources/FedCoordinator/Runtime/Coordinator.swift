@@ -201,7 +201,12 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
         wire.connection.maxPeerCalls = configuration.limits.maxCallsPerConnection
         wire.joinTimeout = configuration.limits.joinTimeoutSeconds
         wire.maxConnections = configuration.limits.maxConnections
-        let server = try WireServer(configuration: wire, delegate: self, logger: logger)
+        let server: WireServer
+        do {
+            server = try WireServer(configuration: wire, delegate: self, logger: logger)
+        } catch let error as WireError where error.code == .addressUnusable || error.code == .system {
+            throw StrictConfiguration.ConfigurationError("listen.host \"\(wire.host)\", listen.port \(wire.port): \(error.message)")
+        }
         stateLock.withLock { self.server = server }
         server.start()
         if isDone { stop() }

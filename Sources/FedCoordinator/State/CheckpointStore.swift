@@ -27,8 +27,21 @@ public final class CheckpointStore {
         self.directory = directory
         self.keep = max(1, keep)
         for folder in [directory, directory + "/checkpoints"] {
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            do {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            } catch {
+                throw StateFolderError(.unwritable, "cannot create the state folder '\(folder)' (state_dir): \(Self.systemReason(error)); "
+                    + "set state_dir to a folder this user can create and write")
+            }
         }
+    }
+
+    /// The operating system's reason inside a Foundation file error ("Permission denied", "No
+    /// space left on device"), not Cocoa's domain and code.
+    static func systemReason(_ error: any Error) -> String {
+        let cause = (error as NSError).userInfo[NSUnderlyingErrorKey] as? any Error ?? error
+        if let posix = cause as? POSIXError { return String(cString: strerror(posix.code.rawValue)) }
+        return (error as NSError).localizedDescription
     }
 
     public func modelPath(version: UInt64) -> String { checkpointDirectory + String(format: "/model-%06llu.safetensors", version) }

@@ -11,6 +11,8 @@ public struct StateFolderError: Error, CustomStringConvertible, Sendable {
         public static let checkpointMismatch = Code(name: "checkpoint-mismatch")
         public static let nothingToRepair = Code(name: "nothing-to-repair")
         public static let witnessUnreadable = Code(name: "witness-unreadable")
+        /// The state folder cannot be created or written.
+        public static let unwritable = Code(name: "unwritable")
     }
     public var code: Code
     public var message: String

@@ -70,10 +70,19 @@ public final class Socket: @unchecked Sendable {
             }
             let bound = address.withSockAddr { Glibc.bind(fd, $0, $1) }
             if bound != 0 {
-                lastError = errno == EADDRINUSE
-                    ? WireError(.addressUnusable, "cannot listen on \(address): the port is already in use (another coordinator "
+                lastError = switch errno {
+                case EADDRINUSE:
+                    WireError(.addressUnusable, "cannot listen on \(address): the port is already in use (another coordinator "
                         + "still running?); stop that process or choose another port")
-                    : .system("bind \(address)")
+                case EADDRNOTAVAIL:
+                    WireError(.addressUnusable, "cannot listen on \(address): it is not an address of this machine; choose one of its "
+                        + "addresses, or 0.0.0.0 (:: for IPv6) for all of them")
+                case EACCES:
+                    WireError(.addressUnusable, "cannot listen on \(address): ports below 1024 need privileges; choose a port of 1024 "
+                        + "or above, or grant the process CAP_NET_BIND_SERVICE")
+                default:
+                    .system("bind \(address)")
+                }
                 socket.close()
                 continue
             }
