@@ -61,7 +61,7 @@ struct RoundsCommand: ParsableCommand {
                 count = scan.count
                 last = history.resumeVersion ?? 0
                 if scan.incompleteTail {
-                    FileHandle.standardError.write(Data(("note: the last line is incomplete (the coordinator stopped while writing it: a "
+                    FileHandle.standardError.write(Data(("note: incomplete last record (interrupted write): the coordinator stopped while writing the last line (a "
                         + "full disk or a crash); it was never committed and the next serve removes it\n").utf8))
                 }
             } catch let error as RoundLogError {

@@ -25,21 +25,51 @@ struct StateSafetyEndToEndTests {
         try (lines.prefix(keep).joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
     }
 
-    @Test("A missing or shortened log stops serve with what to do; repair resumes from the last round a checkpoint agrees with")
-    func missingAndShortenedLog() throws {
+    /// A federation of five benchmark agents whose real `fedcoord serve` has committed `rounds`
+    /// rounds; the agents stay running for the next serve.
+    static func served(rounds: Int) throws -> (fedcoord: String, federation: Federation, config: String, agents: RunningAgents) {
         let fedcoord = try executable("fedcoord")
         let federation = try Federation()
         let port = try freePort()
-        let config = try ProcessEndToEndTests.writeConfiguration(federation, port: port, rounds: 6)
+        let config = try ProcessEndToEndTests.writeConfiguration(federation, port: port, rounds: rounds)
         let trainers: [String: any LocalTrainer] = Dictionary(uniqueKeysWithValues: federation.agents.map {
             ($0, BenchmarkTrainer(step: 0.001, exampleCount: 10))
         })
         let agents = try RunningAgents(federation, port: port, trainers: trainers)
+        let (status, errors) = try serve(fedcoord, config, rounds: rounds)
+        #expect(status == 0, "\(errors)")
+        return (fedcoord, federation, config, agents)
+    }
+
+    @Test("A last record cut short by an interrupted write is not called tampering; serve removes it, says so, and goes on")
+    func interruptedWrite() throws {
+        let (fedcoord, federation, config, agents) = try Self.served(rounds: 2)
         defer { _ = agents }
         let state = federation.stateDir
         let log = state + "/rounds.jsonl"
-        let (first, firstErrors) = try Self.serve(fedcoord, config, rounds: 6)
-        #expect(first == 0, "\(firstErrors)")
+        // What a full disk leaves: the first bytes of the next record, no newline.
+        let handle = try #require(FileHandle(forWritingAtPath: log))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(#"{"agent":"hospital-a","prev_sha256":"3f"#.utf8))
+        try handle.close()
+        let (verify, verifyErrors) = try runProcess(fedcoord, ["rounds", "verify", "--state", state])
+        #expect(verify == 0 && verifyErrors.contains("incomplete last record (interrupted write)") && !verifyErrors.contains("TAMPERED"),
+                "\(verifyErrors)")
+        let (second, secondErrors) = try Self.serve(fedcoord, config, rounds: 3)
+        #expect(second == 0, "\(secondErrors)")
+        let records = try RoundLog.verify(path: log)
+        #expect(records.committedRounds.map(\.round) == [1, 2, 3])
+        let repair = try #require(records.events(RoundLogEvent.StateRepaired.self).first)
+        #expect(repair.reason.contains("incomplete last record (interrupted write)") && repair.repaired.first?.contains("39 bytes") == true,
+                "\(repair)")
+    }
+
+    @Test("A missing or shortened log stops serve with what to do; repair resumes from the last round a checkpoint agrees with")
+    func missingAndShortenedLog() throws {
+        let (fedcoord, federation, config, agents) = try Self.served(rounds: 6)
+        defer { _ = agents }
+        let state = federation.stateDir
+        let log = state + "/rounds.jsonl"
         let trained = Self.checkpoints(state)
         #expect(trained.last == "model-000006.safetensors")
         let original = try Data(contentsOf: URL(fileURLWithPath: log))

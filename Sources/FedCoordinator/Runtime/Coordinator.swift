@@ -173,6 +173,13 @@ public final class Coordinator: WireServerDelegate, @unchecked Sendable {
                 : nil,
             now: 0))
         for spend in history.privacySpend { accountant.compose(q: spend.samplingRate, noiseMultiplier: spend.noiseMultiplier) }
+        if roundLog.removedTailBytes > 0 {
+            logger.warning("Removed an incomplete last record from the round log (an interrupted write: a crash or a full disk)",
+                           metadata: ["bytes": "\(roundLog.removedTailBytes)", "log": "\(store.logPath)"])
+            try roundLog.append(RoundLogRecord(.stateRepaired(.init(
+                reason: "fedcoord serve: incomplete last record (interrupted write)",
+                repaired: ["removed the incomplete last line (\(roundLog.removedTailBytes) bytes) a crash or a full disk left; it was never committed"]))))
+        }
         try roundLog.append(RoundLogRecord(.coordinatorStarted(.init(
             modelVersion: version, modelSHA256: globalSHA256.hexString, optimizer: configuration.optimizer.kind.rawValue))))
         startCount = try store.nextEpoch(atLeast: UInt64(history.starts))

@@ -18,6 +18,10 @@ public final class RoundLog {
     /// Records in the log (the last one's seq).
     public private(set) var count: UInt64
 
+    /// Bytes of an incomplete last line (a write a crash or a full disk interrupted) that opening
+    /// the log removed; 0 when the log ended with a complete record.
+    public private(set) var removedTailBytes: UInt64 = 0
+
     public static let genesisHash = String(repeating: "0", count: 64)
     /// The longest line read back (a round record of thousands of agents is well below it).
     public static let maxLineBytes = 16 << 20
@@ -39,6 +43,7 @@ public final class RoundLog {
             throw RoundLogError(line: 0, message: "cannot open the round log '\(path)' for writing")
         }
         if scanned.incompleteTail {
+            removedTailBytes = try handle.seekToEnd() - scanned.completeBytes
             try handle.truncate(atOffset: scanned.completeBytes)
             try handle.synchronize()
         }
@@ -91,9 +96,9 @@ public final class RoundLog {
         var records: [RoundLogRecord] = []
         let scanned = try scan(path: path) { records.append($0) }
         if scanned.incompleteTail {
-            throw RoundLogError(line: Int(scanned.count) + 1, message: "the last line (\(scanned.count + 1)) is incomplete: "
-                + "the coordinator stopped while writing it (a full disk, a crash); it was never committed, and the next "
-                + "`fedcoord serve` removes it", kind: .incompleteTail)
+            throw RoundLogError(line: Int(scanned.count) + 1, message: "incomplete last record (interrupted write): line "
+                + "\(scanned.count + 1) was cut short when the coordinator stopped while writing it (a full disk, a crash); it was "
+                + "never committed, and the next `fedcoord serve` removes it", kind: .incompleteTail)
         }
         return records
     }
