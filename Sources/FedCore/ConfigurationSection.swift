@@ -27,14 +27,13 @@ extension ConfigurationSection {
 /// and where it goes. A field whose value is itself a section carries that section's schema.
 public struct ConfigurationField<Section> {
     public let key: String
-    public let isRequired: Bool
     let schema: StrictConfiguration.Schema
     let decode: (KeyedDecodingContainer<ConfigurationKey>, inout Section) throws -> Void
 
     private static func make<Value: Decodable>(
         _ key: String, _ path: WritableKeyPath<Section, Value>, required: Bool, schema: StrictConfiguration.Schema
     ) -> Self {
-        Self(key: key, isRequired: required, schema: schema) { container, section in
+        Self(key: key, schema: schema) { container, section in
             let codingKey = ConfigurationKey(key)
             if let value = try container.decodeIfPresent(Value.self, forKey: codingKey) {
                 section[keyPath: path] = value
