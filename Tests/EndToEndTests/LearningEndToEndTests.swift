@@ -2,6 +2,7 @@ import FedAgent
 import FedCoordinator
 import FedCore
 import FedLearn
+import FedProtocol
 import FedWire
 import Foundation
 import Logging
@@ -248,5 +249,25 @@ struct LearningEndToEndTests {
                 #expect(!text.contains(secret), "\(secret) reached \(place)")
             }
         }
+    }
+
+    @Test("A hostile data report's problem text is cleaned and capped before the coordinator logs it or answers it")
+    func hostileDataReport() throws {
+        let federation = try Federation()
+        let configuration = try Self.configuration(federation, rounds: 0, selection: ["target": 5, "min_available": 5, "min_updates": 5],
+                                                   evaluateEvery: 0)
+        let log = LogText()
+        let coordinator = try RunningCoordinator(configuration, logger: Logger(label: "coordinator") { _ in log })
+        let hostile = try ScriptedAgent(federation, name: "hospital-b", port: coordinator.port, upload: .honest(0))
+        let problem = "line one\nline two\u{1B}[31m" + String(repeating: "x", count: 1 << 20)
+        let error = #expect(throws: RPCError.self) {
+            try hostile.connection.unary(Methods.reportData, .dataReport(DataReport(summary: DataSchemaSummary(schemaSHA256: []), problem: problem)),
+                                         timeout: 10)
+        }
+        let answer = error?.message ?? ""
+        #expect(error?.code == .failedPrecondition && answer.contains("line one line two"), "\(answer.prefix(200))")
+        #expect(answer.utf8.count < 2 * SiteText.maxBytes && !answer.contains("\n") && !answer.contains("\u{1B}"))
+        #expect(eventually(5) { log.text.contains("does not match the model schema") })
+        #expect(log.text.utf8.count < 64 << 10 && !log.text.contains("\u{1B}"), "the coordinator's log holds \(log.text.utf8.count) bytes")
     }
 }

@@ -47,6 +47,8 @@ extension Coordinator {
                 problem = "the site has no usable rows"
             }
         }
+        // A site's text (its problem, its column names) is cleaned and capped before it is logged or answered.
+        problem = SiteText.clean(problem)
         guard problem.isEmpty else {
             logger.warning("Agent's data does not match the model schema; it will not be selected", metadata: [
                 "agent": "\(agent)", "problem": "\(problem)",
